@@ -1,0 +1,409 @@
+//! Python environments, installed with uv into a virtual environment at `/srv/venv`, with Jupyter.
+//! Also the Pipfile buildpack, which installs with pipenv into the same environment.
+
+use std::collections::BTreeMap;
+
+use crate::assemble::{Planner, argv};
+use crate::error::PlanError;
+use crate::files::ConfigFile;
+use crate::options::SUPPORTED_PYTHONS;
+use crate::options::{PIPENV_VERSION, UV_VERSION};
+use crate::parse::{pipfile, pyproject, requirements, runtime};
+use crate::plan::{Cache, RunAs, Step};
+use crate::select::Selection;
+
+pub const VENV: &str = "/srv/venv";
+const UV_TOOL: &str = "/opt/kiln/uv";
+
+/// The Python buildpack: `requirements.txt`, `pyproject.toml`, `uv.lock`, `setup.py`.
+pub fn plan(p: &mut Planner, selection: &Selection) -> Result<(), PlanError> {
+    let version = python_version(p, selection, None)?;
+    runtime_and_jupyter(p, &version);
+    python_files(p, selection)
+}
+
+/// The Pipfile buildpack: `Pipfile` / `Pipfile.lock` installed with pipenv into the environment.
+pub fn plan_pipfile(p: &mut Planner, selection: &Selection) -> Result<(), PlanError> {
+    let files = p.files;
+    let info = pipfile::parse(
+        files
+            .pipfile
+            .as_ref()
+            .map(|f| (f.path.as_str(), f.text.as_str())),
+        files
+            .pipfile_lock
+            .as_ref()
+            .map(|f| (f.path.as_str(), f.text.as_str())),
+    )?;
+    let hint = info.python.clone().map(|v| {
+        let source = files
+            .pipfile_lock
+            .as_ref()
+            .or(files.pipfile.as_ref())
+            .map_or("", |f| f.path.as_str());
+        (v, format!("{source} requires it"))
+    });
+    let version = python_version(p, selection, hint)?;
+    runtime_and_jupyter(p, &version);
+    if let Some(f) = &files.requirements {
+        p.decide(
+            &f.path,
+            "ignored",
+            "the Pipfile buildpack installs only the Pipfile, as in repo2docker",
+        );
+    }
+    let (mut inputs, install_flag) = (
+        Vec::new(),
+        match &files.pipfile_lock {
+            Some(lock) => {
+                p.decide(
+                    &lock.path,
+                    "installed as locked",
+                    "pipenv install --ignore-pipfile installs exactly the lock",
+                );
+                "--ignore-pipfile"
+            }
+            None => {
+                p.decide(
+                    "Pipfile.lock",
+                    "absent",
+                    "pipenv resolves the Pipfile at build time (--skip-lock)",
+                );
+                "--skip-lock"
+            }
+        },
+    );
+    for f in [&files.pipfile, &files.pipfile_lock].into_iter().flatten() {
+        inputs.push(f.path.clone());
+    }
+    let pipfile_path = match &files.pipfile {
+        Some(f) => p.in_repo(&f.path),
+        // A lock without a Pipfile: pipenv still looks for the Pipfile next to it.
+        None => format!("{}/Pipfile", p.config_dir_in_image()),
+    };
+    let mut env = BTreeMap::from([("PIPENV_PIPFILE".to_string(), pipfile_path)]);
+    env.insert("PIPENV_NOSPIN".into(), "1".into());
+    let mut step = Step {
+        name: "Pipfile (pipenv)".into(),
+        run_as: RunAs::User,
+        inputs,
+        commands: vec![
+            uv_pip_install(&[&format!("pipenv=={PIPENV_VERSION}")]),
+            argv(&[
+                &format!("{VENV}/bin/pipenv"),
+                "install",
+                install_flag,
+                "--system",
+                "--dev",
+            ]),
+        ],
+        env,
+        caches: vec![Cache::Uv, Cache::Pip],
+        network: true,
+    };
+    if info.installs_local_path {
+        p.decide(
+            "Pipfile",
+            "installed after the repository copy",
+            "it installs a local path (path = ...), which needs the repository",
+        );
+        step.inputs.clear();
+        p.after_copy.push(step);
+    } else {
+        p.steps.push(step);
+    }
+    Ok(())
+}
+
+/// Decide the Python version: `runtime.txt`, then `requires-python`, then a buildpack's own hint
+/// (Pipfile), then the base image's Python.
+fn python_version(
+    p: &mut Planner,
+    selection: &Selection,
+    hint: Option<(String, String)>,
+) -> Result<String, PlanError> {
+    let files = p.files;
+    let base = p.opts.base_python.clone();
+    let requires = match (&selection.pyproject, &files.pyproject) {
+        (Some(pyproject), Some(file)) => pyproject
+            .requires_python
+            .as_ref()
+            .map(|spec| {
+                Ok::<_, PlanError>((
+                    file.path.clone(),
+                    spec.clone(),
+                    pyproject::specifiers(&file.path, spec)?,
+                ))
+            })
+            .transpose()?,
+        _ => None,
+    };
+    let (version, reason) = match (&selection.runtime, &files.runtime_txt) {
+        (Some(runtime::Runtime::Python { version: Some(v) }), Some(file)) => {
+            if let Some((path, spec, specs)) = &requires
+                && !pyproject::admits(specs, v)
+            {
+                return Err(PlanError::invalid(
+                    &file.path,
+                    format!("asks for Python {v}, but {path} requires-python = {spec:?} excludes it; make them agree"),
+                ));
+            }
+            (v.clone(), format!("{} asks for it", file.path))
+        }
+        (Some(runtime::Runtime::Python { version: None }), Some(file)) => {
+            (base.clone(), format!("{} asks for Python 3; the default Python 3 is the base image's", file.path))
+        }
+        _ => match requires {
+            Some((path, spec, specs)) => {
+                if pyproject::admits(&specs, &base) {
+                    (base.clone(), format!("{path} requires-python = {spec:?} admits the base image's Python, which needs no download"))
+                } else {
+                    let best = SUPPORTED_PYTHONS.iter().rev().find(|v| pyproject::admits(&specs, v)).ok_or_else(|| {
+                        PlanError::invalid(
+                            &path,
+                            format!("requires-python = {spec:?} admits none of the Python versions kiln supports ({})", SUPPORTED_PYTHONS.join(", ")),
+                        )
+                    })?;
+                    (best.to_string(), format!("{path} requires-python = {spec:?}: the newest supported version it admits"))
+                }
+            }
+            None => match hint {
+                Some((v, why)) => (v, why),
+                None => (base.clone(), "nothing asks for a version: the base image's Python (set one in runtime.txt, e.g. python-3.12, to keep the repository reproducible)".into()),
+            },
+        },
+    };
+    if !SUPPORTED_PYTHONS.contains(&version.as_str()) {
+        let path = files
+            .runtime_txt
+            .as_ref()
+            .map_or("runtime.txt", |f| f.path.as_str());
+        return Err(PlanError::invalid(
+            path,
+            format!(
+                "Python {version} is not supported; choose one of {}",
+                SUPPORTED_PYTHONS.join(", ")
+            ),
+        ));
+    }
+    let source = if version == base {
+        "the base image's interpreter"
+    } else {
+        "a uv-managed CPython, downloaded at build time"
+    };
+    p.decide("python", &version, &format!("{reason}; {source}"));
+    Ok(version)
+}
+
+/// uv, the virtual environment with the chosen Python, and Jupyter. These layers depend only on the
+/// Python version and the pinned Jupyter, so every repository with that version shares them.
+pub fn runtime_and_jupyter(p: &mut Planner, version: &str) {
+    p.add_base_packages(&["python3", "python3-venv"]);
+    for (k, v) in [
+        ("NB_PYTHON_PREFIX", VENV),
+        ("KERNEL_PYTHON_PREFIX", VENV),
+        ("VIRTUAL_ENV", VENV),
+        ("UV_PYTHON_INSTALL_DIR", "/srv/python"),
+        ("UV_LINK_MODE", "copy"),
+        ("UV_PYTHON_DOWNLOADS", "automatic"),
+    ] {
+        p.env.insert(k.into(), v.into());
+    }
+    p.path.insert(0, format!("{VENV}/bin"));
+    p.runtime_steps.push(Step {
+        name: format!("uv {UV_VERSION}"),
+        run_as: RunAs::Root,
+        inputs: vec![],
+        commands: vec![
+            argv(&["python3", "-m", "venv", UV_TOOL]),
+            argv(&[
+                &format!("{UV_TOOL}/bin/pip"),
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                &format!("uv=={UV_VERSION}"),
+            ]),
+            argv(&[
+                "ln",
+                "-sf",
+                &format!("{UV_TOOL}/bin/uv"),
+                "/usr/local/bin/uv",
+            ]),
+        ],
+        env: BTreeMap::new(),
+        caches: vec![Cache::Pip],
+        network: true,
+    });
+    let jupyter: Vec<&str> = p.opts.jupyter_packages.iter().map(String::as_str).collect();
+    p.decide("jupyter", &jupyter.join(" "), "kiln's pinned Jupyter (JupyterLab, notebook, jupyterhub-singleuser), installed before the repository's own packages");
+    p.runtime_steps.push(Step {
+        name: format!("Python {version} and Jupyter"),
+        run_as: RunAs::User,
+        inputs: vec![],
+        commands: vec![
+            argv(&["uv", "venv", "--seed", "--python", version, VENV]),
+            uv_pip_install(&jupyter),
+        ],
+        env: BTreeMap::new(),
+        caches: vec![Cache::Uv],
+        network: true,
+    });
+}
+
+/// `uv pip install` into the environment.
+fn uv_pip_install(args: &[&str]) -> Vec<String> {
+    let mut cmd = argv(&[
+        "uv",
+        "pip",
+        "install",
+        "--python",
+        &format!("{VENV}/bin/python"),
+    ]);
+    cmd.extend(args.iter().map(|a| a.to_string()));
+    cmd
+}
+
+/// `requirements.txt`, `pyproject.toml`, `uv.lock` and `setup.py`.
+fn python_files(p: &mut Planner, selection: &Selection) -> Result<(), PlanError> {
+    let files = p.files;
+    let is_package = files.setup_py.is_some()
+        || (files.config_dir.is_none()
+            && selection.pyproject.as_ref().is_some_and(|x| x.is_package()));
+
+    if let (Some(lock), Some(project)) = (&files.uv_lock, &files.pyproject) {
+        let dir = parent_in_image(p, &project.path);
+        let env = BTreeMap::from([("UV_PROJECT_ENVIRONMENT".to_string(), VENV.to_string())]);
+        p.decide(&lock.path, "installed as locked", "uv sync --locked installs exactly the lock (beyond repo2docker, which ignores uv.lock)");
+        p.steps.push(Step {
+            name: format!("{} (uv sync, without the project itself)", lock.path),
+            run_as: RunAs::User,
+            inputs: vec![project.path.clone(), lock.path.clone()],
+            commands: vec![argv(&[
+                "uv",
+                "sync",
+                "--locked",
+                "--inexact",
+                "--no-install-project",
+                "--project",
+                &dir,
+            ])],
+            env: env.clone(),
+            caches: vec![Cache::Uv],
+            network: true,
+        });
+        if is_package {
+            p.after_copy.push(Step {
+                name: "the project itself (uv sync)".into(),
+                run_as: RunAs::User,
+                inputs: vec![],
+                commands: vec![argv(&[
+                    "uv",
+                    "sync",
+                    "--locked",
+                    "--inexact",
+                    "--project",
+                    &dir,
+                ])],
+                env,
+                caches: vec![Cache::Uv],
+                network: true,
+            });
+        }
+    } else if let Some(lock) = &files.uv_lock {
+        p.decide(
+            &lock.path,
+            "ignored",
+            "a uv.lock needs its pyproject.toml beside it",
+        );
+    }
+
+    if let Some(req) = &files.requirements {
+        requirements_step(p, req);
+    }
+
+    if files.uv_lock.is_none()
+        && let (Some(pyproject), Some(file)) = (&selection.pyproject, &files.pyproject)
+        && !pyproject.dependencies.is_empty()
+    {
+        if pyproject.dynamic_dependencies {
+            p.decide(
+                &file.path,
+                "dependencies installed with the package",
+                "[project].dependencies is dynamic, so it needs the repository",
+            );
+        } else {
+            p.decide(
+                &format!("{} dependencies", file.path),
+                "installed before the repository copy",
+                "[project].dependencies is static, so a code-only change does not reinstall them",
+            );
+            p.steps.push(Step {
+                name: format!("{} [project].dependencies", file.path),
+                run_as: RunAs::User,
+                inputs: vec![file.path.clone()],
+                commands: vec![uv_pip_install(&["--requirements", &p.in_repo(&file.path)])],
+                env: BTreeMap::new(),
+                caches: vec![Cache::Uv],
+                network: true,
+            });
+        }
+    }
+
+    if is_package && files.uv_lock.is_none() {
+        let what = files
+            .setup_py
+            .clone()
+            .unwrap_or_else(|| "pyproject.toml".into());
+        p.decide("package", "pip install . (with uv)", &format!("{what} makes the repository a Python package; installed after the copy, as in repo2docker"));
+        p.after_copy.push(Step {
+            name: "the repository's package (uv pip install .)".into(),
+            run_as: RunAs::User,
+            inputs: vec![],
+            commands: vec![uv_pip_install(&[&p.home()])],
+            env: BTreeMap::new(),
+            caches: vec![Cache::Uv],
+            network: true,
+        });
+    }
+    Ok(())
+}
+
+fn requirements_step(p: &mut Planner, req: &ConfigFile) {
+    let path_in_image = p.in_repo(&req.path);
+    let mut step = Step {
+        name: req.path.clone(),
+        run_as: RunAs::User,
+        inputs: vec![req.path.clone()],
+        commands: vec![uv_pip_install(&["--requirements", &path_in_image])],
+        env: BTreeMap::new(),
+        caches: vec![Cache::Uv],
+        network: true,
+    };
+    match requirements::local_reference(&req.text) {
+        Some((line, text)) => {
+            p.decide(
+                &req.path,
+                "installed after the repository copy",
+                &format!("line {line} ({text}) refers to files of the repository"),
+            );
+            step.inputs.clear();
+            p.after_copy.push(step);
+        }
+        None => {
+            p.decide(
+                &req.path,
+                "installed before the repository copy",
+                "it refers to no repository files, so its layer survives code-only changes",
+            );
+            p.steps.push(step);
+        }
+    }
+}
+
+/// The folder holding a repository file, in the image.
+fn parent_in_image(p: &Planner, rel: &str) -> String {
+    match rel.rsplit_once('/') {
+        Some((dir, _)) => p.in_repo(dir),
+        None => p.home(),
+    }
+}

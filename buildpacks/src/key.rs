@@ -1,0 +1,40 @@
+//! The environment key: a sha256 over everything the environment layers depend on.
+//!
+//! It covers the environment part of the plan (base image, user, build environment, kiln's files and
+//! steps, system packages, environment steps) and the bytes of every file those steps read. The
+//! repository copy, the steps after it and the runtime settings are outside it, so a code-only change
+//! keeps the key, and two repositories with the same environment files share it.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::plan::Environment;
+
+/// Bumped when the meaning of a plan's environment changes without its data changing.
+const KEY_FORMAT: &str = "kiln-environment-v1";
+
+#[derive(Serialize)]
+struct KeyInput<'a> {
+    format: &'static str,
+    environment: &'a Environment,
+    /// (path, sha256 of the bytes), in the order the steps read them.
+    inputs: Vec<(&'a str, String)>,
+}
+
+/// The key of an environment whose steps read `inputs` (path and bytes).
+pub fn environment_key<'a>(
+    environment: &'a Environment,
+    inputs: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> String {
+    let input = KeyInput {
+        format: KEY_FORMAT,
+        environment,
+        inputs: inputs
+            .into_iter()
+            .map(|(path, bytes)| (path, hex::encode(Sha256::digest(bytes))))
+            .collect(),
+    };
+    // Struct fields serialise in declaration order and every map is a BTreeMap: the JSON is canonical.
+    let json = serde_json::to_vec(&input).expect("plan data always serialises");
+    format!("sha256:{}", hex::encode(Sha256::digest(&json)))
+}

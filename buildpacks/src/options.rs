@@ -1,0 +1,96 @@
+//! What an operator can choose when planning, and the pinned versions kiln installs by default.
+//! Every pinned version lives here, in one place.
+
+use serde::{Deserialize, Serialize};
+
+/// The image every plan builds on by default: Debian bookworm, made locally by `kiln base bootstrap`.
+pub const DEFAULT_BASE_IMAGE: &str = "kiln/base:bookworm";
+/// The Python that the default base image ships (Debian bookworm's `python3`). A plan that asks for it
+/// uses the base image's interpreter; any other version is a uv-managed CPython.
+pub const BASE_PYTHON: &str = "3.11";
+/// The R version that the default base image's Debian release packages (bookworm: 4.2.2).
+pub const BASE_R: &str = "4.2";
+/// Python versions kiln accepts (`runtime.txt`, `requires-python`), oldest first.
+pub const SUPPORTED_PYTHONS: &[&str] = &["3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14"];
+
+/// Jupyter, installed into every Python-based image. `jupyterhub` provides `jupyterhub-singleuser`;
+/// its major version must match the hub's.
+pub const JUPYTER_PACKAGES: &[&str] =
+    &["jupyterlab==4.6.6", "notebook==7.6.5", "jupyterhub==6.1.1"];
+/// The conda-forge names of the same packages, for conda environments.
+pub const JUPYTER_CONDA_PACKAGES: &[&str] = &[
+    "jupyterlab=4.6.6",
+    "notebook=7.6.5",
+    "jupyterhub-singleuser=6.1.1",
+];
+pub const UV_VERSION: &str = "0.13.9";
+pub const PIPENV_VERSION: &str = "2026.10.3";
+pub const MICROMAMBA_VERSION: &str = "2.3.3-0";
+pub const NIX_VERSION: &str = "2.24.10";
+/// Full R versions for each `runtime.txt` minor version, as repo2docker maps them.
+pub const R_VERSIONS: &[(&str, &str)] = &[
+    ("4.6", "4.6.1"),
+    ("4.5", "4.5.1"),
+    ("4.4", "4.4.2"),
+    ("4.3", "4.3.3"),
+    ("4.2", "4.2.3"),
+    ("4.1", "4.1.3"),
+    ("4.0", "4.0.5"),
+    ("3.6", "3.6.3"),
+    ("3.5", "3.5.3"),
+    ("3.4", "3.4.4"),
+    ("3.3", "3.3.3"),
+];
+/// The R version used when `runtime.txt` gives a date but no version.
+pub const DEFAULT_R: &str = "4.4";
+/// Julia releases kiln can install, newest first; `[compat] julia` picks the newest that matches.
+pub const JULIA_VERSIONS: &[&str] = &[
+    "1.12.1", "1.11.7", "1.10.10", "1.9.4", "1.8.5", "1.7.3", "1.6.7",
+];
+/// Posit Package Manager's dated CRAN snapshots for Debian bookworm; `{date}` is a date or `latest`.
+pub const DEFAULT_CRAN_URL: &str = "https://packagemanager.posit.co/cran/__linux__/bookworm/{date}";
+
+/// Choices of the operator that shape a plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanOptions {
+    pub base_image: String,
+    /// The Python version of the base image (used as is, without a download).
+    pub base_python: String,
+    /// The R version of the base image's Debian release.
+    pub base_r: String,
+    pub user: String,
+    pub uid: u32,
+    /// pip requirement strings for Jupyter in Python environments.
+    pub jupyter_packages: Vec<String>,
+    /// conda specs for Jupyter in conda environments.
+    pub jupyter_conda_packages: Vec<String>,
+    /// CRAN snapshot URL template with `{date}`.
+    pub cran_url: String,
+    /// Conda channels used when `environment.yml` names none.
+    pub default_conda_channels: Vec<String>,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            base_image: DEFAULT_BASE_IMAGE.to_string(),
+            base_python: BASE_PYTHON.to_string(),
+            base_r: BASE_R.to_string(),
+            user: "jovyan".to_string(),
+            uid: 1000,
+            jupyter_packages: JUPYTER_PACKAGES.iter().map(|s| s.to_string()).collect(),
+            jupyter_conda_packages: JUPYTER_CONDA_PACKAGES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            cran_url: DEFAULT_CRAN_URL.to_string(),
+            default_conda_channels: vec!["conda-forge".to_string()],
+        }
+    }
+}
+
+impl PlanOptions {
+    pub fn home(&self) -> String {
+        format!("/home/{}", self.user)
+    }
+}

@@ -1,0 +1,1 @@
+raise SystemExit("ignored: binder/ exists")
