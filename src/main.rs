@@ -2,12 +2,12 @@
 //!
 //! The binary is a thin layer over the crates: it parses arguments, calls them, and prints.
 
-use std::path::PathBuf;
+mod commands;
+mod output;
+
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
-use kiln_buildpacks::{PlanOptions, RenderOptions};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -17,7 +17,12 @@ use kiln_buildpacks::{PlanOptions, RenderOptions};
     long_about = "kiln reads a repository's environment files (the same files and rules as repo2docker and \
                   Binder: requirements.txt, environment.yml, Pipfile, runtime.txt, apt.txt, postBuild, start, \
                   install.R, DESCRIPTION, Project.toml, default.nix, Dockerfile, binder/), plans a cached, \
-                  layered image build, and says why it decided what it did."
+                  layered image build, says why it decided what it did, and builds and runs the image on a \
+                  Docker or Podman engine.\n\n\
+                  Engine settings: DOCKER_HOST (default unix:///var/run/docker.sock); KILN_NETWORK, the network \
+                  of builds and sessions (default: the engine's default network; `host` shares the host's \
+                  network, which lets builds and sessions reach every loopback service: never use it for a \
+                  public service); KILN_BUILDKIT=0|1 to force the builder."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,72 +33,29 @@ struct Cli {
 enum Command {
     /// Show how a repository would be built: the buildpacks, each decision and its reason, the layers
     /// and the environment key.
-    Plan {
-        /// The repository folder.
-        path: PathBuf,
-        /// Print the plan as JSON (top-level `buildpacks`, primary first, and `environment_key`).
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        options: PlanArgs,
-    },
+    Plan(commands::plan::PlanCommand),
     /// Print the Dockerfile kiln builds for a repository (its own Dockerfile, when it has one).
-    Dockerfile {
-        /// The repository folder.
-        path: PathBuf,
-        /// Render for the classic builder: no cache mounts, package caches disabled instead.
-        #[arg(long)]
-        classic: bool,
-        #[command(flatten)]
-        options: PlanArgs,
-    },
-}
-
-/// Choices that shape a plan.
-#[derive(Args)]
-struct PlanArgs {
-    /// The image to build on.
-    #[arg(long, env = "KILN_BASE_IMAGE", default_value = kiln_buildpacks::options::DEFAULT_BASE_IMAGE)]
-    base_image: String,
-    /// The Python version of the base image (used without a download).
-    #[arg(long, env = "KILN_BASE_PYTHON", default_value = kiln_buildpacks::options::BASE_PYTHON)]
-    base_python: String,
-    /// The image's user.
-    #[arg(long, env = "KILN_USER", default_value = "jovyan")]
-    user: String,
-    /// The image user's uid (and gid).
-    #[arg(long, env = "KILN_UID", default_value_t = 1000)]
-    uid: u32,
-    /// Jupyter packages for Python environments, as pip requirements; repeat to list several
-    /// (replaces kiln's pinned set: jupyterlab, notebook, jupyterhub).
-    #[arg(long = "jupyter", value_name = "REQUIREMENT")]
-    jupyter: Vec<String>,
-    /// CRAN snapshot URL template; `{date}` becomes the runtime.txt date or `latest`.
-    #[arg(long, env = "KILN_CRAN_URL", default_value = kiln_buildpacks::options::DEFAULT_CRAN_URL)]
-    cran_url: String,
-}
-
-impl PlanArgs {
-    fn options(&self) -> PlanOptions {
-        let mut options = PlanOptions {
-            base_image: self.base_image.clone(),
-            base_python: self.base_python.clone(),
-            user: self.user.clone(),
-            uid: self.uid,
-            cran_url: self.cran_url.clone(),
-            ..PlanOptions::default()
-        };
-        if !self.jupyter.is_empty() {
-            options.jupyter_packages = self.jupyter.clone();
-        }
-        options
-    }
+    Dockerfile(commands::plan::DockerfileCommand),
+    /// Build a repository's image on the engine (reusing it when it exists for the same commit).
+    Build(commands::build::BuildCommand),
+    /// Build when needed, then run the image: JupyterLab on a free loopback port, or a command.
+    Run(commands::run::RunCommand),
+    /// The base image.
+    #[command(subcommand)]
+    Base(commands::base::BaseCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = match cli.command {
+        Command::Plan(c) => c.run(),
+        Command::Dockerfile(c) => c.run(),
+        Command::Build(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Run(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Base(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+    };
+    match result {
+        Ok(code) => code,
         Err(error) => {
             eprintln!("kiln: error: {error:#}");
             ExitCode::FAILURE
@@ -101,37 +63,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Plan {
-            path,
-            json,
-            options,
-        } => {
-            let plan = plan(&path, &options)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
-            } else {
-                print!("{}", kiln_buildpacks::describe(&plan));
-            }
-        }
-        Command::Dockerfile {
-            path,
-            classic,
-            options,
-        } => {
-            let plan = plan(&path, &options)?;
-            let render = RenderOptions {
-                buildkit: !classic,
-                ..RenderOptions::default()
-            };
-            print!("{}", kiln_buildpacks::dockerfile(&plan, &render)?);
-        }
-    }
-    Ok(())
-}
-
-fn plan(path: &std::path::Path, args: &PlanArgs) -> anyhow::Result<kiln_buildpacks::BuildPlan> {
-    kiln_buildpacks::plan(path, &args.options())
-        .with_context(|| format!("cannot plan {}", path.display()))
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

@@ -15,16 +15,17 @@ use crate::plan::{Build, BuildPlan, Cache, Layers, RunAs, Step};
 pub const CONTEXT_REPO_DIR: &str = "src";
 /// Where kiln's generated files sit in the build context (followed by their path in the image).
 pub const CONTEXT_FILES_DIR: &str = "kiln/files";
-/// The id of the build secret holding the CA bundle trusted during the build.
-pub const CA_SECRET_ID: &str = "kiln-ca";
-const CA_SECRET_PATH: &str = "/run/secrets/kiln-ca.pem";
+/// Where the CA bundle trusted during the build sits in the build context. Steps that download mount
+/// it read-only for their own duration (a BuildKit bind mount), so it never lands in a layer.
+pub const CONTEXT_CA_BUNDLE: &str = "kiln/build-trust/ca-bundle.pem";
+const CA_MOUNT_PATH: &str = "/run/kiln/ca-bundle.pem";
 
 /// How to render.
 #[derive(Clone, Debug, Default)]
 pub struct RenderOptions {
     /// Use BuildKit features: cache mounts for package caches, the CA bundle as a secret.
     pub buildkit: bool,
-    /// Trust the CA bundle given as the build secret `kiln-ca` in steps that download (BuildKit only).
+    /// Trust the CA bundle at `CONTEXT_CA_BUNDLE` in steps that download (BuildKit only).
     pub build_trust: bool,
     /// Labels added after the plan's own (source, commit, created time, `--label`).
     pub labels: BTreeMap<String, String>,
@@ -38,7 +39,7 @@ pub fn dockerfile(plan: &BuildPlan, options: &RenderOptions) -> Result<String, P
             if options.build_trust && !options.buildkit {
                 return Err(PlanError::invalid(
                     "build",
-                    "a CA bundle can only be trusted during a build with BuildKit (it is mounted as a secret, never copied into a layer); use an engine with BuildKit",
+                    "a CA bundle can only be trusted during a build with BuildKit (it is mounted for the steps that download, never copied into a layer); use an engine with BuildKit",
                 ));
             }
             Renderer::new(plan, layers, options).render()
@@ -190,7 +191,7 @@ impl<'a> Renderer<'a> {
         }
         if self.options.build_trust && step.network {
             mounts.push(format!(
-                "--mount=type=secret,id={CA_SECRET_ID},target={CA_SECRET_PATH},mode=0444"
+                "--mount=type=bind,source={CONTEXT_CA_BUNDLE},target={CA_MOUNT_PATH}"
             ));
             for var in [
                 "SSL_CERT_FILE",
@@ -204,7 +205,7 @@ impl<'a> Renderer<'a> {
                 "JULIA_SSL_CA_ROOTS_PATH",
                 "NIX_SSL_CERT_FILE",
             ] {
-                exports.insert(var.into(), CA_SECRET_PATH.into());
+                exports.insert(var.into(), CA_MOUNT_PATH.into());
             }
         }
         let mut commands: Vec<String> = Vec::new();

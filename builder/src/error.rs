@@ -1,0 +1,82 @@
+use std::time::Duration;
+
+/// Why a build (or a step of it) failed. Every message says what went wrong and what to do; none
+/// holds a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot use {spec:?} as a source: {reason}")]
+    BadSource { spec: String, reason: String },
+
+    #[error("cannot reach the repository {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+
+    #[error(
+        "authentication to {url} failed; give credentials in the environment (KILN_GIT_USERNAME and KILN_GIT_PASSWORD) or through a git credential helper"
+    )]
+    Authentication { url: String },
+
+    #[error("{url} has no branch, tag or commit {reference:?}{hint}")]
+    UnknownRef {
+        url: String,
+        reference: String,
+        hint: String,
+    },
+
+    #[error("fetching {url} failed: {reason}")]
+    Fetch { url: String, reason: String },
+
+    #[error(
+        "the repository is larger than the limit of {limit} {unit}; raise it with {option} if this is expected"
+    )]
+    TooLarge {
+        limit: u64,
+        unit: &'static str,
+        option: &'static str,
+    },
+
+    #[error(
+        "fetching took longer than the limit of {0:?}; raise it with --fetch-timeout if this is expected"
+    )]
+    FetchTimeout(Duration),
+
+    #[error(transparent)]
+    Plan(#[from] kiln_buildpacks::PlanError),
+
+    #[error("cannot read the repository at {path}: {reason}")]
+    Context { path: String, reason: String },
+
+    #[error(
+        "no container engine answers at {endpoint}: {reason}. Start one (bash tests/services/engine.sh starts Docker here) or point DOCKER_HOST at it"
+    )]
+    NoEngine { endpoint: String, reason: String },
+
+    #[error(
+        "the engine has no default network for builds and containers; set KILN_NETWORK=host (or --network host) on a machine where that is safe"
+    )]
+    NoDefaultNetwork,
+
+    #[error("the engine failed: {0}")]
+    Engine(String),
+
+    #[error("the build failed: {message}{tail}")]
+    BuildFailed { message: String, tail: String },
+
+    #[error("{0}")]
+    Invalid(String),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BuildError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        BuildError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! kiln's builder: from a source to an image on a container engine.
+//!
+//! The flow of one build, in the order of the files: [`source`] (what was asked for) ->
+//! [`git`] (resolve the ref without cloning, then fetch exactly that commit) -> the plan
+//! (`kiln-buildpacks`) -> [`context`] (a deterministic tar) -> [`engine`] (build on Docker or Podman)
+//! -> [`events`] all along. [`build`] ties them together; [`run`] starts a built image;
+//! [`base`] makes the default base image when it cannot be pulled.
+
+pub mod base;
+pub mod build;
+pub mod context;
+pub mod engine;
+pub mod error;
+pub mod events;
+pub mod git;
+pub mod run;
+pub mod source;
+
+pub use build::{BuildRequest, Built, build};
+pub use engine::{Engine, EngineSettings};
+pub use error::BuildError;
+pub use events::{Event, EventSink, Phase};
+pub use source::Source;

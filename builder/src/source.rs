@@ -1,0 +1,261 @@
+//! Sources: what a user or a badge names, and what it resolves to.
+//!
+//! A source is a local folder, a git URL (https, http, git, ssh, file, or scp-like `user@host:path`),
+//! or a shorthand: `gh:org/repo`, `gl:group/project`, `gist:user/id`. Credentials in a URL are split off
+//! at parse time: the URL kept for display, logs and errors never holds them.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::error::BuildError;
+
+/// Credentials for a private repository. `Debug` and `Display` never show the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Credentials {{ username: {:?}, secret: <redacted> }}",
+            self.username
+        )
+    }
+}
+
+/// A source before resolution.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A folder on this machine, built as it is (git or not).
+    Local(PathBuf),
+    /// A git repository.
+    Git(GitSource),
+}
+
+/// A git repository's URL, without credentials, and the credentials given in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitSource {
+    /// The URL with any user info removed: safe to print.
+    pub url: String,
+    pub credentials: Option<Credentials>,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Local(path) => write!(f, "{}", path.display()),
+            Source::Git(git) => f.write_str(&git.url),
+        }
+    }
+}
+
+impl Source {
+    /// Parse what a user typed. An existing folder wins over every other reading.
+    pub fn parse(spec: &str) -> Result<Source, BuildError> {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            return Err(BuildError::BadSource {
+                spec: String::new(),
+                reason: "it is empty".into(),
+            });
+        }
+        if !spec.contains("://") && std::path::Path::new(spec).is_dir() {
+            return Ok(Source::Local(PathBuf::from(spec)));
+        }
+        for (prefix, host) in [
+            ("gh:", "https://github.com/"),
+            ("gl:", "https://gitlab.com/"),
+            ("gist:", "https://gist.github.com/"),
+        ] {
+            if let Some(rest) = spec.strip_prefix(prefix) {
+                let rest = rest.trim_matches('/');
+                if rest.split('/').count() != 2 || rest.split('/').any(|p| !is_slug_part(p)) {
+                    return Err(BuildError::BadSource {
+                        spec: spec.to_string(),
+                        reason: format!(
+                            "{prefix} takes owner/name, such as {prefix}jupyterhub/repo2docker"
+                        ),
+                    });
+                }
+                return Ok(Source::Git(GitSource {
+                    url: format!("{host}{rest}"),
+                    credentials: None,
+                }));
+            }
+        }
+        if spec.contains("://") {
+            let mut url = url::Url::parse(spec).map_err(|e| BuildError::BadSource {
+                spec: redact(spec),
+                reason: format!("not a valid URL: {e}"),
+            })?;
+            if !matches!(url.scheme(), "https" | "http" | "git" | "ssh" | "file") {
+                return Err(BuildError::BadSource {
+                    spec: redact(spec),
+                    reason: format!(
+                        "the scheme {}:// is not one kiln fetches (https, http, git, ssh, file)",
+                        url.scheme()
+                    ),
+                });
+            }
+            let credentials = match (url.username(), url.password()) {
+                ("", None) => None,
+                (user, password) => {
+                    let decode = |s: &str| percent_decode(s);
+                    Some(Credentials {
+                        username: decode(user),
+                        secret: password.map(decode).unwrap_or_default(),
+                    })
+                }
+            };
+            // ssh keeps its user name (it selects the account, it is not a secret).
+            let keep_user = url.scheme() == "ssh" && url.password().is_none();
+            if !keep_user {
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+            }
+            return Ok(Source::Git(GitSource {
+                url: url.to_string(),
+                credentials: if keep_user { None } else { credentials },
+            }));
+        }
+        // scp-like: user@host:path
+        if let Some((user_host, path)) = spec.split_once(':')
+            && user_host.contains('@')
+            && !path.is_empty()
+            && !user_host.contains('/')
+        {
+            return Ok(Source::Git(GitSource {
+                url: spec.to_string(),
+                credentials: None,
+            }));
+        }
+        Err(BuildError::BadSource {
+            spec: spec.to_string(),
+            reason: "it is not an existing folder, a git URL (https, http, git, ssh, file) or a shorthand (gh:org/repo, gl:group/project)".into(),
+        })
+    }
+
+    /// A short name for the repository, used in image names: `org-repo` or the folder's name.
+    pub fn slug(&self) -> String {
+        let raw = match self {
+            Source::Local(path) => std::fs::canonicalize(path)
+                .unwrap_or_else(|_| path.clone())
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "local".into()),
+            Source::Git(git) => {
+                let path = git
+                    .url
+                    .rsplit_once(':')
+                    .map_or(git.url.as_str(), |(_, p)| p);
+                let parts: Vec<&str> = path
+                    .trim_end_matches('/')
+                    .trim_end_matches(".git")
+                    .rsplit('/')
+                    .take(2)
+                    .collect();
+                parts.into_iter().rev().collect::<Vec<_>>().join("-")
+            }
+        };
+        let slug: String = raw
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let slug = slug.trim_matches('-').to_string();
+        if slug.is_empty() { "repo".into() } else { slug }
+    }
+}
+
+fn is_slug_part(part: &str) -> bool {
+    !part.is_empty()
+        && part != "."
+        && part != ".."
+        && part
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// A URL-ish string with any `user:password@` removed, for messages.
+pub fn redact(spec: &str) -> String {
+    match spec.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            if path.is_empty() && !rest.contains('/') {
+                format!("{scheme}://{host}")
+            } else {
+                format!("{scheme}://{host}/{path}")
+            }
+        }
+        None => spec.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorthands_and_urls() {
+        assert_eq!(
+            Source::parse("gh:jupyterhub/repo2docker").unwrap(),
+            Source::Git(GitSource {
+                url: "https://github.com/jupyterhub/repo2docker".into(),
+                credentials: None
+            })
+        );
+        assert!(Source::parse("gh:only-owner").is_err());
+        assert!(Source::parse("gh:../etc/x").is_err());
+        let Source::Git(git) =
+            Source::parse("https://alice:s3cr%40t@git.example.org/team/repo.git").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(git.url, "https://git.example.org/team/repo.git");
+        let creds = git.credentials.unwrap();
+        assert_eq!(
+            (creds.username.as_str(), creds.secret.as_str()),
+            ("alice", "s3cr@t")
+        );
+        assert!(!format!("{creds:?}").contains("s3cr"));
+        assert!(Source::parse("ftp://example.org/x").is_err());
+        assert!(matches!(
+            Source::parse("git@example.org:team/repo.git").unwrap(),
+            Source::Git(_)
+        ));
+        assert!(matches!(Source::parse(".").unwrap(), Source::Local(_)));
+        assert!(Source::parse("no such thing").is_err());
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(
+            Source::parse("gh:Org/My_Repo").unwrap().slug(),
+            "org-my-repo"
+        );
+        assert_eq!(
+            Source::parse("https://h.example/a/b/c.git").unwrap().slug(),
+            "b-c"
+        );
+        assert_eq!(
+            Source::parse("git@h:team/repo.git").unwrap().slug(),
+            "team-repo"
+        );
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact("https://u:p@host/x"), "https://host/x");
+        assert_eq!(redact("https://host/x"), "https://host/x");
+    }
+}

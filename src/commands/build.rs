@@ -1,0 +1,142 @@
+//! `kiln build`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use kiln_builder::git::{FetchLimits, LibGit};
+use kiln_builder::{BuildRequest, Built, Engine, EngineSettings, Source};
+
+use crate::commands::plan::PlanArgs;
+use crate::output::Output;
+
+#[derive(Args)]
+pub struct BuildCommand {
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+/// What `kiln build` and `kiln run` share.
+#[derive(Args)]
+pub struct BuildArgs {
+    /// A repository: a local folder, a git URL (https, http, git, ssh, file) or gh:org/repo.
+    pub source: String,
+    /// Branch, tag or commit to build (default: the remote's HEAD).
+    #[arg(long = "ref")]
+    pub reference: Option<String>,
+    /// Name of the image (default kiln/<slug>:<commit>, or :local-<content hash> for a folder).
+    #[arg(long)]
+    pub image_name: Option<String>,
+    /// A build argument for the Dockerfile, KEY=VALUE (repeatable).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub build_args: Vec<(String, String)>,
+    /// A label on the image, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub labels: Vec<(String, String)>,
+    /// Build every layer again, and do not reuse an existing image.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Print events as JSON lines ({"phase", "message", "imageName"}) on standard output.
+    #[arg(long)]
+    pub json_logs: bool,
+    /// A PEM bundle of CA certificates that downloads during the build trust (behind a
+    /// TLS-inspecting proxy); it is mounted only while a step runs, never stored in the image.
+    #[arg(long, env = "SSL_CERT_FILE", value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Network of builds and sessions (default: the engine's default network). `host` lets them
+    /// reach every service on this machine's loopback: only for trusted repositories.
+    #[arg(long, env = "KILN_NETWORK")]
+    pub network: Option<String>,
+    /// Largest repository to fetch, in bytes.
+    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub max_repo_bytes: u64,
+    /// Most files a repository may have.
+    #[arg(long, default_value_t = 200_000)]
+    pub max_repo_files: u64,
+    /// Longest a fetch may take, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub fetch_timeout: u64,
+    #[command(flatten)]
+    pub plan: PlanArgs,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+impl BuildArgs {
+    pub async fn engine(&self) -> anyhow::Result<Engine> {
+        let mut settings = EngineSettings::from_env();
+        if self.network.is_some() {
+            settings.network = self.network.clone();
+        }
+        Ok(Engine::connect(settings).await?)
+    }
+
+    /// Build, reporting to `output`; the error has been reported as a `failed` event already.
+    pub async fn build(
+        &self,
+        engine: &Engine,
+        output: &mut Output,
+    ) -> Result<Built, kiln_builder::BuildError> {
+        let source = match Source::parse(&self.source) {
+            Ok(source) => source,
+            Err(e) => {
+                kiln_builder::EventSink::emit(
+                    output,
+                    kiln_builder::Event::new(kiln_builder::Phase::Failed, e.to_string()),
+                );
+                return Err(e);
+            }
+        };
+        let request = BuildRequest {
+            source: Some(source),
+            reference: self.reference.clone(),
+            image_name: self.image_name.clone(),
+            plan_options: self.plan.options(),
+            build_args: self.build_args.iter().cloned().collect::<BTreeMap<_, _>>(),
+            labels: self.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+            no_cache: self.no_cache,
+            ca_bundle: self.ca_bundle.clone(),
+            limits: FetchLimits {
+                max_bytes: self.max_repo_bytes,
+                max_files: self.max_repo_files,
+                timeout: Duration::from_secs(self.fetch_timeout),
+            },
+        };
+        kiln_builder::build(engine, Arc::new(LibGit), request, output).await
+    }
+}
+
+impl BuildCommand {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let mut output = Output::new(self.build.json_logs);
+        let engine = match self.build.engine().await {
+            Ok(engine) => engine,
+            Err(e) => {
+                kiln_builder::EventSink::emit(
+                    &mut output,
+                    kiln_builder::Event::new(kiln_builder::Phase::Failed, format!("{e:#}")),
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        let result = self.build.build(&engine, &mut output).await;
+        output.finish();
+        match result {
+            Ok(built) => {
+                if !self.build.json_logs {
+                    println!("{}", built.image);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(_) => Ok(ExitCode::FAILURE),
+        }
+    }
+}

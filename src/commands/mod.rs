@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod base;
+pub mod build;
+pub mod plan;
+pub mod run;

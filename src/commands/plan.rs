@@ -1,0 +1,105 @@
+//! `kiln plan` and `kiln dockerfile`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use kiln_buildpacks::{PlanOptions, RenderOptions};
+
+#[derive(Args)]
+pub struct PlanCommand {
+    /// The repository folder.
+    path: PathBuf,
+    /// Print the plan as JSON (top-level `buildpacks`, primary first, and `environment_key`).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    options: PlanArgs,
+}
+
+#[derive(Args)]
+pub struct DockerfileCommand {
+    /// The repository folder.
+    path: PathBuf,
+    /// Render for the classic builder: no cache mounts, package caches disabled instead.
+    #[arg(long)]
+    classic: bool,
+    /// Mount the build context's kiln/build-trust/ca-bundle.pem in the steps that download and
+    /// trust it (BuildKit only).
+    #[arg(long, conflicts_with = "classic")]
+    build_trust: bool,
+    #[command(flatten)]
+    options: PlanArgs,
+}
+
+/// Choices that shape a plan.
+#[derive(Args, Clone)]
+pub struct PlanArgs {
+    /// The image to build on.
+    #[arg(long, env = "KILN_BASE_IMAGE", default_value = kiln_buildpacks::options::DEFAULT_BASE_IMAGE)]
+    pub base_image: String,
+    /// The Python version of the base image (used without a download).
+    #[arg(long, env = "KILN_BASE_PYTHON", default_value = kiln_buildpacks::options::BASE_PYTHON)]
+    pub base_python: String,
+    /// The image's user.
+    #[arg(long, env = "KILN_USER", default_value = "jovyan")]
+    pub user: String,
+    /// The image user's uid (and gid).
+    #[arg(long, env = "KILN_UID", default_value_t = 1000)]
+    pub uid: u32,
+    /// Jupyter packages for Python environments, as pip requirements; repeat to list several
+    /// (replaces kiln's pinned set: jupyterlab, notebook, jupyterhub).
+    #[arg(long = "jupyter", value_name = "REQUIREMENT")]
+    pub jupyter: Vec<String>,
+    /// CRAN snapshot URL template; `{date}` becomes the runtime.txt date or `latest`.
+    #[arg(long, env = "KILN_CRAN_URL", default_value = kiln_buildpacks::options::DEFAULT_CRAN_URL)]
+    pub cran_url: String,
+}
+
+impl PlanArgs {
+    pub fn options(&self) -> PlanOptions {
+        let mut options = PlanOptions {
+            base_image: self.base_image.clone(),
+            base_python: self.base_python.clone(),
+            user: self.user.clone(),
+            uid: self.uid,
+            cran_url: self.cran_url.clone(),
+            ..PlanOptions::default()
+        };
+        if !self.jupyter.is_empty() {
+            options.jupyter_packages = self.jupyter.clone();
+        }
+        options
+    }
+}
+
+impl PlanCommand {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let plan = plan(&self.path, &self.options)?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            print!("{}", kiln_buildpacks::describe(&plan));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl DockerfileCommand {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let plan = plan(&self.path, &self.options)?;
+        let render = RenderOptions {
+            buildkit: !self.classic,
+            build_trust: self.build_trust,
+            ..RenderOptions::default()
+        };
+        print!("{}", kiln_buildpacks::dockerfile(&plan, &render)?);
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn plan(path: &std::path::Path, args: &PlanArgs) -> anyhow::Result<kiln_buildpacks::BuildPlan> {
+    kiln_buildpacks::plan(path, &args.options())
+        .with_context(|| format!("cannot plan {}", path.display()))
+}
