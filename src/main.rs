@@ -36,6 +36,8 @@ enum Command {
     Plan(commands::plan::PlanCommand),
     /// Print the Dockerfile kiln builds for a repository (its own Dockerfile, when it has one).
     Dockerfile(commands::plan::DockerfileCommand),
+    /// Write the build context (a tar with the Dockerfile) that kiln sends to the engine.
+    Context(commands::context::ContextCommand),
     /// Build a repository's image on the engine (reusing it when it exists for the same commit).
     Build(commands::build::BuildCommand),
     /// Build when needed, then run the image: JupyterLab on a free loopback port, or a command.
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(c) => c.run(),
         Command::Dockerfile(c) => c.run(),
+        Command::Context(c) => c.run(),
         Command::Build(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Run(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Base(c) => runtime().and_then(|rt| rt.block_on(c.run())),

@@ -1,9 +1,25 @@
 #!/usr/bin/env bash
 # kiln's whole test suite: starts what the tests need, then runs every test of the workspace.
+#   - the Docker engine (tests/services/engine.sh: installs docker.io when missing, no bridge network)
+#   - the default base image (kiln base bootstrap: debootstrap, then import; skipped when present)
+#   - git (its daemon serves the test repositories) and debootstrap from Debian when missing
 # Usage: bash tests/run.sh   (CI runs exactly this through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Two cores: build with both, run tests two at a time.
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+
+need=()
+command -v git >/dev/null || need+=(git)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "tests: installing ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+bash tests/services/engine.sh
+cargo build --quiet --bin kiln
+"${CARGO_TARGET_DIR:-target}/debug/kiln" base bootstrap
+
 cargo test --workspace --no-fail-fast -- --test-threads 2

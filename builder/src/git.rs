@@ -267,6 +267,8 @@ fn fetch_error(source: &GitSource, e: &git2::Error) -> BuildError {
     }
 }
 
+const MAX_AUTH_ATTEMPTS: u32 = 6;
+
 /// Credentials for one remote: from the URL, the environment (`KILN_GIT_USERNAME`,
 /// `KILN_GIT_PASSWORD`), git's credential helpers, or the SSH agent; each is tried once.
 struct Auth {
@@ -307,18 +309,22 @@ impl Auth {
                     Cred::ssh_key_from_agent(username.unwrap_or("git"))
                 }
             } else if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+                // libgit2 asks again for every new connection, and again after a refusal: a few
+                // attempts cover the first case without looping on wrong credentials.
                 match (&self.given, attempt) {
-                    (Some(c), 1) => Cred::userpass_plaintext(&c.username, &c.secret),
-                    (None, 1) => git2::Config::open_default()
+                    (_, n) if n > MAX_AUTH_ATTEMPTS => {
+                        Err(git2::Error::from_str("authentication failed"))
+                    }
+                    (Some(c), _) => Cred::userpass_plaintext(&c.username, &c.secret),
+                    (None, _) => git2::Config::open_default()
                         .and_then(|config| Cred::credential_helper(&config, url, username)),
-                    _ => Err(git2::Error::from_str("authentication failed")),
                 }
             } else if allowed.contains(CredentialType::USERNAME) {
                 Cred::username(username.unwrap_or("git"))
             } else {
                 Cred::default()
             };
-            if result.is_err() {
+            if result.is_err() || attempt > 2 {
                 self.failed.set(true);
             }
             result

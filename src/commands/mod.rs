@@ -2,5 +2,6 @@
 
 pub mod base;
 pub mod build;
+pub mod context;
 pub mod plan;
 pub mod run;

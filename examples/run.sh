@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# kiln's main job on this machine: build an example repository and open it in JupyterLab.
+# Installs and starts what is missing: the Docker engine (Debian's docker.io, started without a bridge
+# network), debootstrap and the base image (kiln base bootstrap), then runs `kiln run`.
+# Usage: bash examples/run.sh [EXAMPLE] [-- COMMAND...]   (EXAMPLE: a folder of examples/repos,
+#        default python-requirements). Stop the session with Ctrl-C.
+# It sets KILN_NETWORK=host because this machine has no bridge network: builds and the session then
+# share the host's network. Do not use host networking for repositories you do not trust.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+example="${1:-python-requirements}"
+shift || true
+if ! command -v debootstrap >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+fi
+bash tests/services/engine.sh
+cargo build --release --quiet --bin kiln
+kiln="${CARGO_TARGET_DIR:-target}/release/kiln"
+export KILN_NETWORK="${KILN_NETWORK:-host}"
+[ -n "${SSL_CERT_FILE:-}" ] || [ ! -f /etc/ssl/certs/ca-certificates.crt ] || export SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+"$kiln" base bootstrap
+exec "$kiln" run "examples/repos/$example" "$@"

@@ -1,0 +1,116 @@
+//! `kiln run`: builds when needed, prints the session URL with its token, and the session answers
+//! `/api/status` with that token; stopping kiln removes the container.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn status(port: u16, token: Option<&str>) -> u16 {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let auth = token
+        .map(|t| format!("Authorization: token {t}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn run_prints_a_url_whose_token_opens_the_session() {
+    require_engine();
+    let server = GitServer::start();
+    server.example("python-requirements", "session");
+    let mut child = kiln()
+        .args(["run", &server.url("session")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut url = String::new();
+    stdout.read_line(&mut url).unwrap();
+    let url = url.trim().to_string();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/lab?token="),
+        "{url}"
+    );
+    let port: u16 = url["http://127.0.0.1:".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let token = url.rsplit("token=").next().unwrap().to_string();
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while status(port, Some(&token)) != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the session did not answer /api/status in 90 s"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        status(port, None),
+        403,
+        "without the token the session refuses"
+    );
+
+    // Stopping kiln (by its PID) removes the container.
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let code = child.wait().unwrap();
+    assert!(!code.success());
+    let left = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=kiln-run-",
+        "--format",
+        "{{.Names}} {{.Image}}",
+    ]);
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        !left.contains("kiln/reuse") && !left.contains("session"),
+        "containers left: {left}"
+    );
+    assert_eq!(status(port, Some(&token)), 0, "the session is gone");
+}
+
+#[test]
+fn run_with_a_command_streams_its_output_and_exit_code() {
+    require_engine();
+    let example = examples().join("python-default");
+    let out = kiln()
+        .args([
+            "run",
+            &example.to_string_lossy(),
+            "--",
+            "sh",
+            "-c",
+            "echo kiln-hello-from-$(whoami); exit 7",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kiln-hello-from-jovyan"));
+}

@@ -1,0 +1,227 @@
+//! Test support: the real engine, a git server on loopback, repositories made by the tests, and the
+//! kiln binary. A missing component fails the test with the command that starts it.
+#![allow(dead_code)]
+
+pub mod git_http;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const SETUP: &str = "run the whole suite with `bash tests/run.sh`, which starts the engine \
+(tests/services/engine.sh) and makes the base image (kiln base bootstrap)";
+
+/// The `kiln` binary, with host networking (this machine has no bridge network) and the host's CA
+/// bundle trusted during builds (TLS is inspected here).
+pub fn kiln() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    command.env("KILN_NETWORK", "host");
+    if Path::new("/etc/ssl/certs/ca-certificates.crt").exists()
+        && std::env::var_os("SSL_CERT_FILE").is_none()
+    {
+        command.env("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt");
+    }
+    command
+}
+
+/// The docker CLI, to check what kiln made.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI runs")
+}
+
+/// Fail unless the engine answers and has the base image.
+pub fn require_engine() {
+    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = CHECK.get_or_init(|| {
+        let out = Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            _ => return Err(format!("no Docker engine answers: {SETUP}")),
+        }
+        let base = docker(&[
+            "image",
+            "inspect",
+            kiln_buildpacks::options::DEFAULT_BASE_IMAGE,
+        ]);
+        if !base.status.success() {
+            return Err(format!(
+                "the base image {} is missing: {SETUP}",
+                kiln_buildpacks::options::DEFAULT_BASE_IMAGE
+            ));
+        }
+        Ok(())
+    });
+    if let Err(message) = result {
+        panic!("{message}");
+    }
+}
+
+/// JSON-lines events printed by `kiln ... --json-logs`.
+pub fn events(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("each line is a JSON event"))
+        .collect()
+}
+
+pub fn last_event(stdout: &[u8]) -> serde_json::Value {
+    events(stdout).pop().expect("at least one event")
+}
+
+/// Run a git command in `dir`, with a fixed identity and clock.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "protocol.file.allow=always",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "kiln tests")
+        .env("GIT_AUTHOR_EMAIL", "tests@kiln.invalid")
+        .env("GIT_COMMITTER_NAME", "kiln tests")
+        .env("GIT_COMMITTER_EMAIL", "tests@kiln.invalid")
+        .env("GIT_AUTHOR_DATE", "2026-01-02T03:04:05Z")
+        .env("GIT_COMMITTER_DATE", "2026-01-02T03:04:05Z")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Copy a folder (files, folders, links, modes) into `dest`.
+pub fn copy_tree(from: &Path, dest: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(dest)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A git repository served by a git daemon on loopback.
+pub struct GitServer {
+    pub root: tempfile::TempDir,
+    daemon: Child,
+    pub port: u16,
+}
+
+impl GitServer {
+    pub fn start() -> GitServer {
+        let root = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let daemon = Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", root.path().display()),
+                "--enable=upload-pack",
+            ])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon starts (git is installed)");
+        wait_for_port(port);
+        GitServer { root, daemon, port }
+    }
+
+    /// Create (or add a commit to) the repository `name` with `files`; returns the commit SHA.
+    pub fn commit(&self, name: &str, files: &[(&str, &str)], message: &str) -> String {
+        let dir = self.init(name);
+        for (path, content) in files {
+            let path = dir.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+        git(&dir, &["add", "--all"]);
+        git(&dir, &["commit", "--quiet", "--allow-empty", "-m", message]);
+        git(&dir, &["rev-parse", "HEAD"])
+    }
+
+    /// The repository folder, created and initialised when new.
+    pub fn init(&self, name: &str) -> PathBuf {
+        let dir = self.root.path().join(name);
+        if !dir.join(".git").exists() {
+            std::fs::create_dir_all(&dir).unwrap();
+            git(&dir, &["init", "--quiet"]);
+            git(&dir, &["config", "uploadpack.allowAnySHA1InWant", "true"]);
+        }
+        dir
+    }
+
+    /// Serve a copy of an example repository as `name`; returns the commit SHA.
+    pub fn example(&self, example: &str, name: &str) -> String {
+        let dir = self.init(name);
+        copy_tree(&examples().join(example), &dir);
+        self.commit(name, &[], &format!("example {example}"))
+    }
+
+    pub fn repo_dir(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/repos")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on 127.0.0.1:{port} after 10 s");
+}
+
+/// A unique name for images made by one test, so that tests do not see each other's images.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// Remove an image made by a test.
+pub fn remove_image(name: &str) {
+    let _ = docker(&["image", "rm", "--force", name]);
+}
