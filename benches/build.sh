@@ -67,7 +67,7 @@ for round in $(seq 1 "$rounds"); do
         log="$logs/$variant-$round.log"
         t=$(build "$work/$variant" "kiln-bench/$variant:cold" "$log")
         jupyter=$(step_time "$log" "jupyterlab==")
-        reqs=$(step_time "$log" "--requirements /home")
+        reqs=$(step_time "$log" "-r /home/jovyan/requirements.txt")
         printf '%s\t%s\t%s\t%s\n' "$variant" "$t" "$jupyter" "$reqs" >> "$work/cold.tsv"
         echo "round $round, $variant: whole build ${t}s, Jupyter step ${jupyter}s, requirements step ${reqs}s"
     done

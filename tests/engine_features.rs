@@ -1,0 +1,120 @@
+//! Engine features: BuildKit and the classic fallback, the CA bundle that never lands in a layer,
+//! and the base image bootstrap that does nothing when the image exists.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+#[test]
+fn classic_builder_fallback_builds() {
+    require_engine();
+    let image = format!("kiln-test/{}:1", unique("classic"));
+    let out = kiln()
+        .env("KILN_BUILDKIT", "0")
+        .env_remove("SSL_CERT_FILE")
+        .args(["build", "--json-logs", "--image-name", &image])
+        .arg(examples().join("dockerfile"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let events = events(&out.stdout);
+    assert!(
+        events.iter().any(|e| e["message"]
+            .as_str()
+            .unwrap()
+            .contains("with the classic builder")),
+        "{events:?}"
+    );
+    let verify = docker(&["run", "--rm", "--network", "none", &image, "./verify"]);
+    assert!(verify.status.success());
+    remove_image(&image);
+}
+
+#[test]
+fn the_ca_bundle_is_trusted_during_the_build_and_absent_from_the_image() {
+    require_engine();
+    let host_bundle = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt")
+        .expect("the host has a CA bundle");
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("kiln-ca-marker-{}", unique("ca"));
+    let bundle = dir.path().join("bundle.pem");
+    std::fs::write(&bundle, format!("# {marker}\n{host_bundle}")).unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("requirements.txt"), "six==1.16.0\n").unwrap();
+    std::fs::write(
+        repo.join("postBuild"),
+        "#!/bin/sh\ngrep -q kiln-ca-marker \"$SSL_CERT_FILE\" && echo bundle-seen-during-build\n",
+    )
+    .unwrap();
+    let image = format!("kiln-test/{}:1", unique("ca"));
+    let out = kiln()
+        .args([
+            "build",
+            "--json-logs",
+            "--image-name",
+            &image,
+            "--ca-bundle",
+        ])
+        .arg(&bundle)
+        .arg(&repo)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("bundle-seen-during-build"),
+        "the build trusted the bundle: {log}"
+    );
+    // Nothing of it in any layer of the image.
+    let save = Command::new("sh")
+        .arg("-c")
+        .arg(format!("docker save {image} | grep -a -c {marker} || true"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&save.stdout).trim(),
+        "0",
+        "the bundle is in a layer"
+    );
+    let inside = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image,
+        "sh",
+        "-c",
+        "ls /run/kiln; env | grep -c ca-bundle || true",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&inside.stdout).trim(),
+        "0",
+        "no trace in the image's environment"
+    );
+    remove_image(&image);
+}
+
+#[test]
+fn base_bootstrap_does_nothing_when_the_image_exists() {
+    require_engine();
+    let out = kiln()
+        .args(["base", "bootstrap", "--json-logs"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let last = last_event(&out.stdout);
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("exists already; nothing to do"),
+        "{last}"
+    );
+}
