@@ -256,3 +256,22 @@ fn engine_stopped_mid_build() {
         serde_json::from_str(rest.last().or(seen.last()).unwrap()).unwrap();
     assert_eq!(last["phase"], "failed", "{last}");
 }
+
+#[test]
+fn repository_with_too_many_files() {
+    require_engine();
+    let server = GitServer::start();
+    let files: Vec<(String, String)> = (0..12)
+        .map(|i| (format!("data/{i}.txt"), i.to_string()))
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    server.commit("many", &refs, "many files");
+    let (message, _) = failed_build(&[&server.url("many"), "--max-repo-files", "5"]);
+    assert!(
+        message.contains("larger than the limit of 5 files"),
+        "{message}"
+    );
+}

@@ -99,6 +99,26 @@ fn fetches_exactly_one_commit_shallowly_with_submodules() {
 }
 
 #[test]
+fn file_urls_are_fetched_too() {
+    let server = GitServer::start();
+    let commit = server.commit("local", &[("a.txt", "1")], "first");
+    let url = format!("file://{}", server.repo_dir("local").display());
+    let src = source(&url);
+    let resolved = LibGit.resolve(&src, Some("main")).unwrap();
+    assert_eq!(resolved.commit, commit);
+    let dest = tempfile::tempdir().unwrap();
+    LibGit
+        .fetch(
+            &src,
+            &resolved,
+            &dest.path().join("repo"),
+            &FetchLimits::default(),
+        )
+        .unwrap();
+    assert!(dest.path().join("repo/a.txt").exists());
+}
+
+#[test]
 fn private_repository_needs_credentials_and_never_shows_them() {
     let root = tempfile::tempdir().unwrap();
     let repo = root.path().join("private");

@@ -89,10 +89,14 @@ impl GitBackend for LibGit {
         let mut remote = repo
             .remote_anonymous(&source.url)
             .map_err(|e| unreachable(source, &e))?;
+        // libgit2's local transport cannot fetch shallowly; a local repository is read in full.
+        let shallow = !source.url.starts_with("file://");
         let fetch_with = |refspec: &str, remote: &mut git2::Remote| {
             let mut options = FetchOptions::new();
             options.remote_callbacks(auth.callbacks(Some(&budget)));
-            options.depth(1);
+            if shallow {
+                options.depth(1);
+            }
             options.download_tags(AutotagOption::None);
             remote.fetch(&[refspec], Some(&mut options), None)
         };

@@ -79,6 +79,20 @@ impl BuildArgs {
         Ok(Engine::connect(settings).await?)
     }
 
+    /// Connect to the engine; a failure is reported as a `failed` event.
+    pub async fn connect(&self, output: &mut Output) -> Option<Engine> {
+        match self.engine().await {
+            Ok(engine) => Some(engine),
+            Err(e) => {
+                kiln_builder::EventSink::emit(
+                    output,
+                    kiln_builder::Event::new(kiln_builder::Phase::Failed, format!("{e:#}")),
+                );
+                None
+            }
+        }
+    }
+
     /// Build, reporting to `output`; the error has been reported as a `failed` event already.
     pub async fn build(
         &self,
@@ -117,15 +131,8 @@ impl BuildArgs {
 impl BuildCommand {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let mut output = Output::new(self.build.json_logs);
-        let engine = match self.build.engine().await {
-            Ok(engine) => engine,
-            Err(e) => {
-                kiln_builder::EventSink::emit(
-                    &mut output,
-                    kiln_builder::Event::new(kiln_builder::Phase::Failed, format!("{e:#}")),
-                );
-                return Ok(ExitCode::FAILURE);
-            }
+        let Some(engine) = self.build.connect(&mut output).await else {
+            return Ok(ExitCode::FAILURE);
         };
         let result = self.build.build(&engine, &mut output).await;
         output.finish();

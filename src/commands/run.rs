@@ -22,15 +22,8 @@ pub struct RunCommand {
 impl RunCommand {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let mut output = Output::new(self.build.json_logs);
-        let engine = match self.build.engine().await {
-            Ok(engine) => engine,
-            Err(e) => {
-                kiln_builder::EventSink::emit(
-                    &mut output,
-                    kiln_builder::Event::new(kiln_builder::Phase::Failed, format!("{e:#}")),
-                );
-                return Ok(ExitCode::FAILURE);
-            }
+        let Some(engine) = self.build.connect(&mut output).await else {
+            return Ok(ExitCode::FAILURE);
         };
         let built = match self.build.build(&engine, &mut output).await {
             Ok(built) => built,

@@ -224,6 +224,20 @@ impl<'a> Planner<'a> {
         dest
     }
 
+    /// A root step that creates `dir` owned by the image's user.
+    pub fn owned_dir_step(&self, name: &str, dir: &str) -> Step {
+        let uid = self.opts.uid.to_string();
+        Step {
+            name: name.to_string(),
+            run_as: RunAs::Root,
+            inputs: vec![],
+            commands: vec![argv(&["install", "-d", "-o", &uid, "-g", &uid, dir])],
+            env: BTreeMap::new(),
+            caches: vec![],
+            network: false,
+        }
+    }
+
     /// `apt.txt`, `postBuild` and `start`: honoured by every buildpack but the Dockerfile one.
     fn common_files(&mut self) -> Result<CommonFiles, PlanError> {
         let system_packages = match &self.files.apt_txt {

@@ -35,23 +35,8 @@ pub fn plan(p: &mut Planner) -> Result<(), PlanError> {
         mode: 0o644,
         content: "# kiln: builds run inside a container, which has no room for Nix's sandbox\nsandbox = false\n".into(),
     });
-    p.runtime_steps.push(Step {
-        name: "/nix, owned by the user".into(),
-        run_as: RunAs::Root,
-        inputs: vec![],
-        commands: vec![argv(&[
-            "install",
-            "-d",
-            "-o",
-            &p.opts.uid.to_string(),
-            "-g",
-            &p.opts.uid.to_string(),
-            "/nix",
-        ])],
-        env: BTreeMap::new(),
-        caches: vec![],
-        network: false,
-    });
+    let nix_dir = p.owned_dir_step("/nix, owned by the user", "/nix");
+    p.runtime_steps.push(nix_dir);
     let installer = p.helper("install-nix", include_str!("../scripts/install-nix"));
     p.runtime_steps.push(Step {
         name: format!("Nix {NIX_VERSION} and the nixpkgs-unstable channel"),

@@ -131,23 +131,7 @@ pub fn plan(p: &mut Planner, selection: &Selection) -> Result<(), PlanError> {
     let profile = p.helper_file("Rprofile.site", &rprofile(&cran), 0o644);
     p.env.insert("R_PROFILE".into(), profile);
     p.env.insert("R_LIBS_USER".into(), R_LIBS.into());
-    let mut libs = Step {
-        name: "R library folder".into(),
-        run_as: RunAs::Root,
-        inputs: vec![],
-        commands: vec![argv(&[
-            "install",
-            "-d",
-            "-o",
-            &p.opts.uid.to_string(),
-            "-g",
-            &p.opts.uid.to_string(),
-            R_LIBS,
-        ])],
-        env: BTreeMap::new(),
-        caches: vec![],
-        network: false,
-    };
+    let mut libs = p.owned_dir_step("R library folder", R_LIBS);
     if !debian {
         libs.commands.push(argv(&[
             "Rscript",
