@@ -2,7 +2,8 @@
 # kiln's whole test suite: starts what the tests need, then runs every test of the workspace.
 #   - the Docker engine (tests/services/engine.sh: installs docker.io when missing, no bridge network)
 #   - the default base image (kiln base bootstrap: debootstrap, then import; skipped when present)
-#   - git (its daemon serves the test repositories) and debootstrap from Debian when missing
+#   - from Debian when missing: git (its daemon serves the test repositories), debootstrap,
+#     docker-registry (CNCF Distribution; tests start their own on loopback), skopeo, htpasswd
 # Usage: bash tests/run.sh   (CI runs exactly this through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,9 @@ export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 need=()
 command -v git >/dev/null || need+=(git)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "tests: installing ${need[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -1,12 +1,19 @@
-//! One build, top to bottom: resolve -> reuse? -> fetch -> plan -> context -> engine build -> built.
+//! One build, top to bottom:
+//! resolve -> exists (registry or engine)? -> fetch -> plan -> environment in the registry?
+//!   yes, nothing needs a container after the copy -> assemble natively and push
+//!   yes, steps after the copy                    -> short engine build on the environment, push
+//!   no                                           -> engine build (environment, then image), push both
+//! -> built.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use kiln_buildpacks::render::ENVIRONMENT_STAGE;
 use kiln_buildpacks::{BuildPlan, PlanOptions, RenderOptions};
+use kiln_registry::{ConfigUpdate, Registry};
 
-use crate::context::{ContextOptions, build_context};
+use crate::context::{ContextOptions, build_context, repository_layer};
 use crate::engine::{Engine, EngineBuild};
 use crate::error::BuildError;
 use crate::events::{Event, EventSink, Phase};
@@ -18,13 +25,25 @@ pub const LABEL_COMMIT: &str = "org.opencontainers.image.revision";
 pub const LABEL_SOURCE: &str = "org.opencontainers.image.source";
 pub const LABEL_CREATED: &str = "org.opencontainers.image.created";
 pub const LABEL_VERSION: &str = "io.kiln.version";
+pub const LABEL_ENVIRONMENT: &str = "io.kiln.environment-key";
+
+/// Where built images are pushed.
+#[derive(Clone)]
+pub struct PushSettings {
+    /// Prepended to image names (BinderHub's `image_prefix`), e.g. `registry.example/binder-`.
+    pub prefix: String,
+    pub registry: Arc<Registry>,
+    /// Assemble images natively when the environment is in the registry (default true).
+    pub native: bool,
+}
 
 /// What to build.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct BuildRequest {
     pub source: Option<Source>,
     pub reference: Option<String>,
-    /// The image name; by default `kiln/<slug>:<commit>` (a content hash for a local folder).
+    /// The image name; by default `kiln/<slug>:<commit>` (a content hash for a local folder), or the
+    /// BinderHub-compatible registry name when pushing.
     pub image_name: Option<String>,
     pub plan_options: PlanOptions,
     pub build_args: BTreeMap<String, String>,
@@ -33,14 +52,27 @@ pub struct BuildRequest {
     /// PEM bundle trusted by the steps that download (from `--ca-bundle` or `SSL_CERT_FILE`).
     pub ca_bundle: Option<PathBuf>,
     pub limits: FetchLimits,
+    pub push: Option<PushSettings>,
+}
+
+/// How the image came to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It existed already (in the registry when pushing, else in the engine).
+    Reused,
+    /// Built by the engine.
+    Built,
+    /// Assembled natively from the environment image in the registry.
+    Assembled,
+    /// A short engine build on top of the environment image from the registry.
+    BuiltOnEnvironment,
 }
 
 /// A finished build.
 #[derive(Clone, Debug)]
 pub struct Built {
     pub image: String,
-    /// The engine already had the image: nothing was built.
-    pub reused: bool,
+    pub outcome: Outcome,
     pub plan: Option<BuildPlan>,
 }
 
@@ -56,6 +88,15 @@ pub async fn build(
         sink.emit(Event::new(Phase::Failed, error.to_string()));
     }
     result
+}
+
+/// The repository, fetched or as it is.
+struct Checkout {
+    dir: PathBuf,
+    commit: Option<String>,
+    time: i64,
+    source_label: String,
+    _workdir: tempfile::TempDir,
 }
 
 async fn build_inner(
@@ -74,80 +115,97 @@ async fn build_inner(
         .tempdir()
         .map_err(|e| BuildError::io("creating a working folder", e))?;
 
-    // Resolve and fetch (git), or take the folder as it is.
-    let (repo_dir, commit, commit_time, source_label): (PathBuf, Option<String>, i64, String) =
-        match &source {
-            Source::Local(path) => {
-                sink.emit(Event::new(
-                    Phase::Fetching,
-                    format!("Using the local folder {}", path.display()),
-                ));
-                let time = local_commit_time(path);
-                (path.clone(), None, time, "local".to_string())
+    let checkout = match &source {
+        Source::Local(path) => {
+            sink.emit(Event::new(
+                Phase::Fetching,
+                format!("Using the local folder {}", path.display()),
+            ));
+            Checkout {
+                dir: path.clone(),
+                commit: None,
+                time: local_commit_time(path),
+                source_label: "local".into(),
+                _workdir: workdir,
             }
-            Source::Git(git_source) => {
-                sink.emit(Event::new(
-                    Phase::Fetching,
-                    format!(
-                        "Resolving {} in {}",
-                        request.reference.as_deref().unwrap_or("HEAD"),
-                        git_source.url
-                    ),
-                ));
-                let resolved = {
-                    let (git, git_source, reference) =
-                        (git.clone(), git_source.clone(), request.reference.clone());
-                    tokio::task::spawn_blocking(move || {
-                        git.resolve(&git_source, reference.as_deref())
-                    })
+        }
+        Source::Git(git_source) => {
+            sink.emit(Event::new(
+                Phase::Fetching,
+                format!(
+                    "Resolving {} in {}",
+                    request.reference.as_deref().unwrap_or("HEAD"),
+                    git_source.url
+                ),
+            ));
+            let resolved = {
+                let (git, git_source, reference) =
+                    (git.clone(), git_source.clone(), request.reference.clone());
+                tokio::task::spawn_blocking(move || git.resolve(&git_source, reference.as_deref()))
                     .await
                     .map_err(|e| BuildError::Invalid(format!("ref resolution stopped: {e}")))??
+            };
+            sink.emit(Event::new(
+                Phase::Fetching,
+                format!("Resolved to commit {}", resolved.commit),
+            ));
+            let name = image_name(&request, &source, Some(&resolved.commit), None)?;
+            if !request.no_cache
+                && exists(
+                    engine,
+                    &request,
+                    &name,
+                    Some(&resolved.commit),
+                    &git_source.url,
+                )
+                .await?
+            {
+                let place = if request.push.is_some() {
+                    "the registry"
+                } else {
+                    "the engine"
                 };
-                sink.emit(Event::new(
-                    Phase::Fetching,
-                    format!("Resolved to commit {}", resolved.commit),
+                sink.emit(Event::built(
+                    &name,
+                    format!("Reusing {name}: {place} has it, built from this commit"),
                 ));
-                let name = image_name(&request, &source, Some(&resolved.commit), None);
-                if let Some(labels) = engine.image_labels(&name).await?
-                    && labels.get(LABEL_COMMIT) == Some(&resolved.commit)
-                    && labels.get(LABEL_SOURCE) == Some(&git_source.url)
-                    && !request.no_cache
-                {
-                    sink.emit(Event::built(
-                        &name,
-                        format!("Reusing the existing image {name}: it was built from this commit"),
-                    ));
-                    return Ok(Built {
-                        image: name,
-                        reused: true,
-                        plan: None,
-                    });
-                }
-                let dest = workdir.path().join("repo");
-                sink.emit(Event::new(
-                    Phase::Fetching,
-                    format!("Fetching commit {} (shallow)", resolved.commit),
-                ));
-                let time = {
-                    let (git, git_source, resolved, dest, limits) = (
-                        git.clone(),
-                        git_source.clone(),
-                        resolved.clone(),
-                        dest.clone(),
-                        request.limits.clone(),
-                    );
-                    tokio::task::spawn_blocking(move || {
-                        git.fetch(&git_source, &resolved, &dest, &limits)
-                    })
-                    .await
-                    .map_err(|e| BuildError::Invalid(format!("fetch stopped: {e}")))??
-                };
-                (dest, Some(resolved.commit), time, git_source.url.clone())
+                return Ok(Built {
+                    image: name,
+                    outcome: Outcome::Reused,
+                    plan: None,
+                });
             }
-        };
+            let dest = workdir.path().join("repo");
+            sink.emit(Event::new(
+                Phase::Fetching,
+                format!("Fetching commit {} (shallow)", resolved.commit),
+            ));
+            let time = {
+                let (git, git_source, resolved, dest, limits) = (
+                    git.clone(),
+                    git_source.clone(),
+                    resolved.clone(),
+                    dest.clone(),
+                    request.limits.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    git.fetch(&git_source, &resolved, &dest, &limits)
+                })
+                .await
+                .map_err(|e| BuildError::Invalid(format!("fetch stopped: {e}")))??
+            };
+            Checkout {
+                dir: dest,
+                commit: Some(resolved.commit),
+                time,
+                source_label: git_source.url.clone(),
+                _workdir: workdir,
+            }
+        }
+    };
 
-    // Plan and render.
-    let plan = kiln_buildpacks::plan(&repo_dir, &request.plan_options)?;
+    // Plan.
+    let plan = kiln_buildpacks::plan(&checkout.dir, &request.plan_options)?;
     let names: Vec<&str> = plan.buildpacks.iter().map(|b| b.name.name()).collect();
     sink.emit(Event::new(
         Phase::Building,
@@ -157,6 +215,7 @@ async fn build_inner(
             plan.buildpacks[0].reason
         ),
     ));
+    let labels = image_labels(&request, &plan, &checkout);
     let ca_bundle =
         match &request.ca_bundle {
             Some(path) => Some(std::fs::read(path).map_err(|e| {
@@ -164,125 +223,382 @@ async fn build_inner(
             })?),
             None => None,
         };
-    let mut labels: BTreeMap<String, String> = BTreeMap::new();
-    labels.insert(LABEL_SOURCE.into(), source_label.clone());
-    labels.insert("repo2docker.repo".into(), source_label);
-    if let Some(commit) = &commit {
-        labels.insert(LABEL_COMMIT.into(), commit.clone());
-        labels.insert("repo2docker.ref".into(), commit.clone());
-    }
-    labels.insert(LABEL_CREATED.into(), rfc3339(commit_time));
-    labels.insert(LABEL_VERSION.into(), env!("CARGO_PKG_VERSION").into());
-    if let Some(key) = &plan.environment_key {
-        labels.insert("io.kiln.environment-key".into(), key.clone());
-    }
-    labels.extend(request.labels.clone());
-    let dockerfile = kiln_buildpacks::dockerfile(
-        &plan,
-        &RenderOptions {
-            buildkit: engine.buildkit,
-            build_trust: ca_bundle.is_some() && engine.buildkit,
-            labels: BTreeMap::new(),
-        },
-    )?;
     if ca_bundle.is_some() && !engine.buildkit {
         sink.emit(Event::new(
             Phase::Building,
             "Warning: the engine has no BuildKit, so the CA bundle cannot be trusted during the build without copying it into a layer; building without it",
         ));
     }
+    let job = Job {
+        engine,
+        request: &request,
+        plan: &plan,
+        checkout: &checkout,
+        labels,
+        ca_bundle,
+    };
 
-    // The context; a local folder's image is named after its content.
-    let context = {
-        let (repo_dir, plan, dockerfile, ca) = (
-            repo_dir.clone(),
-            plan.clone(),
-            dockerfile.clone(),
-            ca_bundle.clone(),
-        );
-        let mtime = commit_time.max(0) as u64;
-        tokio::task::spawn_blocking(move || {
-            build_context(
-                &repo_dir,
-                &plan,
-                &ContextOptions {
-                    mtime,
-                    ca_bundle: ca.as_deref(),
-                    dockerfile: Some(&dockerfile),
-                },
-            )
-        })
-        .await
-        .map_err(|e| BuildError::Invalid(format!("context stopped: {e}")))??
-    };
-    let content_hash = {
-        use sha2::Digest;
-        hex::encode(&sha2::Sha256::digest(&context.tar)[..8])
-    };
-    let name = image_name(&request, &source, commit.as_deref(), Some(&content_hash));
-    if commit.is_none() && !request.no_cache && engine.image_labels(&name).await?.is_some() {
+    // A local folder is named after its content, so it can only be checked once its context exists.
+    if let Some(push) = &request.push {
+        let env_name = match &plan.environment_key {
+            Some(key) => Some(kiln_registry::environment_image_name(&push.prefix, key)?),
+            None => None,
+        };
+        let env_present = match &env_name {
+            Some(env) => push.registry.manifest_digest(env).await?.is_some(),
+            None => false,
+        };
+        let content_hash = job.local_content_hash()?;
+        let name = image_name(
+            &request,
+            &source,
+            checkout.commit.as_deref(),
+            content_hash.as_deref(),
+        )?;
+        if checkout.commit.is_none()
+            && !request.no_cache
+            && push.registry.manifest_digest(&name).await?.is_some()
+        {
+            sink.emit(Event::built(
+                &name,
+                format!("Reusing {name}: the registry has it, and the folder has not changed"),
+            ));
+            return Ok(Built {
+                image: name,
+                outcome: Outcome::Reused,
+                plan: Some(plan),
+            });
+        }
+        if let (Some(env), true) = (&env_name, env_present) {
+            if push.native && !plan.needs_container_after_copy() && !request.no_cache {
+                job.assemble(push, env, &name, sink).await?;
+                sink.emit(Event::built(
+                    &name,
+                    format!(
+                        "Pushed {name}, assembled on the environment {env} without a container"
+                    ),
+                ));
+                return Ok(Built {
+                    image: name,
+                    outcome: Outcome::Assembled,
+                    plan: Some(plan),
+                });
+            }
+            sink.emit(Event::new(Phase::Building, format!("The environment {env} is in the registry: building only the repository and what follows it")));
+            job.engine_build(&name, Some(env), None, sink).await?;
+            engine
+                .push(&name, docker_credentials(&push.registry), sink)
+                .await?;
+            sink.emit(Event::built(&name, format!("Pushed {name}")));
+            return Ok(Built {
+                image: name,
+                outcome: Outcome::BuiltOnEnvironment,
+                plan: Some(plan),
+            });
+        }
+        if let Some(env) = &env_name {
+            job.engine_build(env, None, Some(ENVIRONMENT_STAGE), sink)
+                .await?;
+            sink.emit(Event::new(
+                Phase::Pushing,
+                format!("Pushing the environment {env}"),
+            ));
+            engine
+                .push(env, docker_credentials(&push.registry), sink)
+                .await?;
+        }
+        job.engine_build(&name, None, None, sink).await?;
+        sink.emit(Event::new(Phase::Pushing, format!("Pushing {name}")));
+        engine
+            .push(&name, docker_credentials(&push.registry), sink)
+            .await?;
+        sink.emit(Event::built(&name, format!("Built and pushed {name}")));
+        return Ok(Built {
+            image: name,
+            outcome: Outcome::Built,
+            plan: Some(plan),
+        });
+    }
+
+    let content_hash = job.local_content_hash()?;
+    let name = image_name(
+        &request,
+        &source,
+        checkout.commit.as_deref(),
+        content_hash.as_deref(),
+    )?;
+    if checkout.commit.is_none() && !request.no_cache && engine.image_labels(&name).await?.is_some()
+    {
         sink.emit(Event::built(
             &name,
             format!("Reusing the existing image {name}: the folder has not changed"),
         ));
         return Ok(Built {
             image: name,
-            reused: true,
+            outcome: Outcome::Reused,
             plan: Some(plan),
         });
     }
-    sink.emit(Event::new(
-        Phase::Building,
-        format!(
-            "Building {name} with {} ({} files, {} KiB of context)",
-            if engine.buildkit {
-                "BuildKit"
-            } else {
-                "the classic builder"
-            },
-            context.files,
-            context.tar.len() / 1024
-        ),
-    ));
-    let mut build_args: HashMap<String, String> = proxy_args();
-    build_args.extend(request.build_args.clone());
-    engine
-        .build(
-            context.tar,
-            &EngineBuild {
-                tag: name.clone(),
-                dockerfile: context.dockerfile,
-                labels: labels.into_iter().collect(),
-                build_args,
-                no_cache: request.no_cache,
-            },
-            sink,
-        )
-        .await?;
+    job.engine_build(&name, None, None, sink).await?;
     sink.emit(Event::built(&name, format!("Built {name}")));
     Ok(Built {
         image: name,
-        reused: false,
+        outcome: Outcome::Built,
         plan: Some(plan),
     })
 }
 
-/// The default image name: `kiln/<slug>:<commit>`, or `kiln/<slug>:local-<content hash>`.
+/// Whether the image exists for this commit: in the registry when pushing, else in the engine with
+/// labels naming the same source and commit.
+async fn exists(
+    engine: &Engine,
+    request: &BuildRequest,
+    name: &str,
+    commit: Option<&str>,
+    source: &str,
+) -> Result<bool, BuildError> {
+    if let Some(push) = &request.push {
+        return Ok(push.registry.manifest_digest(name).await?.is_some());
+    }
+    Ok(engine.image_labels(name).await?.is_some_and(|labels| {
+        labels.get(LABEL_COMMIT).map(String::as_str) == commit
+            && labels.get(LABEL_SOURCE).map(String::as_str) == Some(source)
+    }))
+}
+
+/// Everything one image build needs, once planned.
+struct Job<'a> {
+    engine: &'a Engine,
+    request: &'a BuildRequest,
+    plan: &'a BuildPlan,
+    checkout: &'a Checkout,
+    labels: BTreeMap<String, String>,
+    ca_bundle: Option<Vec<u8>>,
+}
+
+impl Job<'_> {
+    fn render(&self, environment_image: Option<&str>) -> Result<String, BuildError> {
+        Ok(kiln_buildpacks::dockerfile(
+            self.plan,
+            &RenderOptions {
+                buildkit: self.engine.buildkit,
+                build_trust: self.ca_bundle.is_some() && self.engine.buildkit,
+                labels: BTreeMap::new(),
+                environment_image: environment_image.map(String::from),
+            },
+        )?)
+    }
+
+    fn context(
+        &self,
+        environment_image: Option<&str>,
+    ) -> Result<crate::context::Context, BuildError> {
+        let dockerfile = self.render(environment_image)?;
+        build_context(
+            &self.checkout.dir,
+            self.plan,
+            &ContextOptions {
+                mtime: self.checkout.time.max(0) as u64,
+                ca_bundle: self.ca_bundle.as_deref(),
+                dockerfile: Some(&dockerfile),
+            },
+        )
+    }
+
+    /// For a local folder (no commit), a short hash of its build context, which names its image.
+    fn local_content_hash(&self) -> Result<Option<String>, BuildError> {
+        if self.checkout.commit.is_some() {
+            return Ok(None);
+        }
+        use sha2::Digest;
+        let context = self.context(None)?;
+        Ok(Some(hex::encode(&sha2::Sha256::digest(&context.tar)[..8])))
+    }
+
+    /// Build on the engine: the whole image, one stage (`target`), or only what follows the
+    /// environment when `environment_image` is given.
+    async fn engine_build(
+        &self,
+        tag: &str,
+        environment_image: Option<&str>,
+        target: Option<&str>,
+        sink: &mut dyn EventSink,
+    ) -> Result<(), BuildError> {
+        let context = self.context(environment_image)?;
+        let what = match (target, environment_image) {
+            (Some(_), _) => "the environment",
+            (None, Some(_)) => "the repository layers",
+            (None, None) => "the image",
+        };
+        sink.emit(Event::new(
+            Phase::Building,
+            format!(
+                "Building {what} as {tag} with {} ({} files, {} KiB of context)",
+                if self.engine.buildkit {
+                    "BuildKit"
+                } else {
+                    "the classic builder"
+                },
+                context.files,
+                context.tar.len() / 1024
+            ),
+        ));
+        let labels = match target {
+            // The environment image is shared by every commit with this key: it names none of them.
+            Some(_) => self
+                .labels
+                .iter()
+                .filter(|(k, _)| k.as_str() == LABEL_ENVIRONMENT || k.as_str() == LABEL_VERSION)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            None => self.labels.clone().into_iter().collect(),
+        };
+        let mut build_args: HashMap<String, String> = proxy_args();
+        build_args.extend(self.request.build_args.clone());
+        let credentials = self.request.push.as_ref().and_then(|p| {
+            docker_credentials(&p.registry).map(|c| HashMap::from([(p.registry.host.clone(), c)]))
+        });
+        self.engine
+            .build(
+                context.tar,
+                &EngineBuild {
+                    tag: tag.to_string(),
+                    dockerfile: context.dockerfile,
+                    labels,
+                    build_args,
+                    no_cache: self.request.no_cache,
+                    target: target.map(String::from),
+                    credentials,
+                },
+                sink,
+            )
+            .await
+    }
+
+    /// Assemble the image natively: the environment image plus one layer holding the repository.
+    async fn assemble(
+        &self,
+        push: &PushSettings,
+        environment: &str,
+        name: &str,
+        sink: &mut dyn EventSink,
+    ) -> Result<(), BuildError> {
+        let layers = self
+            .plan
+            .layers()
+            .ok_or_else(|| BuildError::Invalid("no layers to assemble".into()))?;
+        sink.emit(Event::new(Phase::Building, format!("The environment {environment} is in the registry: assembling the image without a container")));
+        let (dir, plan, mtime) = (
+            self.checkout.dir.clone(),
+            self.plan.clone(),
+            self.checkout.time.max(0) as u64,
+        );
+        let layer = tokio::task::spawn_blocking(move || {
+            let tar = repository_layer(&dir, &plan, mtime)?;
+            kiln_registry::Layer::from_tar(&tar)
+                .map_err(|e| BuildError::io("compressing the repository layer", e))
+        })
+        .await
+        .map_err(|e| BuildError::Invalid(format!("layer stopped: {e}")))??;
+        let runtime = &layers.runtime;
+        let update = ConfigUpdate {
+            env: runtime.env.clone(),
+            entrypoint: runtime.entrypoint.clone(),
+            cmd: runtime.command.clone(),
+            working_dir: runtime.workdir.clone(),
+            user: layers.environment.user.name.clone(),
+            exposed_port: Some(runtime.expose),
+            labels: self.labels.clone(),
+            created: rfc3339(self.checkout.time),
+            created_by: format!("COPY the repository to {} (kiln)", layers.repository.dest),
+        };
+        let mut progress = |message: String| sink.emit(Event::new(Phase::Pushing, message));
+        kiln_registry::assemble(
+            &push.registry,
+            &kiln_registry::Assembly {
+                base: environment,
+                target: name,
+                layer: &layer,
+                config: &update,
+            },
+            &mut progress,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Labels of the final image: source, commit, created time, kiln's version, the environment key,
+/// repo2docker's labels, the plan's and the user's.
+fn image_labels(
+    request: &BuildRequest,
+    plan: &BuildPlan,
+    checkout: &Checkout,
+) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = plan
+        .layers()
+        .map(|l| l.runtime.labels.clone())
+        .unwrap_or_default();
+    labels.insert(LABEL_SOURCE.into(), checkout.source_label.clone());
+    labels.insert("repo2docker.repo".into(), checkout.source_label.clone());
+    if let Some(commit) = &checkout.commit {
+        labels.insert(LABEL_COMMIT.into(), commit.clone());
+        labels.insert("repo2docker.ref".into(), commit.clone());
+    }
+    labels.insert(LABEL_CREATED.into(), rfc3339(checkout.time));
+    labels.insert(LABEL_VERSION.into(), env!("CARGO_PKG_VERSION").into());
+    if let Some(key) = &plan.environment_key {
+        labels.insert(LABEL_ENVIRONMENT.into(), key.clone());
+    }
+    labels.extend(request.labels.clone());
+    labels
+}
+
+/// The engine's credentials for the registry, from the registry client's.
+fn docker_credentials(registry: &Registry) -> Option<bollard::auth::DockerCredentials> {
+    match &registry.credentials {
+        Some(kiln_registry::Credentials::Basic { username, password }) => {
+            Some(bollard::auth::DockerCredentials {
+                username: Some(username.clone()),
+                password: Some(password.clone()),
+                serveraddress: Some(registry.host.clone()),
+                ..Default::default()
+            })
+        }
+        Some(kiln_registry::Credentials::Bearer(token)) => Some(bollard::auth::DockerCredentials {
+            registrytoken: Some(token.clone()),
+            serveraddress: Some(registry.host.clone()),
+            ..Default::default()
+        }),
+        None => None,
+    }
+}
+
+/// The image name: `--image-name`; when pushing, BinderHub's scheme under the prefix; otherwise
+/// `kiln/<slug>:<commit>`, or `kiln/<slug>:local-<content hash>`.
 fn image_name(
     request: &BuildRequest,
     source: &Source,
     commit: Option<&str>,
     content: Option<&str>,
-) -> String {
+) -> Result<String, BuildError> {
     if let Some(name) = &request.image_name {
-        return name.clone();
+        kiln_registry::name::validate(name)?;
+        return Ok(name.clone());
     }
     let tag = match (commit, content) {
         (Some(commit), _) => commit.to_string(),
         (None, Some(hash)) => format!("local-{hash}"),
         (None, None) => "latest".into(),
     };
-    format!("kiln/{}:{tag}", source.slug())
+    match &request.push {
+        Some(push) => Ok(kiln_registry::image_name(
+            &push.prefix,
+            &source.build_slug(),
+            &tag,
+        )?),
+        None => Ok(format!("kiln/{}:{tag}", source.slug())),
+    }
 }
 
 /// Proxy settings pass through as build arguments (Docker's predefined ones: not kept in the image).

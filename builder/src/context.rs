@@ -89,6 +89,28 @@ pub fn build_context(
     })
 }
 
+/// The repository as an image layer: its files under the plan's repository folder (`home/jovyan/`),
+/// with the same ignore rules, owner, modes and mtimes as the build context's copy.
+pub fn repository_layer(repo: &Path, plan: &BuildPlan, mtime: u64) -> Result<Vec<u8>, BuildError> {
+    let layers = plan.layers().ok_or_else(|| {
+        BuildError::Invalid("a repository Dockerfile has no separate repository layer".into())
+    })?;
+    let mut writer = Writer::new(mtime);
+    let ignore = match layers_ignore_file(plan) {
+        Some(file) => Some(ignore_matcher(repo, file)?),
+        None => None,
+    };
+    let dest = layers.repository.dest.trim_matches('/');
+    writer.tree(
+        repo,
+        Some(dest),
+        ignore.as_ref(),
+        &layers.repository.executables,
+        None,
+    )?;
+    writer.finish()
+}
+
 fn layers_ignore_file(plan: &BuildPlan) -> Option<&str> {
     match &plan.build {
         Build::Layers(layers) => layers.repository.ignore_file.as_deref(),

@@ -53,6 +53,10 @@ pub struct EngineBuild {
     pub labels: HashMap<String, String>,
     pub build_args: HashMap<String, String>,
     pub no_cache: bool,
+    /// Build only this stage.
+    pub target: Option<String>,
+    /// Registry credentials for pulling base images, by registry host.
+    pub credentials: Option<HashMap<String, bollard::auth::DockerCredentials>>,
 }
 
 impl Engine {
@@ -169,11 +173,14 @@ impl Engine {
                 BuilderVersion::BuilderV1
             },
             session: self.buildkit.then_some(session),
+            target: build.target.clone().unwrap_or_default(),
             ..Default::default()
         };
-        let mut stream =
-            self.docker
-                .build_image(options, None, Some(bollard::body_full(context.into())));
+        let mut stream = self.docker.build_image(
+            options,
+            build.credentials.clone(),
+            Some(bollard::body_full(context.into())),
+        );
         let mut log = BuildLog::default();
         while let Some(item) = stream.next().await {
             match item {
@@ -207,6 +214,51 @@ impl Engine {
                 tail: log.tail(),
             }),
         }
+    }
+}
+
+impl Engine {
+    /// Push a local image to its registry, with `pushing` events per layer.
+    pub async fn push(
+        &self,
+        name: &str,
+        credentials: Option<bollard::auth::DockerCredentials>,
+        sink: &mut dyn EventSink,
+    ) -> Result<(), BuildError> {
+        let (repo, tag) = match name.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r, t),
+            _ => (name, "latest"),
+        };
+        let options = bollard::query_parameters::PushImageOptions {
+            tag: Some(tag.to_string()),
+            ..Default::default()
+        };
+        let mut stream = self.docker.push_image(repo, Some(options), credentials);
+        let mut layers = 0;
+        while let Some(item) = stream.next().await {
+            let info =
+                item.map_err(|e| BuildError::Push(format!("{name}: {}", short(&e.to_string()))))?;
+            if let Some(error) = info.error_detail.and_then(|d| d.message) {
+                return Err(BuildError::Push(format!("{name}: {}", short(&error))));
+            }
+            match info.status.as_deref() {
+                Some("Pushed") | Some("Layer already exists") => {
+                    layers += 1;
+                    sink.emit(Event::new(
+                        Phase::Pushing,
+                        format!(
+                            "{name}: layer {layers} {}",
+                            info.status.unwrap_or_default().to_lowercase()
+                        ),
+                    ));
+                }
+                Some(s) if s.starts_with("Mounted from") || s.contains("digest:") => {
+                    sink.emit(Event::new(Phase::Pushing, format!("{name}: {s}")));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 

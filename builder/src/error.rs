@@ -61,6 +61,12 @@ pub enum BuildError {
     #[error("the build failed: {message}{tail}")]
     BuildFailed { message: String, tail: String },
 
+    #[error("pushing failed: {0}")]
+    Push(String),
+
+    #[error(transparent)]
+    Registry(#[from] kiln_registry::RegistryError),
+
     #[error("{0}")]
     Invalid(String),
 

@@ -16,7 +16,7 @@ pub mod git;
 pub mod run;
 pub mod source;
 
-pub use build::{BuildRequest, Built, build};
+pub use build::{BuildRequest, Built, Outcome, PushSettings, build};
 pub use engine::{Engine, EngineSettings};
 pub use error::BuildError;
 pub use events::{Event, EventSink, Phase};

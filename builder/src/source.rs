@@ -138,6 +138,37 @@ impl Source {
         })
     }
 
+    /// BinderHub's build slug, from which registry image names are made: `org-repo` for GitHub, the
+    /// namespace for GitLab, the gist id for a gist, the URL for any other git repository, and the
+    /// folder's name for a local folder.
+    pub fn build_slug(&self) -> String {
+        match self {
+            Source::Local(_) => self.slug(),
+            Source::Git(git) => {
+                let url = git.url.trim_end_matches('/');
+                let path_of = |host: &str| {
+                    url.strip_prefix(host)
+                        .map(|p| p.trim_end_matches(".git").to_string())
+                };
+                if let Some(path) = path_of("https://github.com/")
+                    && let Some((org, repo)) = path.split_once('/')
+                    && !repo.contains('/')
+                {
+                    return format!("{org}-{repo}");
+                }
+                if let Some(path) = path_of("https://gitlab.com/") {
+                    return path;
+                }
+                if let Some(path) = path_of("https://gist.github.com/")
+                    && let Some((_, id)) = path.split_once('/')
+                {
+                    return id.to_string();
+                }
+                git.url.clone()
+            }
+        }
+    }
+
     /// A short name for the repository, used in image names: `org-repo` or the folder's name.
     pub fn slug(&self) -> String {
         let raw = match self {
@@ -250,6 +281,26 @@ mod tests {
         assert_eq!(
             Source::parse("git@h:team/repo.git").unwrap().slug(),
             "team-repo"
+        );
+    }
+
+    #[test]
+    fn build_slugs_follow_binderhub() {
+        assert_eq!(
+            Source::parse("gh:binder-examples/octave")
+                .unwrap()
+                .build_slug(),
+            "binder-examples-octave"
+        );
+        assert_eq!(
+            Source::parse("gl:group/sub/project").unwrap().build_slug(),
+            "group/sub/project"
+        );
+        assert_eq!(
+            Source::parse("https://h.example/x/y.git")
+                .unwrap()
+                .build_slug(),
+            "https://h.example/x/y.git"
         );
     }
 

@@ -29,7 +29,13 @@ pub struct RenderOptions {
     pub build_trust: bool,
     /// Labels added after the plan's own (source, commit, created time, `--label`).
     pub labels: BTreeMap<String, String>,
+    /// Start from this environment image (built earlier for the plan's environment key) instead of
+    /// building the environment: the Dockerfile then holds only the repository and what follows it.
+    pub environment_image: Option<String>,
 }
+
+/// The name of the build stage that holds the environment (build it alone with this target).
+pub const ENVIRONMENT_STAGE: &str = "kiln-environment";
 
 /// The Dockerfile for a plan.
 pub fn dockerfile(plan: &BuildPlan, options: &RenderOptions) -> Result<String, PlanError> {
@@ -80,34 +86,16 @@ impl<'a> Renderer<'a> {
         if let Some(key) = &self.plan.environment_key {
             self.line(&format!("# Environment key: {key}"));
         }
-        self.line(&format!("FROM {}", env.base_image));
-        self.env(&env.env);
-        self.switch(RunAs::Root);
-        for file in &env.files {
-            let src = format!("{CONTEXT_FILES_DIR}{}", file.dest);
-            self.line(&format!(
-                "COPY {}",
-                json(&[src.as_str(), file.dest.as_str()])
-            ));
-        }
-        let mut workdir_set = false;
-        for (i, step) in env.base_steps.iter().enumerate() {
-            self.step(step, uid)?;
-            // The user and its home exist after kiln's second step.
-            if i == 1 {
-                self.line(&format!("WORKDIR {}", env.user.home));
-                workdir_set = true;
+        match &self.options.environment_image {
+            Some(image) => {
+                self.line(&format!("FROM {image}"));
+                // The image's last user is not known here: every step names its own.
+                self.user = None;
             }
-        }
-        if !workdir_set {
-            self.line(&format!("WORKDIR {}", env.user.home));
-        }
-        if !env.system_packages.is_empty() {
-            let step = apt_step("apt.txt", &env.system_packages);
-            self.step(&step, uid)?;
-        }
-        for step in &env.steps {
-            self.step(step, uid)?;
+            None => {
+                self.environment()?;
+                self.line(&format!("FROM {ENVIRONMENT_STAGE}"));
+            }
         }
         let repo = &self.layers.repository;
         self.line("# The repository.");
@@ -138,6 +126,42 @@ impl<'a> Renderer<'a> {
             self.line(&format!("LABEL {}", parts.join(" \\\n      ")));
         }
         Ok(self.out)
+    }
+
+    /// The environment stage: everything the environment key covers.
+    fn environment(&mut self) -> Result<(), PlanError> {
+        let env = &self.layers.environment;
+        let uid = env.user.uid;
+        self.line(&format!("FROM {} AS {ENVIRONMENT_STAGE}", env.base_image));
+        self.env(&env.env);
+        self.switch(RunAs::Root);
+        for file in &env.files {
+            let src = format!("{CONTEXT_FILES_DIR}{}", file.dest);
+            self.line(&format!(
+                "COPY {}",
+                json(&[src.as_str(), file.dest.as_str()])
+            ));
+        }
+        let mut workdir_set = false;
+        for (i, step) in env.base_steps.iter().enumerate() {
+            self.step(step, uid)?;
+            // The user and its home exist after kiln's second step.
+            if i == 1 {
+                self.line(&format!("WORKDIR {}", env.user.home));
+                workdir_set = true;
+            }
+        }
+        if !workdir_set {
+            self.line(&format!("WORKDIR {}", env.user.home));
+        }
+        if !env.system_packages.is_empty() {
+            let step = apt_step("apt.txt", &env.system_packages);
+            self.step(&step, uid)?;
+        }
+        for step in &env.steps {
+            self.step(step, uid)?;
+        }
+        Ok(())
     }
 
     fn line(&mut self, text: &str) {

@@ -56,6 +56,17 @@ pub struct BuildArgs {
     /// Most files a repository may have.
     #[arg(long, default_value_t = 200_000)]
     pub max_repo_files: u64,
+    /// Push the image to a registry (the environment image too), under --image-prefix.
+    #[arg(long)]
+    pub push: bool,
+    /// Prefix of pushed image names, registry included, as BinderHub's image_prefix
+    /// (e.g. registry.example.org/binder-). Credentials: KILN_REGISTRY_USERNAME and
+    /// KILN_REGISTRY_PASSWORD, KILN_REGISTRY_TOKEN, or ~/.docker/config.json.
+    #[arg(long, env = "KILN_IMAGE_PREFIX", requires = "push")]
+    pub image_prefix: Option<String>,
+    /// Never assemble images natively; always build on the engine (for comparison and debugging).
+    #[arg(long)]
+    pub no_native: bool,
     /// Longest a fetch may take, in seconds.
     #[arg(long, default_value_t = 600)]
     pub fetch_timeout: u64,
@@ -109,6 +120,37 @@ impl BuildArgs {
                 return Err(e);
             }
         };
+        let push = match (self.push, &self.image_prefix) {
+            (false, _) => None,
+            (true, None) => {
+                let e = kiln_builder::BuildError::Invalid("--push needs --image-prefix (or KILN_IMAGE_PREFIX), e.g. 127.0.0.1:5000/binder-".into());
+                kiln_builder::EventSink::emit(
+                    output,
+                    kiln_builder::Event::new(kiln_builder::Phase::Failed, e.to_string()),
+                );
+                return Err(e);
+            }
+            (true, Some(prefix)) => {
+                let registry =
+                    kiln_registry::Registry::for_reference(&format!("{prefix}probe:latest"), None)
+                        .map_err(|e| {
+                            let e = kiln_builder::BuildError::from(e);
+                            kiln_builder::EventSink::emit(
+                                output,
+                                kiln_builder::Event::new(
+                                    kiln_builder::Phase::Failed,
+                                    e.to_string(),
+                                ),
+                            );
+                            e
+                        })?;
+                Some(kiln_builder::PushSettings {
+                    prefix: prefix.clone(),
+                    registry: Arc::new(registry),
+                    native: !self.no_native,
+                })
+            }
+        };
         let request = BuildRequest {
             source: Some(source),
             reference: self.reference.clone(),
@@ -123,6 +165,7 @@ impl BuildArgs {
                 max_files: self.max_repo_files,
                 timeout: Duration::from_secs(self.fetch_timeout),
             },
+            push,
         };
         kiln_builder::build(engine, Arc::new(LibGit), request, output).await
     }

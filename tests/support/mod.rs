@@ -225,3 +225,73 @@ pub fn unique(prefix: &str) -> String {
 pub fn remove_image(name: &str) {
     let _ = docker(&["image", "rm", "--force", name]);
 }
+
+/// A CNCF Distribution registry (Debian's docker-registry) on loopback, optionally with htpasswd auth.
+pub struct Registry {
+    dir: tempfile::TempDir,
+    process: Child,
+    pub port: u16,
+}
+
+impl Registry {
+    pub fn start(auth: Option<(&str, &str)>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().display()
+        );
+        if let Some((user, password)) = auth {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .unwrap_or_else(|_| panic!("htpasswd is missing (apache2-utils): {SETUP}"));
+            std::fs::write(dir.path().join("htpasswd"), out.stdout).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: kiln-tests\n    path: {}/htpasswd\n",
+                dir.path().display()
+            ));
+        }
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let process = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|_| panic!("docker-registry is missing: {SETUP}"));
+        wait_for_port(port);
+        Registry { dir, process, port }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The manifest digest of `name:tag` (`None` when absent), read with skopeo.
+    pub fn digest(&self, reference: &str, creds: Option<&str>) -> Option<String> {
+        let mut command = Command::new("skopeo");
+        command.args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"]);
+        if let Some(c) = creds {
+            command.args(["--creds", c]);
+        }
+        let out = command
+            .arg(format!("docker://{reference}"))
+            .output()
+            .expect("skopeo runs");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}

@@ -1,0 +1,15 @@
+//! kiln's registry side: image names (BinderHub-compatible), the OCI registry client, and native
+//! image assembly from an existing image plus layers. It knows nothing of git, buildpacks or HTTP
+//! serving.
+
+pub mod assemble;
+pub mod client;
+pub mod error;
+pub mod layer;
+pub mod name;
+
+pub use assemble::{Assembly, ConfigUpdate, assemble};
+pub use client::{Credentials, Registry};
+pub use error::RegistryError;
+pub use layer::Layer;
+pub use name::{environment_image_name, image_name};

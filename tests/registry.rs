@@ -1,0 +1,293 @@
+//! Pushing to a real registry (CNCF Distribution on loopback): push, exists and skip, environment
+//! reuse by native assembly for a code-only commit and for a second repository, determinism, auth,
+//! and faults.
+
+mod support;
+
+use support::*;
+
+fn push(
+    server: &GitServer,
+    repo: &str,
+    prefix: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, Vec<serde_json::Value>) {
+    let mut command = kiln();
+    command
+        .args([
+            "build",
+            "--json-logs",
+            "--push",
+            "--image-prefix",
+            prefix,
+            &server.url(repo),
+        ])
+        .args(extra);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    (out.status.success(), events(&out.stdout))
+}
+
+fn messages(events: &[serde_json::Value]) -> String {
+    events
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect::<Vec<_>>()
+        .join("")
+}
+
+fn built_name(events: &[serde_json::Value]) -> String {
+    let last = events.last().unwrap();
+    assert_eq!(last["phase"], "built", "{last}");
+    last["imageName"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn push_skip_native_reuse_across_commits_and_repositories() {
+    require_engine();
+    let registry = Registry::start(None);
+    let prefix = format!("{}/binder-", registry.host());
+    let server = GitServer::start();
+    server.example("apt-postbuild-start", "first");
+    // postBuild needs a container after the copy: drop it so the native path applies.
+    std::fs::remove_file(server.repo_dir("first").join("postBuild")).unwrap();
+    std::fs::write(
+        server.repo_dir("first").join("verify"),
+        "#!/bin/sh\nset -e\ncommand -v jq\ntest \"$KILN_EXAMPLE_STARTED\" = yes\npython -c 'import six'\n",
+    )
+    .unwrap();
+    let commit = server.commit("first", &[], "without postBuild");
+
+    // 1. The first push builds on the engine and pushes the environment and the image.
+    let (ok, events) = push(&server, "first", &prefix, &[], &[]);
+    assert!(ok, "{}", messages(&events));
+    let name = built_name(&events);
+    assert!(
+        name.starts_with(&format!("{prefix}git-3a-2f-2f127-2e0-2e0-2e1-3a")),
+        "BinderHub-style name: {name}"
+    );
+    assert!(name.ends_with(&format!(":{commit}")));
+    assert!(events.iter().any(|e| e["phase"] == "pushing"));
+    assert!(registry.digest(&name, None).is_some());
+
+    // 2. The same commit again: the registry has it, nothing is built.
+    let (ok, events) = push(&server, "first", &prefix, &[], &[]);
+    assert!(ok);
+    assert!(
+        messages(&events).contains("the registry has it"),
+        "{}",
+        messages(&events)
+    );
+    assert!(!events.iter().any(|e| e["phase"] == "building"));
+
+    // 3. A code-only commit: assembled natively on the environment, no engine build.
+    let second = server.commit(
+        "first",
+        &[("analysis.py", "print('code only')\n")],
+        "code only",
+    );
+    let (ok, events) = push(&server, "first", &prefix, &[], &[]);
+    assert!(ok, "{}", messages(&events));
+    assert!(
+        messages(&events).contains("assembling the image without a container"),
+        "{}",
+        messages(&events)
+    );
+    assert!(
+        !messages(&events).contains("with BuildKit"),
+        "no engine build: {}",
+        messages(&events)
+    );
+    let native = built_name(&events);
+    assert!(native.ends_with(&second));
+    // Checked by skopeo, pulled by the engine, run, and the example's check passes.
+    let inspect = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{native}"),
+        ])
+        .output()
+        .unwrap();
+    let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(
+        inspect["Labels"]["org.opencontainers.image.revision"],
+        second.as_str()
+    );
+    assert_eq!(inspect["Created"], "2026-01-02T03:04:05Z");
+    assert!(docker(&["pull", "-q", &native]).status.success());
+    let verify = docker(&["run", "--rm", "--network", "none", &native, "./verify"]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let code = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &native,
+        "cat",
+        "analysis.py",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&code.stdout),
+        "print('code only')\n"
+    );
+    remove_image(&native);
+
+    // 4. Another repository with the same environment files: native too, layers mounted.
+    server.init("second");
+    for file in ["apt.txt", "requirements.txt", "start"] {
+        std::fs::copy(
+            server.repo_dir("first").join(file),
+            server.repo_dir("second").join(file),
+        )
+        .unwrap();
+    }
+    server.commit(
+        "second",
+        &[("README.md", "another repository\n")],
+        "second repository",
+    );
+    let (ok, events) = push(&server, "second", &prefix, &[], &[]);
+    assert!(ok, "{}", messages(&events));
+    let text = messages(&events);
+    assert!(
+        text.contains("assembling the image without a container"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(" 0 mounted"),
+        "layers come by cross-repository mount: {text}"
+    );
+}
+
+#[test]
+fn native_assembly_is_deterministic() {
+    require_engine();
+    let registry = Registry::start(None);
+    let prefix = format!("{}/det-", registry.host());
+    let server = GitServer::start();
+    server.example("python-requirements", "det");
+    let (ok, events) = push(&server, "det", &prefix, &[], &[]);
+    assert!(ok, "{}", messages(&events));
+    server.commit("det", &[("notes.md", "code only\n")], "code only");
+    let mut digests = Vec::new();
+    for tag in ["one", "two"] {
+        let name = format!("{prefix}det:{tag}");
+        let (ok, events) = push(&server, "det", &prefix, &["--image-name", &name], &[]);
+        assert!(ok, "{}", messages(&events));
+        assert!(messages(&events).contains("without a container"));
+        digests.push(registry.digest(&name, None).unwrap());
+    }
+    assert_eq!(
+        digests[0], digests[1],
+        "the same commit assembles to the same manifest"
+    );
+}
+
+#[test]
+fn registry_with_htpasswd_auth() {
+    require_engine();
+    let registry = Registry::start(Some(("kiln", "registry-s3cret")));
+    let prefix = format!("{}/auth-", registry.host());
+    let server = GitServer::start();
+    server.example("python-default", "auth");
+
+    let wrong = [
+        ("KILN_REGISTRY_USERNAME", "kiln"),
+        ("KILN_REGISTRY_PASSWORD", "not-the-password"),
+    ];
+    let (ok, events) = push(&server, "auth", &prefix, &[], &wrong);
+    assert!(!ok);
+    let text = messages(&events);
+    assert!(text.contains("refused the credentials"), "{text}");
+    assert!(
+        !text.contains("not-the-password"),
+        "the secret leaked: {text}"
+    );
+
+    let right = [
+        ("KILN_REGISTRY_USERNAME", "kiln"),
+        ("KILN_REGISTRY_PASSWORD", "registry-s3cret"),
+    ];
+    let (ok, events) = push(&server, "auth", &prefix, &[], &right);
+    assert!(ok, "{}", messages(&events));
+    let name = built_name(&events);
+    assert!(
+        registry
+            .digest(&name, Some("kiln:registry-s3cret"))
+            .is_some()
+    );
+    assert!(!messages(&events).contains("registry-s3cret"));
+    // A code-only commit, natively, with auth.
+    server.commit("auth", &[("x.py", "1\n")], "code");
+    let (ok, events) = push(&server, "auth", &prefix, &[], &right);
+    assert!(ok, "{}", messages(&events));
+    assert!(messages(&events).contains("without a container"));
+}
+
+#[test]
+fn registry_faults() {
+    require_engine();
+    let server = GitServer::start();
+    server.example("python-default", "faults");
+    // Unreachable: bounded retries, then a clear error.
+    let prefix = format!("127.0.0.1:{}/gone-", free_port());
+    let (ok, events) = push(&server, "faults", &prefix, &[], &[]);
+    assert!(!ok);
+    let text = messages(&events);
+    assert!(
+        text.contains("cannot reach the registry") && text.contains("after 4 attempts"),
+        "{text}"
+    );
+    // An invalid reference.
+    let (ok, events) = push(&server, "faults", "127.0.0.1:5000/Bad Prefix-", &[], &[]);
+    assert!(!ok);
+    assert!(
+        messages(&events).contains("is not a valid image reference"),
+        "{}",
+        messages(&events)
+    );
+    // --push without a prefix.
+    let out = kiln()
+        .env_remove("KILN_IMAGE_PREFIX")
+        .args(["build", "--json-logs", "--push", &server.url("faults")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn steps_after_the_copy_run_in_a_short_build_on_the_environment() {
+    require_engine();
+    let registry = Registry::start(None);
+    let prefix = format!("{}/post-", registry.host());
+    let server = GitServer::start();
+    server.example("apt-postbuild-start", "post");
+    let (ok, events) = push(&server, "post", &prefix, &[], &[]);
+    assert!(ok, "{}", messages(&events));
+    server.commit("post", &[("analysis.py", "print(1)\n")], "code only");
+    let (ok, events) = push(&server, "post", &prefix, &[], &[]);
+    let text = messages(&events);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("building only the repository and what follows it"),
+        "{text}"
+    );
+    assert!(!text.contains("Building the environment"), "{text}");
+    let name = built_name(&events);
+    let verify = docker(&["run", "--rm", "--network", "none", &name, "./verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    remove_image(&name);
+}
