@@ -269,8 +269,9 @@ async fn build_inner(
                 plan: Some(plan),
             });
         }
-        if let (Some(env), true) = (&env_name, env_present) {
-            if push.native && !plan.needs_container_after_copy() && !request.no_cache {
+        // Without reuse (--no-native), the image is built whole on the engine, as BinderHub does.
+        if let (Some(env), true, true) = (&env_name, env_present, push.native) {
+            if !plan.needs_container_after_copy() && !request.no_cache {
                 job.assemble(push, env, &name, sink).await?;
                 sink.emit(Event::built(
                     &name,
@@ -296,7 +297,7 @@ async fn build_inner(
                 plan: Some(plan),
             });
         }
-        if let Some(env) = &env_name {
+        if let (Some(env), true) = (&env_name, push.native) {
             job.engine_build(env, None, Some(ENVIRONMENT_STAGE), sink)
                 .await?;
             sink.emit(Event::new(

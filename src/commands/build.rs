@@ -64,7 +64,8 @@ pub struct BuildArgs {
     /// KILN_REGISTRY_PASSWORD, KILN_REGISTRY_TOKEN, or ~/.docker/config.json.
     #[arg(long, env = "KILN_IMAGE_PREFIX", requires = "push")]
     pub image_prefix: Option<String>,
-    /// Never assemble images natively; always build on the engine (for comparison and debugging).
+    /// Do not reuse environment images: build the whole image on the engine and push it, as
+    /// BinderHub does (for comparison and debugging).
     #[arg(long)]
     pub no_native: bool,
     /// Longest a fetch may take, in seconds.
