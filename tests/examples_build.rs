@@ -181,7 +181,7 @@ fn reuse_and_code_only_rebuilds() {
         last["message"]
             .as_str()
             .unwrap()
-            .starts_with("Reusing the existing image"),
+            .contains("the engine has it, built from this commit"),
         "{last}"
     );
     assert!(
