@@ -83,7 +83,10 @@ fn dockerfile_renders_buildkit_and_classic() {
         &example("python-default"),
     ]);
     let custom = String::from_utf8(out.stdout).unwrap();
-    assert!(custom.contains("FROM example.org/base:1 AS kiln-environment\n"), "{custom}");
+    assert!(
+        custom.contains("FROM example.org/base:1 AS kiln-environment\n"),
+        "{custom}"
+    );
     assert!(custom.contains("create-user jovyan 1234"), "{custom}");
 }
 

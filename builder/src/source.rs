@@ -72,7 +72,14 @@ impl Source {
         ] {
             if let Some(rest) = spec.strip_prefix(prefix) {
                 let rest = rest.trim_matches('/');
-                if rest.split('/').count() != 2 || rest.split('/').any(|p| !is_slug_part(p)) {
+                // GitLab has nested groups: group/subgroup/project.
+                let parts = rest.split('/').count();
+                let count_ok = if prefix == "gl:" {
+                    parts >= 2
+                } else {
+                    parts == 2
+                };
+                if !count_ok || rest.split('/').any(|p| !is_slug_part(p)) {
                     return Err(BuildError::BadSource {
                         spec: spec.to_string(),
                         reason: format!(
