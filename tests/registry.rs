@@ -4,6 +4,7 @@
 
 mod support;
 
+use support::registry_proxy::{Faults, RegistryProxy};
 use support::*;
 
 fn push(
@@ -290,4 +291,132 @@ fn steps_after_the_copy_run_in_a_short_build_on_the_environment() {
         String::from_utf8_lossy(&verify.stderr)
     );
     remove_image(&name);
+}
+
+#[test]
+fn registry_without_mount_support_gets_uploads_instead() {
+    require_engine();
+    let registry = Registry::start(None);
+    let server = GitServer::start();
+    server.example("python-requirements", "nm1");
+    let (ok, events) = push(
+        &server,
+        "nm1",
+        &format!("{}/nm-", registry.host()),
+        &[],
+        &[],
+    );
+    assert!(ok, "{}", messages(&events));
+    // A second repository with the same environment, through a front that refuses mounts.
+    let proxy = RegistryProxy::start(
+        registry.port,
+        Faults {
+            no_mount: true,
+            ..Faults::default()
+        },
+    );
+    server.init("nm2");
+    std::fs::copy(
+        server.repo_dir("nm1").join("requirements.txt"),
+        server.repo_dir("nm2").join("requirements.txt"),
+    )
+    .unwrap();
+    server.commit(
+        "nm2",
+        &[("verify", "#!/bin/sh\npython -c 'import six'\n")],
+        "second",
+    );
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(server.repo_dir("nm2").join("verify"))
+        .status()
+        .unwrap();
+    server.commit("nm2", &[], "executable verify");
+    let (ok, events) = push(&server, "nm2", &format!("{}/nm-", proxy.host()), &[], &[]);
+    let text = messages(&events);
+    assert!(ok, "{text}");
+    assert!(text.contains("without a container"), "{text}");
+    assert!(
+        text.contains("(0 mounted") && !text.contains(" 0 copied"),
+        "{text}"
+    );
+    assert!(proxy.mount_requests() > 0, "a mount was tried first");
+    let name = built_name(&events).replace(&proxy.host(), &registry.host());
+    assert!(docker(&["pull", "-q", &name]).status.success());
+    let verify = docker(&["run", "--rm", "--network", "none", &name, "./verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    remove_image(&name);
+}
+
+#[test]
+fn transient_failures_are_retried_and_no_tag_points_at_a_partial_image() {
+    require_engine();
+    let registry = Registry::start(None);
+    let server = GitServer::start();
+    server.example("python-requirements", "flaky");
+    let (ok, events) = push(
+        &server,
+        "flaky",
+        &format!("{}/fl-", registry.host()),
+        &[],
+        &[],
+    );
+    assert!(ok, "{}", messages(&events));
+
+    // Two failed uploads: retried with backoff, then the push succeeds.
+    let proxy = RegistryProxy::start(
+        registry.port,
+        Faults {
+            fail_first_uploads: 2,
+            ..Faults::default()
+        },
+    );
+    let pushed = server.commit("flaky", &[("a.py", "1\n")], "code only");
+    let (ok, events) = push(&server, "flaky", &format!("{}/fl-", proxy.host()), &[], &[]);
+    assert!(ok, "{}", messages(&events));
+    assert!(messages(&events).contains("without a container"));
+    assert_eq!(proxy.failed_uploads(), 2);
+    drop(proxy);
+
+    // Uploads that keep failing: bounded retries, a clear error, and no tag for the commit.
+    let proxy = RegistryProxy::start(
+        registry.port,
+        Faults {
+            fail_first_uploads: 1000,
+            ..Faults::default()
+        },
+    );
+    let commit = server.commit("flaky", &[("b.py", "2\n")], "another");
+    let (ok, events) = push(&server, "flaky", &format!("{}/fl-", proxy.host()), &[], &[]);
+    let text = messages(&events);
+    assert!(!ok);
+    assert!(text.contains("after 4 attempts"), "{text}");
+    let failed_name = format!("{}/fl-", registry.host());
+    let tags = std::process::Command::new("skopeo")
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!(
+            "docker://{}",
+            built_or_any_name(&failed_name, &server, "flaky")
+        ))
+        .output()
+        .unwrap();
+    let tags = String::from_utf8_lossy(&tags.stdout);
+    assert!(
+        tags.contains(&pushed),
+        "the repository lists the earlier push: {tags}"
+    );
+    assert!(
+        !tags.contains(&commit),
+        "a tag points at the failed push: {tags}"
+    );
+}
+
+/// The repository name kiln uses for `repo` under `prefix` (read from a build of another commit).
+fn built_or_any_name(prefix: &str, server: &GitServer, repo: &str) -> String {
+    let name = kiln_registry::image_name(prefix, &server.url(repo), "x").unwrap();
+    name.rsplit_once(':').unwrap().0.to_string()
 }

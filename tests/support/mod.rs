@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod git_http;
+pub mod registry_proxy;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
