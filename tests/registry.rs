@@ -227,6 +227,57 @@ fn registry_with_htpasswd_auth() {
             .is_some()
     );
     assert!(!messages(&events).contains("registry-s3cret"));
+    // Credentials from ~/.docker/config.json (DOCKER_CONFIG), and from --registry-username with the
+    // password on standard input.
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "a2lsbjpyZWdpc3RyeS1zM2NyZXQ="}}}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    server.commit("auth", &[("w.py", "1\n")], "code");
+    let docker_config = config.path().to_string_lossy().to_string();
+    let (ok, events) = push(
+        &server,
+        "auth",
+        &prefix,
+        &[],
+        &[("DOCKER_CONFIG", docker_config.as_str())],
+    );
+    assert!(ok, "{}", messages(&events));
+    server.commit("auth", &[("v.py", "1\n")], "code");
+    let mut child = kiln()
+        .args([
+            "build",
+            "--json-logs",
+            "--push",
+            "--image-prefix",
+            &prefix,
+            "--registry-username",
+            "kiln",
+            "--registry-password-stdin",
+            &server.url("auth"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"registry-s3cret\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // A code-only commit, natively, with auth.
     server.commit("auth", &[("x.py", "1\n")], "code");
     let (ok, events) = push(&server, "auth", &prefix, &[], &right);

@@ -64,6 +64,13 @@ pub struct BuildArgs {
     /// KILN_REGISTRY_PASSWORD, KILN_REGISTRY_TOKEN, or ~/.docker/config.json.
     #[arg(long, env = "KILN_IMAGE_PREFIX", requires = "push")]
     pub image_prefix: Option<String>,
+    /// Registry user name (the password comes from --registry-password-stdin or
+    /// KILN_REGISTRY_PASSWORD; without either, the environment or ~/.docker/config.json is used).
+    #[arg(long, requires = "push")]
+    pub registry_username: Option<String>,
+    /// Read the registry password from standard input (never from the command line).
+    #[arg(long, requires = "registry_username")]
+    pub registry_password_stdin: bool,
     /// Do not reuse environment images: build the whole image on the engine and push it, as
     /// BinderHub does (for comparison and debugging).
     #[arg(long)]
@@ -89,6 +96,21 @@ impl BuildArgs {
             settings.network = self.network.clone();
         }
         Ok(Engine::connect(settings).await?)
+    }
+
+    /// The registry password: from standard input with --registry-password-stdin, else
+    /// KILN_REGISTRY_PASSWORD.
+    fn registry_password(&self) -> Result<String, kiln_builder::BuildError> {
+        if !self.registry_password_stdin {
+            return Ok(std::env::var("KILN_REGISTRY_PASSWORD").unwrap_or_default());
+        }
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(|e| {
+            kiln_builder::BuildError::Invalid(format!(
+                "reading the registry password from standard input: {e}"
+            ))
+        })?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_string())
     }
 
     /// Connect to the engine; a failure is reported as a `failed` event.
@@ -132,19 +154,25 @@ impl BuildArgs {
                 return Err(e);
             }
             (true, Some(prefix)) => {
-                let registry =
-                    kiln_registry::Registry::for_reference(&format!("{prefix}probe:latest"), None)
-                        .map_err(|e| {
-                            let e = kiln_builder::BuildError::from(e);
-                            kiln_builder::EventSink::emit(
-                                output,
-                                kiln_builder::Event::new(
-                                    kiln_builder::Phase::Failed,
-                                    e.to_string(),
-                                ),
-                            );
-                            e
-                        })?;
+                let credentials = match &self.registry_username {
+                    None => None,
+                    Some(username) => Some(kiln_registry::Credentials::Basic {
+                        username: username.clone(),
+                        password: self.registry_password()?,
+                    }),
+                };
+                let registry = kiln_registry::Registry::for_reference(
+                    &format!("{prefix}probe:latest"),
+                    credentials,
+                )
+                .map_err(|e| {
+                    let e = kiln_builder::BuildError::from(e);
+                    kiln_builder::EventSink::emit(
+                        output,
+                        kiln_builder::Event::new(kiln_builder::Phase::Failed, e.to_string()),
+                    );
+                    e
+                })?;
                 Some(kiln_builder::PushSettings {
                     prefix: prefix.clone(),
                     registry: Arc::new(registry),
