@@ -14,7 +14,7 @@ if ! command -v debootstrap >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
 fi
-bash tests/services/engine.sh
+bash tests/services/engine.sh >&2
 cargo build --release --quiet --bin kiln
 kiln="${CARGO_TARGET_DIR:-target}/release/kiln"
 export KILN_NETWORK="${KILN_NETWORK:-host}"
