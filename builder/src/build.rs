@@ -286,9 +286,7 @@ async fn build_inner(
                 });
             }
             sink.emit(Event::new(Phase::Building, format!("The environment {env} is in the registry: building only the repository and what follows it")));
-            job.engine_build(&name, Some(env), None, sink).await?;
-            engine
-                .push(&name, docker_credentials(&push.registry), sink)
+            job.build_and_push(&name, Some(env), None, push, sink)
                 .await?;
             sink.emit(Event::built(&name, format!("Pushed {name}")));
             return Ok(Built {
@@ -298,21 +296,10 @@ async fn build_inner(
             });
         }
         if let (Some(env), true) = (&env_name, push.native) {
-            job.engine_build(env, None, Some(ENVIRONMENT_STAGE), sink)
-                .await?;
-            sink.emit(Event::new(
-                Phase::Pushing,
-                format!("Pushing the environment {env}"),
-            ));
-            engine
-                .push(env, docker_credentials(&push.registry), sink)
+            job.build_and_push(env, None, Some(ENVIRONMENT_STAGE), push, sink)
                 .await?;
         }
-        job.engine_build(&name, None, None, sink).await?;
-        sink.emit(Event::new(Phase::Pushing, format!("Pushing {name}")));
-        engine
-            .push(&name, docker_credentials(&push.registry), sink)
-            .await?;
+        job.build_and_push(&name, None, None, push, sink).await?;
         sink.emit(Event::built(&name, format!("Built and pushed {name}")));
         return Ok(Built {
             image: name,
@@ -473,6 +460,23 @@ impl Job<'_> {
                 },
                 sink,
             )
+            .await
+    }
+
+    /// Build on the engine, then push the result.
+    async fn build_and_push(
+        &self,
+        tag: &str,
+        environment_image: Option<&str>,
+        target: Option<&str>,
+        push: &PushSettings,
+        sink: &mut dyn EventSink,
+    ) -> Result<(), BuildError> {
+        self.engine_build(tag, environment_image, target, sink)
+            .await?;
+        sink.emit(Event::new(Phase::Pushing, format!("Pushing {tag}")));
+        self.engine
+            .push(tag, docker_credentials(&push.registry), sink)
             .await
     }
 
