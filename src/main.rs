@@ -42,6 +42,20 @@ enum Command {
     Build(commands::build::BuildCommand),
     /// Build when needed, then run the image: JupyterLab on a free loopback port, or a command.
     Run(commands::run::RunCommand),
+    /// Serve the BinderHub-compatible build API (GET /build/<provider>/<spec>, server-sent events),
+    /// launching sessions on the local engine.
+    ///
+    /// Settings, from the environment:
+    ///   KILN_LISTEN          address:port to serve on (default 127.0.0.1:8585)
+    ///   KILN_IMAGE_PREFIX    push images under this prefix (default: keep them in the engine)
+    ///   KILN_ALLOWED_HOSTS   comma-separated repository hosts allowed although they resolve to
+    ///                        loopback or private addresses (refused otherwise)
+    ///   KILN_MAX_BUILDS      builds at once; more wait in a queue (default 2)
+    ///   KILN_MAX_SESSIONS    local sessions at once (default 8)
+    ///   KILN_NETWORK         network of builds and sessions (see kiln --help)
+    ///   KILN_CA_BUNDLE       CA bundle trusted during builds (default: SSL_CERT_FILE)
+    #[command(verbatim_doc_comment)]
+    Serve(commands::serve::ServeCommand),
     /// The base image.
     #[command(subcommand)]
     Base(commands::base::BaseCommand),
@@ -56,6 +70,7 @@ fn main() -> ExitCode {
         Command::Build(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Run(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Base(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Serve(c) => runtime().and_then(|rt| rt.block_on(c.run())),
     };
     match result {
         Ok(code) => code,

@@ -43,11 +43,11 @@ pub struct Assembly<'a> {
 }
 
 /// Progress of an assembly, for events.
-pub trait Progress {
+pub trait Progress: Send {
     fn step(&mut self, message: String);
 }
 
-impl<F: FnMut(String)> Progress for F {
+impl<F: FnMut(String) + Send> Progress for F {
     fn step(&mut self, message: String) {
         self(message)
     }

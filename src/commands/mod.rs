@@ -5,3 +5,4 @@ pub mod build;
 pub mod context;
 pub mod plan;
 pub mod run;
+pub mod serve;

@@ -1,0 +1,28 @@
+//! `kiln serve`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use kiln_api::{Config, Hub};
+use kiln_builder::{Engine, EngineSettings};
+
+/// Settings come from the environment (see `kiln serve --help`).
+#[derive(Args)]
+pub struct ServeCommand {}
+
+impl ServeCommand {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let config = Config::from_env().map_err(anyhow::Error::msg)?;
+        let engine = Engine::connect(EngineSettings::from_env()).await?;
+        let listen = config.listen;
+        let hub = Arc::new(Hub::new(engine, config));
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (KILN_LISTEN)"))?;
+        eprintln!("kiln: serving on http://{listen}/");
+        axum::serve(listener, kiln_api::router(hub)).await?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
