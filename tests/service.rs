@@ -179,6 +179,18 @@ fn the_event_stream_goes_through_the_whole_flow_to_a_ready_session() {
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     remove_sessions_of(ready["image"].as_str().unwrap());
+    // Prometheus metrics count the build and the launch.
+    let (status, metrics) = service.get("/metrics", None);
+    assert_eq!(status, 200);
+    for line in [
+        "kiln_builds_total{status=\"success\"} 1",
+        "kiln_launches_total{status=\"success\"} 1",
+        "kiln_builds_in_progress 0",
+        "kiln_build_duration_seconds_count 1",
+        "kiln_launch_duration_seconds_count 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
 }
 
 #[test]

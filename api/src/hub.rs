@@ -73,6 +73,45 @@ pub struct Hub {
     queue: Arc<Semaphore>,
     /// Builds started since the service started.
     pub started: AtomicU64,
+    pub metrics: Metrics,
+}
+
+/// Counters for `/metrics` (Prometheus text format).
+#[derive(Default)]
+pub struct Metrics {
+    pub builds_succeeded: AtomicU64,
+    pub builds_failed: AtomicU64,
+    pub builds_in_progress: std::sync::atomic::AtomicI64,
+    /// Sum of build durations in milliseconds, and their count (for `_sum` and `_count`).
+    pub build_ms_sum: AtomicU64,
+    pub launches_succeeded: AtomicU64,
+    pub launches_failed: AtomicU64,
+    pub launch_ms_sum: AtomicU64,
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::SeqCst);
+        let (ok, failed) = (g(&self.builds_succeeded), g(&self.builds_failed));
+        let (lok, lfailed) = (g(&self.launches_succeeded), g(&self.launches_failed));
+        format!(
+            "# HELP kiln_builds_total Builds finished, by status.\n# TYPE kiln_builds_total counter\n\
+             kiln_builds_total{{status=\"success\"}} {ok}\nkiln_builds_total{{status=\"failure\"}} {failed}\n\
+             # HELP kiln_builds_in_progress Builds running or queued.\n# TYPE kiln_builds_in_progress gauge\n\
+             kiln_builds_in_progress {}\n\
+             # HELP kiln_build_duration_seconds Time from the start of a build to its end.\n# TYPE kiln_build_duration_seconds summary\n\
+             kiln_build_duration_seconds_sum {:.3}\nkiln_build_duration_seconds_count {}\n\
+             # HELP kiln_launches_total Launches finished, by status.\n# TYPE kiln_launches_total counter\n\
+             kiln_launches_total{{status=\"success\"}} {lok}\nkiln_launches_total{{status=\"failure\"}} {lfailed}\n\
+             # HELP kiln_launch_duration_seconds Time from a launch request to a ready session.\n# TYPE kiln_launch_duration_seconds summary\n\
+             kiln_launch_duration_seconds_sum {:.3}\nkiln_launch_duration_seconds_count {}\n",
+            self.builds_in_progress.load(Ordering::SeqCst),
+            g(&self.build_ms_sum) as f64 / 1000.0,
+            ok + failed,
+            g(&self.launch_ms_sum) as f64 / 1000.0,
+            lok + lfailed,
+        )
+    }
 }
 
 struct Recorder(Arc<SharedBuild>);
@@ -91,6 +130,7 @@ impl Hub {
             config,
             builds: Mutex::new(HashMap::new()),
             started: AtomicU64::new(0),
+            metrics: Metrics::default(),
         }
     }
 
@@ -107,6 +147,10 @@ impl Hub {
         self.started.fetch_add(1, Ordering::SeqCst);
         let (hub, spec, shared_task) = (self.clone(), spec.clone(), shared.clone());
         tokio::spawn(async move {
+            let started_at = std::time::Instant::now();
+            hub.metrics
+                .builds_in_progress
+                .fetch_add(1, Ordering::SeqCst);
             if hub.queue.available_permits() == 0 {
                 shared_task.push(Event::new(Phase::Waiting, "Waiting for a free builder"));
             }
@@ -123,7 +167,7 @@ impl Hub {
                     }),
                     Err(e) => {
                         shared_task.push(Event::new(Phase::Failed, e.to_string()));
-                        hub.finish(&key);
+                        hub.finished(&key, false, started_at);
                         return;
                     }
                 },
@@ -139,18 +183,29 @@ impl Hub {
             let mut recorder = Recorder(shared_task.clone());
             let result =
                 kiln_builder::build(&hub.engine, Arc::new(LibGit), request, &mut recorder).await;
+            let ok = result.is_ok();
             if let Ok(built) = result {
                 *shared_task.image.lock().expect("image lock") = Some(built.image);
             }
             drop(permit);
-            hub.finish(&key);
+            hub.finished(&key, ok, started_at);
         });
         shared
     }
 
     /// A finished build leaves the table: the next request checks the engine or registry again,
     /// which finds the image at once.
-    fn finish(&self, key: &str) {
+    fn finished(&self, key: &str, ok: bool, started_at: std::time::Instant) {
         self.builds.lock().expect("builds lock").remove(key);
+        let m = &self.metrics;
+        m.builds_in_progress.fetch_sub(1, Ordering::SeqCst);
+        m.build_ms_sum
+            .fetch_add(started_at.elapsed().as_millis() as u64, Ordering::SeqCst);
+        if ok {
+            &m.builds_succeeded
+        } else {
+            &m.builds_failed
+        }
+        .fetch_add(1, Ordering::SeqCst);
     }
 }

@@ -40,6 +40,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/build/{provider}/{*spec}", get(build))
         .route("/health", get(health))
         .route("/versions", get(versions))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -174,6 +175,19 @@ async fn launch(
         .await;
     }
     send(json!({"phase": "launching", "message": format!("Launching {image}\n")})).await?;
+    let started_at = std::time::Instant::now();
+    let metrics = &state.hub.metrics;
+    let record = |ok: bool| {
+        metrics
+            .launch_ms_sum
+            .fetch_add(started_at.elapsed().as_millis() as u64, Ordering::SeqCst);
+        if ok {
+            &metrics.launches_succeeded
+        } else {
+            &metrics.launches_failed
+        }
+        .fetch_add(1, Ordering::SeqCst);
+    };
     let request = match RunRequest::jupyter(image) {
         Ok(r) => r,
         Err(e) => return send(failed(e.to_string())).await,
@@ -182,14 +196,17 @@ async fn launch(
         Ok(s) => s,
         Err(e) => {
             state.sessions.fetch_sub(1, Ordering::SeqCst);
+            record(false);
             return send(failed(e.to_string())).await;
         }
     };
     if !wait_until_ready(&request, Duration::from_secs(120)).await {
         session.remove().await;
         state.sessions.fetch_sub(1, Ordering::SeqCst);
+        record(false);
         return send(failed("the session did not answer within 120 s")).await;
     }
+    record(true);
     let commit = image
         .rsplit_once(':')
         .map(|(_, t)| t)
@@ -235,6 +252,14 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
         "builds_started": state.hub.started.load(Ordering::SeqCst),
         "sessions": state.sessions.load(Ordering::SeqCst),
     }))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.hub.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn versions(State(state): State<Arc<AppState>>) -> Json<Value> {
