@@ -3,7 +3,8 @@
 #   - the Docker engine (tests/services/engine.sh: installs docker.io when missing, no bridge network)
 #   - the default base image (kiln base bootstrap: debootstrap, then import; skipped when present)
 #   - from Debian when missing: git (its daemon serves the test repositories), debootstrap,
-#     docker-registry (CNCF Distribution; tests start their own on loopback), skopeo, htpasswd
+#     docker-registry (CNCF Distribution; tests start their own on loopback), skopeo, htpasswd,
+#     chromium and chromium-driver (the web page test; its screenshot lands in test-artifacts/)
 # Usage: bash tests/run.sh   (CI runs exactly this through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,8 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "tests: installing ${need[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq

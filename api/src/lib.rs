@@ -41,6 +41,36 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/health", get(health))
         .route("/versions", get(versions))
         .route("/metrics", get(metrics))
+        .route(
+            "/",
+            get(|| page("text/html; charset=utf-8", include_str!("pages/index.html"))),
+        )
+        .route(
+            "/v2/{*spec}",
+            get(|| {
+                page(
+                    "text/html; charset=utf-8",
+                    include_str!("pages/launch.html"),
+                )
+            }),
+        )
+        .route(
+            "/static/kiln.js",
+            get(|| {
+                page(
+                    "text/javascript; charset=utf-8",
+                    include_str!("pages/kiln.js"),
+                )
+            }),
+        )
+        .route(
+            "/static/kiln.css",
+            get(|| page("text/css; charset=utf-8", include_str!("pages/kiln.css"))),
+        )
+        .route(
+            "/badge_logo.svg",
+            get(|| page("image/svg+xml", include_str!("pages/badge_logo.svg"))),
+        )
         .with_state(state)
 }
 
@@ -252,6 +282,11 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
         "builds_started": state.hub.started.load(Ordering::SeqCst),
         "sessions": state.sessions.load(Ordering::SeqCst),
     }))
+}
+
+/// A static page or asset.
+async fn page(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
