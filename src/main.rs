@@ -54,6 +54,7 @@ enum Command {
     ///   KILN_MAX_SESSIONS    local sessions at once (default 8)
     ///   KILN_NETWORK         network of builds and sessions (see kiln --help)
     ///   KILN_CA_BUNDLE       CA bundle trusted during builds (default: SSL_CERT_FILE)
+    ///   KILN_STATE           the SQLite state database (default ~/.local/share/kiln/state.db)
     #[command(verbatim_doc_comment)]
     Serve(commands::serve::ServeCommand),
     /// The base image.

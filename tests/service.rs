@@ -13,13 +13,23 @@ use support::*;
 struct Service {
     child: Child,
     port: u16,
+    state: std::path::PathBuf,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Service {
     fn start() -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = Service::start_with_state(&dir.path().join("state.db"));
+        service._dir = Some(dir);
+        service
+    }
+
+    fn start_with_state(state: &std::path::Path) -> Service {
         let port = free_port();
         let child = kiln()
             .arg("serve")
+            .env("KILN_STATE", state)
             .env("KILN_LISTEN", format!("127.0.0.1:{port}"))
             .env("KILN_ALLOWED_HOSTS", "127.0.0.1")
             .env_remove("KILN_IMAGE_PREFIX")
@@ -28,7 +38,70 @@ impl Service {
             .spawn()
             .unwrap();
         wait_for_port(port);
-        Service { child, port }
+        Service {
+            child,
+            port,
+            state: state.to_path_buf(),
+            _dir: None,
+        }
+    }
+
+    /// A JSON request; returns the status and the parsed body.
+    fn json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let json = response.split("\r\n\r\n").nth(1).unwrap_or("null");
+        (
+            status,
+            serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Read `/api/builds/<id>/events` until `built` or `failed`: (id, event) pairs.
+    fn api_events(&self, id: i64, last_event_id: Option<u64>) -> Vec<(u64, serde_json::Value)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(300)))
+            .unwrap();
+        let resume = last_event_id
+            .map(|n| format!("Last-Event-ID: {n}\r\n"))
+            .unwrap_or_default();
+        write!(stream, "GET /api/builds/{id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{resume}\r\n").unwrap();
+        let mut reader = BufReader::new(stream);
+        let (mut out, mut current_id, mut line) = (Vec::new(), 0u64, String::new());
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            let l = line.trim_end();
+            if let Some(id) = l.strip_prefix("id: ") {
+                current_id = id.parse().unwrap();
+            } else if let Some(data) = l.strip_prefix("data: ") {
+                let value: serde_json::Value = serde_json::from_str(data).unwrap();
+                let end = value["phase"] == "built" || value["phase"] == "failed";
+                out.push((current_id, value));
+                if end {
+                    break;
+                }
+            }
+            line.clear();
+        }
+        out
     }
 
     fn get(&self, path: &str, accept: Option<&str>) -> (u16, String) {
@@ -95,6 +168,132 @@ impl Service {
             .as_u64()
             .unwrap()
     }
+}
+
+#[test]
+fn json_api_builds_resumes_and_lists_images() {
+    require_engine();
+    let server = GitServer::start();
+    server.example("python-default", "api");
+    let service = Service::start();
+    let spec = format!("{}/HEAD", escaped(&server.url("api")));
+    let (status, started) = service.json(
+        "POST",
+        "/api/builds",
+        Some(serde_json::json!({"provider": "git", "spec": spec})),
+    );
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_i64().unwrap();
+    let events = service.api_events(id, None);
+    let (last_id, last) = events.last().unwrap();
+    assert_eq!(last["phase"], "built", "{last}");
+    assert!(events.len() >= 3);
+    // Resume after the second event: only what follows.
+    let resumed = service.api_events(id, Some(events[1].0));
+    assert_eq!(resumed.first().unwrap().0, events[2].0);
+    assert_eq!(resumed.last().unwrap().0, *last_id);
+    let (status, record) = service.json("GET", &format!("/api/builds/{id}"), None);
+    assert_eq!(status, 200);
+    assert_eq!(record["status"], "built");
+    assert_eq!(record["image"], last["imageName"]);
+    let (_, images) = service.json("GET", "/api/images", None);
+    assert!(
+        images["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["image"] == last["imageName"])
+    );
+    // Bad input: a clear 4xx.
+    let (status, error) = service.json(
+        "POST",
+        "/api/builds",
+        Some(serde_json::json!({"provider": "zz", "spec": "x"})),
+    );
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown provider")
+    );
+    assert_eq!(service.json("GET", "/api/builds/999999", None).0, 404);
+}
+
+#[test]
+fn a_restart_mid_build_marks_it_failed_and_the_next_request_builds() {
+    require_engine();
+    let server = GitServer::start();
+    let marker = unique("slow");
+    server.commit(
+        "slow",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {}\nRUN echo {marker} && sleep 8\n",
+                kiln_buildpacks::options::DEFAULT_BASE_IMAGE
+            ),
+        )],
+        "slow build",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let mut service = Service::start_with_state(&state);
+    let _ = &mut service;
+    let spec = format!("{}/HEAD", escaped(&server.url("slow")));
+    let (_, started) = service.json(
+        "POST",
+        "/api/builds",
+        Some(serde_json::json!({"provider": "git", "spec": spec})),
+    );
+    let id = started["id"].as_i64().unwrap();
+    // Follow the build until the slow step runs, then stop the service hard.
+    let mut stream = TcpStream::connect(("127.0.0.1", service.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    write!(stream, "GET /api/builds/{id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the stream ended before the slow step"
+        );
+        if line.starts_with("data: ") && line.contains(&marker) && !line.contains("RUN ") {
+            break;
+        }
+        assert!(
+            !line.contains("\"phase\":\"built\""),
+            "the build finished before the restart"
+        );
+    }
+    let _ = service.child.kill();
+    let _ = service.child.wait();
+    let service = Service::start_with_state(&service.state.clone());
+    let (status, record) = service.json("GET", &format!("/api/builds/{id}"), None);
+    assert_eq!(status, 200);
+    assert_eq!(record["status"], "failed", "{record}");
+    assert!(
+        record["reason"]
+            .as_str()
+            .unwrap()
+            .contains("stopped while this build was running"),
+        "{record}"
+    );
+    let replay = service.api_events(id, None);
+    assert_eq!(replay.last().unwrap().1["phase"], "failed");
+    // The next request builds.
+    let (_, again) = service.json(
+        "POST",
+        "/api/builds",
+        Some(serde_json::json!({"provider": "git", "spec": spec})),
+    );
+    let next = again["id"].as_i64().unwrap();
+    assert_ne!(next, id);
+    let events = service.api_events(next, None);
+    assert_eq!(events.last().unwrap().1["phase"], "built", "{events:?}");
 }
 
 impl Drop for Service {

@@ -158,8 +158,10 @@ fn paste_a_repository_watch_the_log_and_reach_ready() {
     let server = GitServer::start();
     server.example("python-requirements", "page");
     let port = free_port();
+    let state = tempfile::tempdir().unwrap();
     let mut service = kiln()
         .arg("serve")
+        .env("KILN_STATE", state.path().join("state.db"))
         .env("KILN_LISTEN", format!("127.0.0.1:{port}"))
         .env("KILN_ALLOWED_HOSTS", "127.0.0.1")
         .stdout(Stdio::null())

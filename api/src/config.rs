@@ -18,6 +18,8 @@ pub struct Config {
     pub max_builds: usize,
     /// `KILN_CA_BUNDLE` or `SSL_CERT_FILE`: CA bundle trusted by builds (never stored in images).
     pub ca_bundle: Option<std::path::PathBuf>,
+    /// `KILN_STATE`: the SQLite database (default `$HOME/.local/share/kiln/state.db`).
+    pub state: std::path::PathBuf,
 }
 
 impl Config {
@@ -47,6 +49,10 @@ impl Config {
             ca_bundle: var("KILN_CA_BUNDLE")
                 .or_else(|| var("SSL_CERT_FILE"))
                 .map(Into::into),
+            state: var("KILN_STATE").map(Into::into).unwrap_or_else(|| {
+                std::path::Path::new(&var("HOME").unwrap_or_else(|| "/tmp".into()))
+                    .join(".local/share/kiln/state.db")
+            }),
         })
     }
 }

@@ -11,9 +11,12 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
 use crate::spec::Spec;
+use crate::store::Store;
 
 /// The events of one build, shared by its watchers.
 pub struct SharedBuild {
+    /// The build's id in the state database.
+    pub id: i64,
     events: Mutex<Vec<Event>>,
     /// The number of events, bumped on every new one; `u64::MAX` marks the end.
     count: watch::Sender<usize>,
@@ -21,20 +24,23 @@ pub struct SharedBuild {
 }
 
 impl SharedBuild {
-    fn new() -> Self {
+    fn new(id: i64) -> Self {
         SharedBuild {
+            id,
             events: Mutex::new(Vec::new()),
             count: watch::channel(0).0,
             image: Mutex::new(None),
         }
     }
 
-    fn push(&self, event: Event) {
+    /// Record an event; returns its index.
+    fn push(&self, event: Event) -> usize {
         let mut events = self.events.lock().expect("events lock");
         events.push(event);
         let n = events.len();
         drop(events);
         self.count.send_replace(n);
+        n - 1
     }
 
     /// Events from index `from` on (waiting for new ones); `None` when the build has ended and
@@ -70,6 +76,9 @@ pub struct Hub {
     pub engine: Engine,
     pub config: Config,
     builds: Mutex<HashMap<String, Arc<SharedBuild>>>,
+    /// Builds in flight by id (for the JSON API's event streams).
+    by_id: Mutex<HashMap<i64, Arc<SharedBuild>>>,
+    pub store: Arc<Store>,
     queue: Arc<Semaphore>,
     /// Builds started since the service started.
     pub started: AtomicU64,
@@ -114,17 +123,37 @@ impl Metrics {
     }
 }
 
-struct Recorder(Arc<SharedBuild>);
+/// Records a build's events in memory (for watchers) and in the state database.
+struct Recorder {
+    shared: Arc<SharedBuild>,
+    store: Arc<Store>,
+}
 
 impl EventSink for Recorder {
+    /// The database first, then the watchers: a watcher that sees `built` finds the build built.
     fn emit(&mut self, event: Event) {
-        self.0.push(event);
+        let json = serde_json::to_value(&event).unwrap_or_default();
+        let seq = self.shared.events.lock().expect("events lock").len();
+        self.store.append(self.shared.id, seq, &json);
+        match event.phase {
+            Phase::Built => self
+                .store
+                .finish(self.shared.id, event.image_name.as_deref(), None),
+            Phase::Failed => {
+                self.store
+                    .finish(self.shared.id, None, Some(event.message.trim_end()))
+            }
+            _ => {}
+        }
+        self.shared.push(event);
     }
 }
 
 impl Hub {
-    pub fn new(engine: Engine, config: Config) -> Hub {
+    pub fn new(engine: Engine, config: Config, store: Store) -> Hub {
         Hub {
+            by_id: Mutex::new(HashMap::new()),
+            store: Arc::new(store),
             queue: Arc::new(Semaphore::new(config.max_builds.max(1))),
             engine,
             config,
@@ -141,9 +170,16 @@ impl Hub {
         if let Some(existing) = builds.get(&key) {
             return existing.clone();
         }
-        let shared = Arc::new(SharedBuild::new());
+        let id = self
+            .store
+            .create(&spec.provider, &spec.raw, &spec.repo_url, &spec.reference);
+        let shared = Arc::new(SharedBuild::new(id));
         builds.insert(key.clone(), shared.clone());
         drop(builds);
+        self.by_id
+            .lock()
+            .expect("builds lock")
+            .insert(id, shared.clone());
         self.started.fetch_add(1, Ordering::SeqCst);
         let (hub, spec, shared_task) = (self.clone(), spec.clone(), shared.clone());
         tokio::spawn(async move {
@@ -151,8 +187,12 @@ impl Hub {
             hub.metrics
                 .builds_in_progress
                 .fetch_add(1, Ordering::SeqCst);
+            let mut recorder = Recorder {
+                shared: shared_task.clone(),
+                store: hub.store.clone(),
+            };
             if hub.queue.available_permits() == 0 {
-                shared_task.push(Event::new(Phase::Waiting, "Waiting for a free builder"));
+                recorder.emit(Event::new(Phase::Waiting, "Waiting for a free builder"));
             }
             let permit = hub.queue.clone().acquire_owned().await;
             let push = match &hub.config.image_prefix {
@@ -166,8 +206,8 @@ impl Hub {
                         native: true,
                     }),
                     Err(e) => {
-                        shared_task.push(Event::new(Phase::Failed, e.to_string()));
-                        hub.finished(&key, false, started_at);
+                        recorder.emit(Event::new(Phase::Failed, e.to_string()));
+                        hub.finished(&key, id, None, Some(e.to_string()), started_at);
                         return;
                     }
                 },
@@ -180,23 +220,42 @@ impl Hub {
                 ca_bundle: hub.config.ca_bundle.clone(),
                 ..BuildRequest::default()
             };
-            let mut recorder = Recorder(shared_task.clone());
             let result =
                 kiln_builder::build(&hub.engine, Arc::new(LibGit), request, &mut recorder).await;
-            let ok = result.is_ok();
-            if let Ok(built) = result {
-                *shared_task.image.lock().expect("image lock") = Some(built.image);
-            }
+            let (image, reason) = match result {
+                Ok(built) => (Some(built.image), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            *shared_task.image.lock().expect("image lock") = image.clone();
             drop(permit);
-            hub.finished(&key, ok, started_at);
+            hub.finished(&key, id, image, reason, started_at);
         });
         shared
     }
 
+    /// A build in flight, by id.
+    pub fn live(&self, id: i64) -> Option<Arc<SharedBuild>> {
+        self.by_id.lock().expect("builds lock").get(&id).cloned()
+    }
+
     /// A finished build leaves the table: the next request checks the engine or registry again,
     /// which finds the image at once.
-    fn finished(&self, key: &str, ok: bool, started_at: std::time::Instant) {
+    fn finished(
+        &self,
+        key: &str,
+        id: i64,
+        image: Option<String>,
+        reason: Option<String>,
+        started_at: std::time::Instant,
+    ) {
+        let ok = image.is_some();
+        // The recorder stored the outcome with the last event; this covers a build that ended
+        // without one.
+        if self.store.get(id).is_some_and(|r| r.status == "running") {
+            self.store.finish(id, image.as_deref(), reason.as_deref());
+        }
         self.builds.lock().expect("builds lock").remove(key);
+        self.by_id.lock().expect("builds lock").remove(&id);
         let m = &self.metrics;
         m.builds_in_progress.fetch_sub(1, Ordering::SeqCst);
         m.build_ms_sum

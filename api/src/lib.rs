@@ -5,6 +5,7 @@
 pub mod config;
 pub mod hub;
 pub mod spec;
+pub mod store;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -38,6 +39,10 @@ pub fn router(hub: Arc<Hub>) -> Router {
     });
     Router::new()
         .route("/build/{provider}/{*spec}", get(build))
+        .route("/api/builds", axum::routing::post(api_start_build))
+        .route("/api/builds/{id}", get(api_build))
+        .route("/api/builds/{id}/events", get(api_build_events))
+        .route("/api/images", get(api_images))
         .route("/health", get(health))
         .route("/versions", get(versions))
         .route("/metrics", get(metrics))
@@ -282,6 +287,110 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
         "builds_started": state.hub.started.load(Ordering::SeqCst),
         "sessions": state.sessions.load(Ordering::SeqCst),
     }))
+}
+
+#[derive(serde::Deserialize)]
+struct StartBuild {
+    provider: String,
+    spec: String,
+}
+
+fn api_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+/// `POST /api/builds {"provider": "gh", "spec": "org/repo/ref"}`: start (or join) a build.
+async fn api_start_build(
+    State(state): State<Arc<AppState>>,
+    Json(request): Json<StartBuild>,
+) -> Response {
+    let spec = match spec::parse(&request.provider, &request.spec) {
+        Ok(spec) => spec,
+        Err(message) => return api_error(StatusCode::BAD_REQUEST, message),
+    };
+    if let Err(message) = spec::check_host(&spec.repo_url, &state.hub.config.allowed_hosts).await {
+        return api_error(StatusCode::FORBIDDEN, message);
+    }
+    let shared = state.hub.build(&spec);
+    let id = shared.id;
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "status": "running", "events": format!("/api/builds/{id}/events")})),
+    )
+        .into_response()
+}
+
+/// `GET /api/builds/<id>`: a build's status.
+async fn api_build(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Response {
+    match state.hub.store.get(id) {
+        Some(record) => Json(record).into_response(),
+        None => api_error(StatusCode::NOT_FOUND, format!("no build {id}")),
+    }
+}
+
+/// `GET /api/images`: the images built, newest first.
+async fn api_images(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({"images": state.hub.store.images()}))
+}
+
+/// `GET /api/builds/<id>/events`: the build's events as server-sent events with ids; a client that
+/// reconnects with `Last-Event-ID` gets only what follows. Finished builds replay from the database.
+async fn api_build_events(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+    headers: HeaderMap,
+) -> Response {
+    if state.hub.store.get(id).is_none() {
+        return api_error(StatusCode::NOT_FOUND, format!("no build {id}"));
+    }
+    let from = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(0, |last| last + 1);
+    let (tx, rx) = mpsc::channel::<(usize, Value)>(256);
+    tokio::spawn(async move {
+        let mut next = from;
+        if let Some(shared) = state.hub.live(id) {
+            while let Some(events) = shared.next(next).await {
+                for event in events {
+                    if tx.send((next, event_json(&event))).await.is_err() {
+                        return;
+                    }
+                    next += 1;
+                }
+            }
+        }
+        // Whatever the database has beyond that (all of it for a finished build).
+        for event in state.hub.store.events(id, next) {
+            if tx.send((next, event)).await.is_err() {
+                return;
+            }
+            next += 1;
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|(seq, value)| {
+            (
+                Ok::<_, Infallible>(
+                    SseEvent::default()
+                        .id(seq.to_string())
+                        .data(value.to_string()),
+                ),
+                rx,
+            )
+        })
+    });
+    Sse::new(stream)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(Duration::from_secs(25))
+                .text("keepalive"),
+        )
+        .into_response()
 }
 
 /// A static page or asset.

@@ -17,7 +17,8 @@ impl ServeCommand {
         let config = Config::from_env().map_err(anyhow::Error::msg)?;
         let engine = Engine::connect(EngineSettings::from_env()).await?;
         let listen = config.listen;
-        let hub = Arc::new(Hub::new(engine, config));
+        let store = kiln_api::store::Store::open(&config.state).map_err(anyhow::Error::msg)?;
+        let hub = Arc::new(Hub::new(engine, config, store));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (KILN_LISTEN)"))?;
