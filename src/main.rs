@@ -55,6 +55,12 @@ enum Command {
     ///   KILN_NETWORK         network of builds and sessions (see kiln --help)
     ///   KILN_CA_BUNDLE       CA bundle trusted during builds (default: SSL_CERT_FILE)
     ///   KILN_STATE           the SQLite state database (default ~/.local/share/kiln/state.db)
+    ///   KILN_RATE_LIMIT      build requests per client address per hour (default 30; 0: none)
+    ///   KILN_ALLOWED_SPECS   comma-separated <provider>/<spec> patterns (`*` = anything) that may
+    ///                        be built; unset: all
+    ///   KILN_BANNED_SPECS    patterns that are refused
+    ///   KILN_BUILD_TOKEN     when set, build_only=true needs ?build_token= (or a bearer token)
+    ///   KILN_SESSION_IDLE_SECONDS  stop local sessions idle this long (default 3600)
     #[command(verbatim_doc_comment)]
     Serve(commands::serve::ServeCommand),
     /// The base image.

@@ -26,8 +26,13 @@ impl Service {
     }
 
     fn start_with_state(state: &std::path::Path) -> Service {
+        Service::start_with(state, &[])
+    }
+
+    fn start_with(state: &std::path::Path, env: &[(&str, &str)]) -> Service {
         let port = free_port();
         let child = kiln()
+            .envs(env.iter().copied())
             .arg("serve")
             .env("KILN_STATE", state)
             .env("KILN_LISTEN", format!("127.0.0.1:{port}"))
@@ -294,6 +299,104 @@ fn a_restart_mid_build_marks_it_failed_and_the_next_request_builds() {
     assert_ne!(next, id);
     let events = service.api_events(next, None);
     assert_eq!(events.last().unwrap().1["phase"], "built", "{events:?}");
+}
+
+/// The raw status line and headers of a request.
+fn head(service: &Service, path: &str, extra: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", service.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut text = String::new();
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+        text.push_str(&line);
+        line.clear();
+    }
+    text
+}
+
+#[test]
+fn rate_limits_spec_patterns_and_the_build_token() {
+    require_engine();
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start_with(
+        &dir.path().join("state.db"),
+        &[
+            ("KILN_RATE_LIMIT", "3"),
+            ("KILN_BANNED_SPECS", "gh/evil/*"),
+            ("KILN_BUILD_TOKEN", "operator-token"),
+        ],
+    );
+    let unreachable = format!(
+        "/build/git/{}/HEAD",
+        escaped(&format!("git://127.0.0.1:{}/none", free_port()))
+    );
+    // A banned spec (counts against the limit).
+    assert!(head(&service, "/build/gh/evil/repo/HEAD", "").starts_with("HTTP/1.1 403"));
+    // build_only without the operator's token.
+    assert!(
+        head(&service, &format!("{unreachable}?build_only=true"), "").starts_with("HTTP/1.1 403")
+    );
+    assert!(
+        head(
+            &service,
+            &format!("{unreachable}?build_only=true&build_token=wrong"),
+            ""
+        )
+        .starts_with("HTTP/1.1 403")
+    );
+    // With the token: accepted (and counted).
+    assert!(
+        head(
+            &service,
+            &format!("{unreachable}?build_only=true&build_token=operator-token"),
+            ""
+        )
+        .starts_with("HTTP/1.1 200")
+    );
+    assert!(head(&service, &unreachable, "").starts_with("HTTP/1.1 200"));
+    // The fourth counted request from this address: 429 with BinderHub's headers.
+    let limited = head(&service, &unreachable, "");
+    assert!(limited.starts_with("HTTP/1.1 429"), "{limited}");
+    assert!(
+        limited.contains("x-ratelimit-limit: 3") && limited.contains("x-ratelimit-remaining: 0"),
+        "{limited}"
+    );
+}
+
+#[test]
+fn idle_sessions_are_stopped() {
+    require_engine();
+    let server = GitServer::start();
+    server.example("python-default", "idle");
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start_with(
+        &dir.path().join("state.db"),
+        &[("KILN_SESSION_IDLE_SECONDS", "2")],
+    );
+    let (events, _) = service.events(&format!("/build/git/{}/HEAD", escaped(&server.url("idle"))));
+    let ready = events.last().unwrap();
+    assert_eq!(ready["phase"], "ready", "{ready}");
+    let url = ready["url"].as_str().unwrap().to_string();
+    let port: u16 = url["http://127.0.0.1:".len()..]
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the idle session still runs after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 impl Drop for Service {

@@ -20,9 +20,71 @@ pub struct Config {
     pub ca_bundle: Option<std::path::PathBuf>,
     /// `KILN_STATE`: the SQLite database (default `$HOME/.local/share/kiln/state.db`).
     pub state: std::path::PathBuf,
+    /// `KILN_RATE_LIMIT`: build requests per client address per hour (default 30; 0 = no limit).
+    pub rate_limit: u32,
+    /// `KILN_ALLOWED_SPECS`: when set, only `<provider>/<spec>` matching one of these comma-separated
+    /// patterns (`*` matches anything) may be built.
+    pub allowed_specs: Vec<String>,
+    /// `KILN_BANNED_SPECS`: `<provider>/<spec>` patterns that are refused.
+    pub banned_specs: Vec<String>,
+    /// `KILN_BUILD_TOKEN`: when set, `build_only=true` needs `?build_token=` (or a bearer token) equal to it.
+    pub build_token: Option<String>,
+    /// `KILN_SESSION_IDLE_SECONDS`: local sessions with no connection and no kernel for this long are
+    /// stopped (default 3600).
+    pub session_idle_seconds: u64,
+}
+
+/// Whether `text` matches a pattern where `*` stands for any run of characters.
+pub fn matches_pattern(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first)
+        || !text[first.len()..].ends_with(last)
+        || text.len() < first.len() + last.len()
+    {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+fn list(value: Option<String>) -> Vec<String> {
+    value
+        .map(|v| {
+            v.split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Config {
+    /// Why `<provider>/<spec>` may not be built, if it may not.
+    pub fn spec_refused(&self, provider: &str, spec: &str) -> Option<String> {
+        let full = format!("{provider}/{spec}");
+        if let Some(p) = self.banned_specs.iter().find(|p| matches_pattern(p, &full)) {
+            return Some(format!("{full} is banned on this service (pattern {p})"));
+        }
+        if !self.allowed_specs.is_empty()
+            && !self.allowed_specs.iter().any(|p| matches_pattern(p, &full))
+        {
+            return Some(format!(
+                "{full} is not among the repositories this service builds"
+            ));
+        }
+        None
+    }
+
     pub fn from_env() -> Result<Config, String> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let number = |k: &str, default: usize| -> Result<usize, String> {
@@ -49,10 +111,29 @@ impl Config {
             ca_bundle: var("KILN_CA_BUNDLE")
                 .or_else(|| var("SSL_CERT_FILE"))
                 .map(Into::into),
+            rate_limit: number("KILN_RATE_LIMIT", 30)? as u32,
+            allowed_specs: list(var("KILN_ALLOWED_SPECS")),
+            banned_specs: list(var("KILN_BANNED_SPECS")),
+            build_token: var("KILN_BUILD_TOKEN"),
+            session_idle_seconds: number("KILN_SESSION_IDLE_SECONDS", 3600)? as u64,
             state: var("KILN_STATE").map(Into::into).unwrap_or_else(|| {
                 std::path::Path::new(&var("HOME").unwrap_or_else(|| "/tmp".into()))
                     .join(".local/share/kiln/state.db")
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn patterns() {
+        use super::matches_pattern as m;
+        assert!(m("gh/evil/*", "gh/evil/repo/HEAD"));
+        assert!(!m("gh/evil/*", "gh/good/repo/HEAD"));
+        assert!(m("*", "anything"));
+        assert!(m("git/*%2Fbad*", "git/https%3A%2F%2Fh%2Fbad/HEAD"));
+        assert!(m("exact", "exact"));
+        assert!(!m("a*b", "ba"));
     }
 }

@@ -30,13 +30,165 @@ pub use hub::Hub;
 pub struct AppState {
     pub hub: Arc<Hub>,
     sessions: AtomicUsize,
+    limiter: RateLimiter,
+    running: std::sync::Mutex<Vec<Running>>,
+}
+
+/// A local session the service started.
+struct Running {
+    session: Arc<Session>,
+    request: RunRequest,
+    idle_since: Option<std::time::Instant>,
+}
+
+/// Stop sessions that have had no connection and no kernel for the idle time.
+async fn cull_idle_sessions(state: Arc<AppState>) {
+    let idle = Duration::from_secs(state.hub.config.session_idle_seconds.max(1));
+    let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(every).await;
+        let snapshot: Vec<(usize, u16, String)> = {
+            let running = state.running.lock().expect("sessions lock");
+            running
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i, r.request.port, r.request.token.clone()))
+                .collect()
+        };
+        let mut busy = Vec::new();
+        for (i, port, token) in snapshot {
+            busy.push((i, session_busy(port, &token).await));
+        }
+        let mut stop = Vec::new();
+        {
+            let mut running = state.running.lock().expect("sessions lock");
+            let now = std::time::Instant::now();
+            for (i, is_busy) in busy {
+                if let Some(r) = running.get_mut(i) {
+                    match (is_busy, r.idle_since) {
+                        (true, _) => r.idle_since = None,
+                        (false, None) => r.idle_since = Some(now),
+                        (false, Some(since)) if now.duration_since(since) >= idle => {
+                            stop.push(r.session.clone())
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            running.retain(|r| !stop.iter().any(|s| Arc::ptr_eq(s, &r.session)));
+        }
+        for session in stop {
+            tracing::info!(id = %session.id, "stopping an idle session");
+            session.remove().await;
+            state.sessions.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Whether a session has connections or kernels (an unreachable session counts as idle).
+async fn session_busy(port: u16, token: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let request = format!(
+        "GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {token}\r\nConnection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    let Some(body) = text.split("\r\n\r\n").nth(1) else {
+        return false;
+    };
+    let status: Value = serde_json::from_str(body.trim()).unwrap_or(Value::Null);
+    status["connections"].as_u64().unwrap_or(0) > 0 || status["kernels"].as_u64().unwrap_or(0) > 0
+}
+
+/// Build requests per client address in fixed one-hour windows.
+struct RateLimiter {
+    windows:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
+}
+
+const RATE_WINDOW: Duration = Duration::from_secs(3600);
+
+impl RateLimiter {
+    /// `Ok(remaining)` or `Err(seconds until the window resets)`.
+    fn check(&self, client: std::net::IpAddr, limit: u32) -> Result<u32, u64> {
+        if limit == 0 {
+            return Ok(u32::MAX);
+        }
+        let mut windows = self.windows.lock().expect("rate lock");
+        let now = std::time::Instant::now();
+        let entry = windows.entry(client).or_insert((now, 0));
+        if now.duration_since(entry.0) >= RATE_WINDOW {
+            *entry = (now, 0);
+        }
+        let reset = RATE_WINDOW
+            .saturating_sub(now.duration_since(entry.0))
+            .as_secs();
+        if entry.1 >= limit {
+            return Err(reset);
+        }
+        entry.1 += 1;
+        Ok(limit - entry.1)
+    }
+}
+
+/// Rate limit, spec patterns and the build-only token: `Err` is the response to send instead.
+fn admit(
+    state: &AppState,
+    client: std::net::IpAddr,
+    provider: &str,
+    spec: &str,
+    build_only: bool,
+    token: Option<&str>,
+) -> Result<(), Response> {
+    let config = &state.hub.config;
+    if build_only
+        && let Some(expected) = &config.build_token
+        && token != Some(expected.as_str())
+    {
+        return Err(api_error(
+            StatusCode::FORBIDDEN,
+            "build_only needs a valid build token",
+        ));
+    }
+    if let Err(reset) = state.limiter.check(client, config.rate_limit) {
+        let mut response = api_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many build requests from {client}; try again in {} minutes",
+                reset.div_ceil(60)
+            ),
+        );
+        let headers = response.headers_mut();
+        headers.insert("x-ratelimit-limit", config.rate_limit.into());
+        headers.insert("x-ratelimit-remaining", 0.into());
+        headers.insert("x-ratelimit-reset", reset.into());
+        return Err(response);
+    }
+    if let Some(reason) = config.spec_refused(provider, spec) {
+        return Err(api_error(StatusCode::FORBIDDEN, reason));
+    }
+    Ok(())
 }
 
 pub fn router(hub: Arc<Hub>) -> Router {
     let state = Arc::new(AppState {
         hub,
         sessions: AtomicUsize::new(0),
+        limiter: RateLimiter {
+            windows: Default::default(),
+        },
+        running: Default::default(),
     });
+    if tokio::runtime::Handle::try_current().is_ok() {
+        tokio::spawn(cull_idle_sessions(state.clone()));
+    }
     Router::new()
         .route("/build/{provider}/{*spec}", get(build))
         .route("/api/builds", axum::routing::post(api_start_build))
@@ -82,10 +234,22 @@ pub fn router(hub: Arc<Hub>) -> Router {
 #[derive(serde::Deserialize, Default)]
 struct BuildQuery {
     build_only: Option<String>,
+    build_token: Option<String>,
+}
+
+/// The token of a request: `?build_token=` or `Authorization: Bearer`.
+fn request_token<'a>(query: &'a BuildQuery, headers: &'a HeaderMap) -> Option<&'a str> {
+    query.build_token.as_deref().or_else(|| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+    })
 }
 
 async fn build(
     State(state): State<Arc<AppState>>,
+    axum::extract::ConnectInfo(client): axum::extract::ConnectInfo<std::net::SocketAddr>,
     OriginalUri(uri): OriginalUri,
     Query(query): Query<BuildQuery>,
     headers: HeaderMap,
@@ -108,6 +272,16 @@ async fn build(
         .map(|(p, s)| (p.to_string(), s.to_string()))
         .unwrap_or_default();
     let build_only = matches!(query.build_only.as_deref(), Some("true") | Some("1"));
+    if let Err(response) = admit(
+        &state,
+        client.ip(),
+        &provider,
+        &raw_spec,
+        build_only,
+        request_token(&query, &headers),
+    ) {
+        return response;
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -242,6 +416,11 @@ async fn launch(
         return send(failed("the session did not answer within 120 s")).await;
     }
     record(true);
+    state.running.lock().expect("sessions lock").push(Running {
+        session: Arc::new(session),
+        request: request.clone(),
+        idle_since: None,
+    });
     let commit = image
         .rsplit_once(':')
         .map(|(_, t)| t)

@@ -23,7 +23,11 @@ impl ServeCommand {
             .await
             .with_context(|| format!("cannot listen on {listen} (KILN_LISTEN)"))?;
         eprintln!("kiln: serving on http://{listen}/");
-        axum::serve(listener, kiln_api::router(hub)).await?;
+        axum::serve(
+            listener,
+            kiln_api::router(hub).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await?;
         Ok(ExitCode::SUCCESS)
     }
 }
