@@ -146,16 +146,16 @@ fn admit(
     spec: &str,
     build_only: bool,
     token: Option<&str>,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     let config = &state.hub.config;
     if build_only
         && let Some(expected) = &config.build_token
         && token != Some(expected.as_str())
     {
-        return Err(api_error(
+        return Err(Box::new(api_error(
             StatusCode::FORBIDDEN,
             "build_only needs a valid build token",
-        ));
+        )));
     }
     if let Err(reset) = state.limiter.check(client, config.rate_limit) {
         let mut response = api_error(
@@ -169,10 +169,10 @@ fn admit(
         headers.insert("x-ratelimit-limit", config.rate_limit.into());
         headers.insert("x-ratelimit-remaining", 0.into());
         headers.insert("x-ratelimit-reset", reset.into());
-        return Err(response);
+        return Err(Box::new(response));
     }
     if let Some(reason) = config.spec_refused(provider, spec) {
-        return Err(api_error(StatusCode::FORBIDDEN, reason));
+        return Err(Box::new(api_error(StatusCode::FORBIDDEN, reason)));
     }
     Ok(())
 }
@@ -280,7 +280,7 @@ async fn build(
         build_only,
         request_token(&query, &headers),
     ) {
-        return response;
+        return *response;
     }
     let host = headers
         .get(header::HOST)
