@@ -362,6 +362,9 @@ fn rate_limits_spec_patterns_and_the_build_token() {
         .starts_with("HTTP/1.1 200")
     );
     assert!(head(&service, &unreachable, "").starts_with("HTTP/1.1 200"));
+    // The JSON API needs the token too.
+    let body = serde_json::json!({"provider": "gh", "spec": "org/repo/HEAD"});
+    assert_eq!(service.json("POST", "/api/builds", Some(body)).0, 403);
     // The fourth counted request from this address: 429 with BinderHub's headers.
     let limited = head(&service, &unreachable, "");
     assert!(limited.starts_with("HTTP/1.1 429"), "{limited}");

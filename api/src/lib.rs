@@ -481,8 +481,25 @@ fn api_error(status: StatusCode, message: impl Into<String>) -> Response {
 /// `POST /api/builds {"provider": "gh", "spec": "org/repo/ref"}`: start (or join) a build.
 async fn api_start_build(
     State(state): State<Arc<AppState>>,
+    axum::extract::ConnectInfo(client): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
     Json(request): Json<StartBuild>,
 ) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Programs build without launching: the build token applies as for build_only.
+    if let Err(response) = admit(
+        &state,
+        client.ip(),
+        &request.provider,
+        &request.spec,
+        true,
+        token,
+    ) {
+        return *response;
+    }
     let spec = match spec::parse(&request.provider, &request.spec) {
         Ok(spec) => spec,
         Err(message) => return api_error(StatusCode::BAD_REQUEST, message),
