@@ -57,6 +57,64 @@ pub fn matches_pattern(pattern: &str, text: &str) -> bool {
     true
 }
 
+/// Every setting, by its TOML key.
+const KEYS: &[&str] = &[
+    "listen",
+    "image_prefix",
+    "allowed_hosts",
+    "max_sessions",
+    "max_builds",
+    "ca_bundle",
+    "state",
+    "rate_limit",
+    "allowed_specs",
+    "banned_specs",
+    "build_token",
+    "session_idle_seconds",
+];
+
+/// A TOML file as `key -> value` strings (arrays joined with commas).
+fn read_file(path: &std::path::Path) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
+    let mut out = std::collections::BTreeMap::new();
+    for (key, value) in table {
+        if !KEYS.contains(&key.as_str()) {
+            return Err(format!(
+                "{}: unknown setting {key:?}; known: {}",
+                path.display(),
+                KEYS.join(", ")
+            ));
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("{}: {key} must list strings", path.display()))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            other => {
+                return Err(format!(
+                    "{}: {key} cannot be {}",
+                    path.display(),
+                    other.type_str()
+                ));
+            }
+        };
+        out.insert(key, text);
+    }
+    Ok(out)
+}
+
 fn list(value: Option<String>) -> Vec<String> {
     value
         .map(|v| {
@@ -85,8 +143,26 @@ impl Config {
         None
     }
 
+    /// Settings from the environment only.
     pub fn from_env() -> Result<Config, String> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Config::load(None)
+    }
+
+    /// Settings from a TOML file (keys are the variable names without `KILN_`, in lowercase:
+    /// `listen = "0.0.0.0:8585"`, `allowed_hosts = ["git.example.org"]`), then the environment,
+    /// which wins.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Config, String> {
+        let from_file = match file {
+            Some(path) => read_file(path)?,
+            None => std::collections::BTreeMap::new(),
+        };
+        let var = |k: &str| {
+            std::env::var(k).ok().filter(|v| !v.is_empty()).or_else(|| {
+                from_file
+                    .get(&k.trim_start_matches("KILN_").to_lowercase())
+                    .cloned()
+            })
+        };
         let number = |k: &str, default: usize| -> Result<usize, String> {
             var(k).map_or(Ok(default), |v| {
                 v.parse().map_err(|_| format!("{k}={v:?} is not a number"))
@@ -126,6 +202,25 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn file_then_environment() {
+        let dir = std::env::temp_dir().join(format!("kiln-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("kiln.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9999\"\nallowed_hosts = [\"a.example\", \"b.example\"]\nmax_builds = 5\n").unwrap();
+        let config = super::Config::load(Some(&file)).unwrap();
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.allowed_hosts, ["a.example", "b.example"]);
+        assert_eq!(config.max_builds, 5);
+        std::fs::write(&file, "lisen = 1\n").unwrap();
+        assert!(
+            super::Config::load(Some(&file))
+                .unwrap_err()
+                .contains("unknown setting \"lisen\"")
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn patterns() {
         use super::matches_pattern as m;

@@ -10,11 +10,16 @@ use kiln_builder::{Engine, EngineSettings};
 
 /// Settings come from the environment (see `kiln serve --help`).
 #[derive(Args)]
-pub struct ServeCommand {}
+pub struct ServeCommand {
+    /// A TOML file of settings (keys: the variable names without KILN_, in lowercase, such as
+    /// listen = "0.0.0.0:8585"); the environment wins over it.
+    #[arg(long, env = "KILN_CONFIG")]
+    config: Option<std::path::PathBuf>,
+}
 
 impl ServeCommand {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let config = Config::from_env().map_err(anyhow::Error::msg)?;
+        let config = Config::load(self.config.as_deref()).map_err(anyhow::Error::msg)?;
         let engine = Engine::connect(EngineSettings::from_env()).await?;
         let listen = config.listen;
         let store = kiln_api::store::Store::open(&config.state).map_err(anyhow::Error::msg)?;
