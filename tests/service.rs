@@ -505,14 +505,35 @@ fn simultaneous_requests_share_one_build() {
     server.example("python-requirements", "shared");
     // A unique file, so the engine really builds (its cache outlives test runs).
     server.commit("shared", &[("id.txt", unique("shared").as_str())], "unique");
-    let service = std::sync::Arc::new(Service::start());
+    let state = tempfile::tempdir().unwrap();
+    let service = std::sync::Arc::new(Service::start_with(
+        &state.path().join("state.db"),
+        &[("KILN_RATE_LIMIT", "0")],
+    ));
     let before = service.builds_started();
     let path = format!(
         "/build/git/{}/HEAD?build_only=true",
         escaped(&server.url("shared"))
     );
     let started = Instant::now();
-    let handles: Vec<_> = (0..10)
+    // One more client leaves after the first event: the others are not affected.
+    let quitter = {
+        let (service, path) = (service.clone(), path.clone());
+        std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(("127.0.0.1", service.port)).unwrap();
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            .unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && !line.starts_with("data: ") {
+                line.clear();
+            }
+        })
+    };
+    let handles: Vec<_> = (0..50)
         .map(|_| {
             let (service, path) = (service.clone(), path.clone());
             std::thread::spawn(move || service.events(&path).0)
@@ -525,10 +546,11 @@ fn simultaneous_requests_share_one_build() {
         assert_eq!(last["phase"], "ready", "{last}");
         assert!(last["imageName"].is_string());
     }
+    quitter.join().unwrap();
     assert_eq!(
         service.builds_started() - before,
         1,
-        "ten requests, one build"
+        "fifty-one requests, one build"
     );
     assert!(started.elapsed() < Duration::from_secs(600));
 }
@@ -537,6 +559,7 @@ fn simultaneous_requests_share_one_build() {
 fn refused_sources_and_bad_specs_end_in_a_failed_event() {
     require_engine();
     let service = Service::start();
+    let long = format!("/build/gh/org/{}/HEAD", "r".repeat(3000));
     for (path, expected) in [
         (
             "/build/git/file%3A%2F%2F%2Fetc/HEAD",
@@ -548,6 +571,7 @@ fn refused_sources_and_bad_specs_end_in_a_failed_event() {
         ),
         ("/build/zz/a/b/c", "unknown provider"),
         ("/build/gh/a/../b", "path traversal"),
+        (long.as_str(), "longer than 2048"),
     ] {
         let (events, raw) = service.events(path);
         let last = events.last().unwrap_or_else(|| panic!("{path}: {raw}"));

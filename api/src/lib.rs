@@ -460,9 +460,22 @@ async fn launch(
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
     let engine_ok = state.hub.engine.docker.ping().await.is_ok();
+    let mut checks =
+        vec![json!({"service": "engine", "ok": engine_ok, "version": state.hub.engine.version})];
+    let mut ok = engine_ok;
+    if let Some(prefix) = &state.hub.config.image_prefix {
+        // A lookup of an image that need not exist: any answer but an error means reachable.
+        let probe = format!("{prefix}kiln-health:probe");
+        let registry_ok = match kiln_registry::Registry::for_reference(&probe, None) {
+            Ok(registry) => registry.manifest_digest(&probe).await.is_ok(),
+            Err(_) => false,
+        };
+        ok &= registry_ok;
+        checks.push(json!({"service": "registry", "ok": registry_ok, "prefix": prefix}));
+    }
     Json(json!({
-        "ok": engine_ok,
-        "checks": [{"service": "engine", "ok": engine_ok, "version": state.hub.engine.version}],
+        "ok": ok,
+        "checks": checks,
         "builds_started": state.hub.started.load(Ordering::SeqCst),
         "sessions": state.sessions.load(Ordering::SeqCst),
     }))
