@@ -14,7 +14,7 @@ rounds="${1:-3}"
 export KILN_NETWORK=host
 export SSL_CERT_FILE="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
 cargo build --release --quiet
-kiln="$PWD/${CARGO_TARGET_DIR:-target}/release/kiln"
+kiln="${CARGO_TARGET_DIR:-$PWD/target}/release/kiln"
 work="$(mktemp -d "${TMPDIR:-/tmp}/kiln-bench-push.XXXXXX")"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

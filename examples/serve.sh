@@ -14,7 +14,7 @@ if ! command -v debootstrap >/dev/null; then
 fi
 bash tests/services/engine.sh >&2
 cargo build --release --quiet --bin kiln
-kiln="$PWD/${CARGO_TARGET_DIR:-target}/release/kiln"
+kiln="${CARGO_TARGET_DIR:-$PWD/target}/release/kiln"
 export KILN_NETWORK="${KILN_NETWORK:-host}"
 [ -n "${SSL_CERT_FILE:-}" ] || [ ! -f /etc/ssl/certs/ca-certificates.crt ] || export SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 "$kiln" base bootstrap
