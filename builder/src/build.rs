@@ -165,15 +165,13 @@ async fn build_inner(
                 } else {
                     "the engine"
                 };
-                sink.emit(Event::built(
-                    &name,
+                return finish(
+                    sink,
                     format!("Reusing {name}: {place} has it, built from this commit"),
-                ));
-                return Ok(Built {
-                    image: name,
-                    outcome: Outcome::Reused,
-                    plan: None,
-                });
+                    name,
+                    Outcome::Reused,
+                    None,
+                );
             }
             let dest = workdir.path().join("repo");
             sink.emit(Event::new(
@@ -259,53 +257,51 @@ async fn build_inner(
             && !request.no_cache
             && push.registry.manifest_digest(&name).await?.is_some()
         {
-            sink.emit(Event::built(
-                &name,
+            return finish(
+                sink,
                 format!("Reusing {name}: the registry has it, and the folder has not changed"),
-            ));
-            return Ok(Built {
-                image: name,
-                outcome: Outcome::Reused,
-                plan: Some(plan),
-            });
+                name,
+                Outcome::Reused,
+                Some(plan),
+            );
         }
         // Without reuse (--no-native), the image is built whole on the engine, as BinderHub does.
         if let (Some(env), true, true) = (&env_name, env_present, push.native) {
             if !plan.needs_container_after_copy() && !request.no_cache {
                 job.assemble(push, env, &name, sink).await?;
-                sink.emit(Event::built(
-                    &name,
+                return finish(
+                    sink,
                     format!(
                         "Pushed {name}, assembled on the environment {env} without a container"
                     ),
-                ));
-                return Ok(Built {
-                    image: name,
-                    outcome: Outcome::Assembled,
-                    plan: Some(plan),
-                });
+                    name,
+                    Outcome::Assembled,
+                    Some(plan),
+                );
             }
             sink.emit(Event::new(Phase::Building, format!("The environment {env} is in the registry: building only the repository and what follows it")));
             job.build_and_push(&name, Some(env), None, push, sink)
                 .await?;
-            sink.emit(Event::built(&name, format!("Pushed {name}")));
-            return Ok(Built {
-                image: name,
-                outcome: Outcome::BuiltOnEnvironment,
-                plan: Some(plan),
-            });
+            return finish(
+                sink,
+                format!("Pushed {name}"),
+                name,
+                Outcome::BuiltOnEnvironment,
+                Some(plan),
+            );
         }
         if let (Some(env), true) = (&env_name, push.native) {
             job.build_and_push(env, None, Some(ENVIRONMENT_STAGE), push, sink)
                 .await?;
         }
         job.build_and_push(&name, None, None, push, sink).await?;
-        sink.emit(Event::built(&name, format!("Built and pushed {name}")));
-        return Ok(Built {
-            image: name,
-            outcome: Outcome::Built,
-            plan: Some(plan),
-        });
+        return finish(
+            sink,
+            format!("Built and pushed {name}"),
+            name,
+            Outcome::Built,
+            Some(plan),
+        );
     }
 
     let content_hash = job.local_content_hash()?;
@@ -317,15 +313,13 @@ async fn build_inner(
     )?;
     if checkout.commit.is_none() && !request.no_cache && engine.image_labels(&name).await?.is_some()
     {
-        sink.emit(Event::built(
-            &name,
+        return finish(
+            sink,
             format!("Reusing the existing image {name}: the folder has not changed"),
-        ));
-        return Ok(Built {
-            image: name,
-            outcome: Outcome::Reused,
-            plan: Some(plan),
-        });
+            name,
+            Outcome::Reused,
+            Some(plan),
+        );
     }
     job.engine_build(&name, None, None, sink).await?;
     sink.emit(Event::built(&name, format!("Built {name}")));
@@ -333,6 +327,22 @@ async fn build_inner(
         image: name,
         outcome: Outcome::Built,
         plan: Some(plan),
+    })
+}
+
+/// Report `built` and return the outcome.
+fn finish(
+    sink: &mut dyn EventSink,
+    message: String,
+    image: String,
+    outcome: Outcome,
+    plan: Option<BuildPlan>,
+) -> Result<Built, BuildError> {
+    sink.emit(Event::built(&image, message));
+    Ok(Built {
+        image,
+        outcome,
+        plan,
     })
 }
 
