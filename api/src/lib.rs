@@ -1,6 +1,7 @@
-//! kiln's HTTP service (first part of the BinderHub-compatible API): `GET /build/<provider>/<spec>`
-//! as server-sent events with BinderHub's framing and phases, one shared build per repository and
-//! ref, local launches on the service's own engine, `/health` and `/versions`.
+//! kiln's HTTP service, compatible with BinderHub: `GET /build/<provider>/<spec>` as server-sent
+//! events with BinderHub's framing and phases, one shared build per repository and ref, local launches
+//! on the service's own engine (a JupyterHub launcher comes with issue 6), the pages, a JSON API with
+//! resumable event streams, `/health`, `/versions` and `/metrics`. State is in SQLite ([`store`]).
 
 pub mod config;
 pub mod hub;
