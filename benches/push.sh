@@ -26,7 +26,7 @@ printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdir
 docker-registry serve "$work/registry.yml" > /dev/null 2>&1 & pids+=($!)
 git_port=$(port)
 mkdir -p "$work/git/bench"
-git daemon --reuseaddr --export-all --listen=127.0.0.1 --port="$git_port" --base-path="$work/git" "$work/git" > /dev/null 2>&1 & pids+=($!)
+"$(git --exec-path)/git-daemon" --reuseaddr --export-all --listen=127.0.0.1 --port="$git_port" --base-path="$work/git" "$work/git" > /dev/null 2>&1 & pids+=($!)
 sleep 1
 repo="$work/git/bench"
 ( cd "$repo"

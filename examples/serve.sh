@@ -28,7 +28,7 @@ for dir in examples/repos/*/; do
     mkdir -p "$repos/$name" && cp -a "$dir." "$repos/$name/"
     (cd "$repos/$name" && git init -q && git add -A && git -c user.name=kiln -c user.email=kiln@localhost commit -qm "$name")
 done
-git daemon --reuseaddr --export-all --listen=127.0.0.1 --port="$git_port" --base-path="$repos" "$repos" &
+"$(git --exec-path)/git-daemon" --reuseaddr --export-all --listen=127.0.0.1 --port="$git_port" --base-path="$repos" "$repos" &
 daemon=$!
 trap 'kill "$daemon" 2>/dev/null; rm -rf "$repos"' EXIT
 

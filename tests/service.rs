@@ -403,7 +403,19 @@ fn idle_sessions_are_stopped() {
 }
 
 impl Drop for Service {
+    /// SIGTERM (the service removes its sessions), then SIGKILL if it is still there after 20 s.
     fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -226,7 +226,11 @@ fn paste_a_repository_watch_the_log_and_reach_ready() {
     std::fs::write(dir.join("web-page-ready.png"), png).unwrap();
 
     drop(browser);
-    let _ = service.kill();
+    // SIGTERM: the service removes the sessions it started.
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(service.id().to_string())
+        .status();
     let _ = service.wait();
     // Remove the session this test started: the container serving the session's port.
     let port_in_href: u16 = href["http://127.0.0.1:".len()..]

@@ -76,13 +76,18 @@ async fn cull_idle_sessions(state: Arc<AppState>) {
                     }
                 }
             }
-            running.retain(|r| !stop.iter().any(|s| Arc::ptr_eq(s, &r.session)));
         }
-        for session in stop {
+        // Sessions leave the list only once removed, so a shutdown meanwhile still removes them.
+        for session in &stop {
             tracing::info!(id = %session.id, "stopping an idle session");
             session.remove().await;
             state.sessions.fetch_sub(1, Ordering::SeqCst);
         }
+        state
+            .running
+            .lock()
+            .expect("sessions lock")
+            .retain(|r| !stop.iter().any(|s| Arc::ptr_eq(s, &r.session)));
     }
 }
 
@@ -179,6 +184,19 @@ fn admit(
 }
 
 pub fn router(hub: Arc<Hub>) -> Router {
+    app(hub).0
+}
+
+/// Stop every local session the service started (on shutdown).
+pub async fn stop_sessions(state: &AppState) {
+    let running: Vec<Running> = std::mem::take(&mut *state.running.lock().expect("sessions lock"));
+    for r in running {
+        r.session.remove().await;
+    }
+}
+
+/// The router and its state (to stop the sessions on shutdown).
+pub fn app(hub: Arc<Hub>) -> (Router, Arc<AppState>) {
     let state = Arc::new(AppState {
         hub,
         sessions: AtomicUsize::new(0),
@@ -190,7 +208,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
     if tokio::runtime::Handle::try_current().is_ok() {
         tokio::spawn(cull_idle_sessions(state.clone()));
     }
-    Router::new()
+    let router = Router::new()
         .route("/build/{provider}/{*spec}", get(build))
         .route("/api/builds", axum::routing::post(api_start_build))
         .route("/api/builds/{id}", get(api_build))
@@ -229,7 +247,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
             "/badge_logo.svg",
             get(|| page("image/svg+xml", include_str!("pages/badge_logo.svg"))),
         )
-        .with_state(state)
+        .with_state(state.clone());
+    (router, state)
 }
 
 #[derive(serde::Deserialize, Default)]

@@ -28,11 +28,22 @@ impl ServeCommand {
             .await
             .with_context(|| format!("cannot listen on {listen} (KILN_LISTEN)"))?;
         eprintln!("kiln: serving on http://{listen}/");
+        let (router, state) = kiln_api::app(hub);
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         axum::serve(
             listener,
-            kiln_api::router(hub).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!("kiln: stopping; removing the sessions this service started");
+        })
         .await?;
+        kiln_api::stop_sessions(&state).await;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -126,9 +126,17 @@ impl GitServer {
     pub fn start() -> GitServer {
         let root = tempfile::tempdir().unwrap();
         let port = free_port();
-        let daemon = Command::new("git")
+        // git-daemon itself (not `git daemon`, which would leave it running when stopped).
+        let exec_path = String::from_utf8(
+            Command::new("git")
+                .arg("--exec-path")
+                .output()
+                .expect("git runs")
+                .stdout,
+        )
+        .unwrap();
+        let daemon = Command::new(format!("{}/git-daemon", exec_path.trim()))
             .args([
-                "daemon",
                 "--reuseaddr",
                 "--export-all",
                 "--listen=127.0.0.1",
