@@ -10,14 +10,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 example="${1:-python-requirements}"
 shift || true
-if ! command -v debootstrap >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
-fi
-bash tests/services/engine.sh >&2
-cargo build --release --quiet --bin kiln
-kiln="${CARGO_TARGET_DIR:-target}/release/kiln"
-export KILN_NETWORK="${KILN_NETWORK:-host}"
-[ -n "${SSL_CERT_FILE:-}" ] || [ ! -f /etc/ssl/certs/ca-certificates.crt ] || export SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
-"$kiln" base bootstrap
+source examples/setup.sh
 exec "$kiln" run "examples/repos/$example" "$@"

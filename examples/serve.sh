@@ -8,16 +8,7 @@
 # the host's network. Do not serve untrusted repositories this way (see README, Security).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v debootstrap >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap git >/dev/null
-fi
-bash tests/services/engine.sh >&2
-cargo build --release --quiet --bin kiln
-kiln="${CARGO_TARGET_DIR:-$PWD/target}/release/kiln"
-export KILN_NETWORK="${KILN_NETWORK:-host}"
-[ -n "${SSL_CERT_FILE:-}" ] || [ ! -f /etc/ssl/certs/ca-certificates.crt ] || export SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
-"$kiln" base bootstrap
+source examples/setup.sh
 
 # The example repositories, each as a git repository, served by git daemon on loopback.
 repos="$(mktemp -d "${TMPDIR:-/tmp}/kiln-examples.XXXXXX")"

@@ -31,8 +31,7 @@ fn classic_builder_fallback_builds() {
             .contains("with the classic builder")),
         "{events:?}"
     );
-    let verify = docker(&["run", "--rm", "--network", "none", &image, "./verify"]);
-    assert!(verify.status.success());
+    assert_verify(&image);
     remove_image(&image);
 }
 

@@ -38,13 +38,7 @@ fn build_and_verify(example: &str) {
     assert_eq!(phases.first(), Some(&"fetching"));
     assert!(phases.contains(&"building"));
 
-    let verify = docker(&["run", "--rm", "--network", "none", &image, "./verify"]);
-    assert!(
-        verify.status.success(),
-        "{example}: verify failed:\n{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    assert_verify(&image);
     // Labels and annotations: source, commit, created (the commit time), environment key.
     let labels = docker(&[
         "image",

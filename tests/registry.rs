@@ -120,13 +120,7 @@ fn push_skip_native_reuse_across_commits_and_repositories() {
     );
     assert_eq!(inspect["Created"], "2026-01-02T03:04:05Z");
     assert!(docker(&["pull", "-q", &native]).status.success());
-    let verify = docker(&["run", "--rm", "--network", "none", &native, "./verify"]);
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    assert_verify(&native);
     let code = docker(&[
         "run",
         "--rm",
@@ -335,12 +329,7 @@ fn steps_after_the_copy_run_in_a_short_build_on_the_environment() {
     );
     assert!(!text.contains("Building the environment"), "{text}");
     let name = built_name(&events);
-    let verify = docker(&["run", "--rm", "--network", "none", &name, "./verify"]);
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    assert_verify(&name);
     remove_image(&name);
 }
 
@@ -394,12 +383,7 @@ fn registry_without_mount_support_gets_uploads_instead() {
     assert!(proxy.mount_requests() > 0, "a mount was tried first");
     let name = built_name(&events).replace(&proxy.host(), &registry.host());
     assert!(docker(&["pull", "-q", &name]).status.success());
-    let verify = docker(&["run", "--rm", "--network", "none", &name, "./verify"]);
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    assert_verify(&name);
     remove_image(&name);
 }
 

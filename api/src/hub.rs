@@ -79,6 +79,8 @@ pub struct Hub {
     /// Builds in flight by id (for the JSON API's event streams).
     by_id: Mutex<HashMap<i64, Arc<SharedBuild>>>,
     pub store: Arc<Store>,
+    /// Where images are pushed (`KILN_IMAGE_PREFIX`), made once.
+    pub push: Option<PushSettings>,
     queue: Arc<Semaphore>,
     /// Builds started since the service started.
     pub started: AtomicU64,
@@ -150,8 +152,17 @@ impl EventSink for Recorder {
 }
 
 impl Hub {
-    pub fn new(engine: Engine, config: Config, store: Store) -> Hub {
-        Hub {
+    /// The hub of a service; an invalid `KILN_IMAGE_PREFIX` is an error here, at start-up.
+    pub fn new(engine: Engine, config: Config, store: Store) -> Result<Hub, String> {
+        let push = match &config.image_prefix {
+            Some(prefix) => Some(
+                PushSettings::new(prefix, None, true)
+                    .map_err(|e| format!("KILN_IMAGE_PREFIX: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Hub {
+            push,
             by_id: Mutex::new(HashMap::new()),
             store: Arc::new(store),
             queue: Arc::new(Semaphore::new(config.max_builds.max(1))),
@@ -160,7 +171,7 @@ impl Hub {
             builds: Mutex::new(HashMap::new()),
             started: AtomicU64::new(0),
             metrics: Metrics::default(),
-        }
+        })
     }
 
     /// The build of `spec`: joined when one is in flight, started otherwise.
@@ -195,28 +206,10 @@ impl Hub {
                 recorder.emit(Event::new(Phase::Waiting, "Waiting for a free builder"));
             }
             let permit = hub.queue.clone().acquire_owned().await;
-            let push = match &hub.config.image_prefix {
-                Some(prefix) => match kiln_registry::Registry::for_reference(
-                    &format!("{prefix}probe:latest"),
-                    None,
-                ) {
-                    Ok(registry) => Some(PushSettings {
-                        prefix: prefix.clone(),
-                        registry: Arc::new(registry),
-                        native: true,
-                    }),
-                    Err(e) => {
-                        recorder.emit(Event::new(Phase::Failed, e.to_string()));
-                        hub.finished(&key, id, None, Some(e.to_string()), started_at);
-                        return;
-                    }
-                },
-                None => None,
-            };
             let request = BuildRequest {
                 source: Some(spec.source.clone()),
                 reference: Some(spec.reference.clone()),
-                push,
+                push: hub.push.clone(),
                 ca_bundle: hub.config.ca_bundle.clone(),
                 ..BuildRequest::default()
             };

@@ -483,15 +483,12 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
     let mut checks =
         vec![json!({"service": "engine", "ok": engine_ok, "version": state.hub.engine.version})];
     let mut ok = engine_ok;
-    if let Some(prefix) = &state.hub.config.image_prefix {
+    if let Some(push) = &state.hub.push {
         // A lookup of an image that need not exist: any answer but an error means reachable.
-        let probe = format!("{prefix}kiln-health:probe");
-        let registry_ok = match kiln_registry::Registry::for_reference(&probe, None) {
-            Ok(registry) => registry.manifest_digest(&probe).await.is_ok(),
-            Err(_) => false,
-        };
+        let probe = format!("{}kiln-health:probe", push.prefix);
+        let registry_ok = push.registry.manifest_digest(&probe).await.is_ok();
         ok &= registry_ok;
-        checks.push(json!({"service": "registry", "ok": registry_ok, "prefix": prefix}));
+        checks.push(json!({"service": "registry", "ok": registry_ok, "prefix": push.prefix}));
     }
     Json(json!({
         "ok": ok,

@@ -37,6 +37,24 @@ pub struct PushSettings {
     pub native: bool,
 }
 
+impl PushSettings {
+    /// Push under `prefix` (its registry is the part before the first `/`), with `credentials` or
+    /// those of the environment (`KILN_REGISTRY_*`, `~/.docker/config.json`).
+    pub fn new(
+        prefix: &str,
+        credentials: Option<kiln_registry::Credentials>,
+        native: bool,
+    ) -> Result<PushSettings, BuildError> {
+        // Any valid image name under the prefix names the registry.
+        let registry = Registry::for_reference(&format!("{prefix}probe:latest"), credentials)?;
+        Ok(PushSettings {
+            prefix: prefix.to_string(),
+            registry: Arc::new(registry),
+            native,
+        })
+    }
+}
+
 /// What to build.
 #[derive(Clone, Default)]
 pub struct BuildRequest {
@@ -234,9 +252,17 @@ async fn build_inner(
         checkout: &checkout,
         labels,
         ca_bundle,
+        full_context: std::sync::OnceLock::new(),
     };
 
     // A local folder is named after its content, so it can only be checked once its context exists.
+    let content_hash = job.local_content_hash()?;
+    let name = image_name(
+        &request,
+        &source,
+        checkout.commit.as_deref(),
+        content_hash.as_deref(),
+    )?;
     if let Some(push) = &request.push {
         let env_name = match &plan.environment_key {
             Some(key) => Some(kiln_registry::environment_image_name(&push.prefix, key)?),
@@ -246,13 +272,6 @@ async fn build_inner(
             Some(env) => push.registry.manifest_digest(env).await?.is_some(),
             None => false,
         };
-        let content_hash = job.local_content_hash()?;
-        let name = image_name(
-            &request,
-            &source,
-            checkout.commit.as_deref(),
-            content_hash.as_deref(),
-        )?;
         if checkout.commit.is_none()
             && !request.no_cache
             && push.registry.manifest_digest(&name).await?.is_some()
@@ -304,13 +323,6 @@ async fn build_inner(
         );
     }
 
-    let content_hash = job.local_content_hash()?;
-    let name = image_name(
-        &request,
-        &source,
-        checkout.commit.as_deref(),
-        content_hash.as_deref(),
-    )?;
     if checkout.commit.is_none() && !request.no_cache && engine.image_labels(&name).await?.is_some()
     {
         return finish(
@@ -372,6 +384,9 @@ struct Job<'a> {
     checkout: &'a Checkout,
     labels: BTreeMap<String, String>,
     ca_bundle: Option<Vec<u8>>,
+    /// The context of the whole image, built once: it names a local folder's image and serves
+    /// both the environment stage and the image.
+    full_context: std::sync::OnceLock<crate::context::Context>,
 }
 
 impl Job<'_> {
@@ -387,7 +402,22 @@ impl Job<'_> {
         )?)
     }
 
+    /// The build context; the whole image's is built once and reused.
     fn context(
+        &self,
+        environment_image: Option<&str>,
+    ) -> Result<crate::context::Context, BuildError> {
+        if environment_image.is_none() {
+            if let Some(context) = self.full_context.get() {
+                return Ok(context.clone());
+            }
+            let context = self.build_context(None)?;
+            return Ok(self.full_context.get_or_init(|| context).clone());
+        }
+        self.build_context(environment_image)
+    }
+
+    fn build_context(
         &self,
         environment_image: Option<&str>,
     ) -> Result<crate::context::Context, BuildError> {
@@ -409,8 +439,9 @@ impl Job<'_> {
             return Ok(None);
         }
         use sha2::Digest;
-        let context = self.context(None)?;
-        Ok(Some(hex::encode(&sha2::Sha256::digest(&context.tar)[..8])))
+        self.context(None)?;
+        let tar = &self.full_context.get().expect("built just above").tar;
+        Ok(Some(hex::encode(&sha2::Sha256::digest(tar)[..8])))
     }
 
     /// Build on the engine: the whole image, one stage (`target`), or only what follows the

@@ -29,6 +29,7 @@ pub struct ContextOptions<'a> {
 }
 
 /// The context as an uncompressed tar, and the path of the Dockerfile inside it.
+#[derive(Clone)]
 pub struct Context {
     pub tar: Vec<u8>,
     pub dockerfile: String,

@@ -80,10 +80,7 @@ impl GitBackend for LibGit {
         dest: &Path,
         limits: &FetchLimits,
     ) -> Result<i64, BuildError> {
-        let repo = Repository::init(dest).map_err(|e| BuildError::Fetch {
-            url: source.url.clone(),
-            reason: e.message().to_string(),
-        })?;
+        let repo = Repository::init(dest).map_err(|e| fetch_error(source, &e))?;
         let auth = Auth::new(source);
         let budget = Budget::new(limits);
         let mut remote = repo
@@ -100,10 +97,7 @@ impl GitBackend for LibGit {
             options.download_tags(AutotagOption::None);
             remote.fetch(&[refspec], Some(&mut options), None)
         };
-        let oid = git2::Oid::from_str(&resolved.commit).map_err(|e| BuildError::Fetch {
-            url: source.url.clone(),
-            reason: e.message().to_string(),
-        })?;
+        let oid = git2::Oid::from_str(&resolved.commit).map_err(|e| fetch_error(source, &e))?;
         // Ask for the commit itself; servers that refuse a SHA get the ref name that pointed at it.
         let by_sha = fetch_with(&resolved.commit, &mut remote);
         if let Err(e) = &by_sha {

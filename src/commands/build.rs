@@ -161,23 +161,18 @@ impl BuildArgs {
                         password: self.registry_password()?,
                     }),
                 };
-                let registry = kiln_registry::Registry::for_reference(
-                    &format!("{prefix}probe:latest"),
-                    credentials,
-                )
-                .map_err(|e| {
-                    let e = kiln_builder::BuildError::from(e);
-                    kiln_builder::EventSink::emit(
-                        output,
-                        kiln_builder::Event::new(kiln_builder::Phase::Failed, e.to_string()),
-                    );
-                    e
-                })?;
-                Some(kiln_builder::PushSettings {
-                    prefix: prefix.clone(),
-                    registry: Arc::new(registry),
-                    native: !self.no_native,
-                })
+                let settings =
+                    kiln_builder::PushSettings::new(prefix, credentials, !self.no_native)
+                        .inspect_err(|e| {
+                            kiln_builder::EventSink::emit(
+                                output,
+                                kiln_builder::Event::new(
+                                    kiln_builder::Phase::Failed,
+                                    e.to_string(),
+                                ),
+                            );
+                        })?;
+                Some(settings)
             }
         };
         let request = BuildRequest {

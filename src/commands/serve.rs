@@ -23,7 +23,7 @@ impl ServeCommand {
         let engine = Engine::connect(EngineSettings::from_env()).await?;
         let listen = config.listen;
         let store = kiln_api::store::Store::open(&config.state).map_err(anyhow::Error::msg)?;
-        let hub = Arc::new(Hub::new(engine, config, store));
+        let hub = Arc::new(Hub::new(engine, config, store).map_err(anyhow::Error::msg)?);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (KILN_LISTEN)"))?;

@@ -230,6 +230,17 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{n}", std::process::id())
 }
 
+/// Run the example's `verify` inside `image` (without network) and fail with its output otherwise.
+pub fn assert_verify(image: &str) {
+    let verify = docker(&["run", "--rm", "--network", "none", image, "./verify"]);
+    assert!(
+        verify.status.success(),
+        "{image}: verify failed:\n{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
 /// Remove an image made by a test.
 pub fn remove_image(name: &str) {
     let _ = docker(&["image", "rm", "--force", name]);
