@@ -4,12 +4,15 @@
 //!   yes, steps after the copy                    -> short engine build on the environment, push
 //!   no                                           -> engine build (environment, then image), push both
 //! -> built.
+//! A conda environment is locked right after planning (solved with rattler, or a shipped or earlier
+//! lock; see [`crate::conda`]); before an engine build needs it, its layers are put on the system
+//! stage natively, and the environment stage starts from that image.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kiln_buildpacks::render::ENVIRONMENT_STAGE;
+use kiln_buildpacks::render::{ENVIRONMENT_STAGE, SYSTEM_STAGE};
 use kiln_buildpacks::{BuildPlan, PlanOptions, RenderOptions};
 use kiln_registry::{ConfigUpdate, Registry};
 
@@ -71,6 +74,11 @@ pub struct BuildRequest {
     pub ca_bundle: Option<PathBuf>,
     pub limits: FetchLimits,
     pub push: Option<PushSettings>,
+    /// Install the conda lock stored in this image instead of solving (`--locked IMAGE`).
+    pub locked: Option<String>,
+    /// Channels, mirrors and caches for conda environments (default: from the environment,
+    /// `KILN_CONDA_*`).
+    pub conda: Option<kiln_conda::CondaSettings>,
 }
 
 /// How the image came to be.
@@ -221,7 +229,43 @@ async fn build_inner(
     };
 
     // Plan.
-    let plan = kiln_buildpacks::plan(&checkout.dir, &request.plan_options)?;
+    let mut plan = kiln_buildpacks::plan(&checkout.dir, &request.plan_options)?;
+    // A conda environment: its lock (solved, shipped, or from an earlier image) completes the plan
+    // and its environment key.
+    let conda = match plan.layers().and_then(|l| l.environment.conda.as_ref()) {
+        Some(_) => {
+            let mut settings = match &request.conda {
+                Some(settings) => settings.clone(),
+                None => kiln_conda::CondaSettings::from_env()?,
+            };
+            let base = &request.plan_options.base_image;
+            let note = crate::conda::target_virtual_packages(engine, base, &mut settings).await?;
+            sink.emit(Event::new(Phase::Building, format!("Conda: {note}")));
+            let locked = match &request.locked {
+                Some(image) => Some((
+                    image.clone(),
+                    crate::conda::lock_of_image(engine, image).await?,
+                )),
+                None => None,
+            };
+            let lock = crate::conda::lock_plan(
+                &mut plan,
+                locked.as_ref().map(|(i, t)| (i.as_str(), t.as_str())),
+                &settings,
+                sink,
+            )
+            .await?;
+            lock.map(|lock| (lock, settings))
+        }
+        None => {
+            if let Some(image) = &request.locked {
+                return Err(BuildError::Invalid(format!(
+                    "--locked {image}: the repository has no conda environment (environment.yml) to install a lock into"
+                )));
+            }
+            None
+        }
+    };
     let names: Vec<&str> = plan.buildpacks.iter().map(|b| b.name.name()).collect();
     sink.emit(Event::new(
         Phase::Building,
@@ -231,7 +275,14 @@ async fn build_inner(
             plan.buildpacks[0].reason
         ),
     ));
-    let labels = image_labels(&request, &plan, &checkout);
+    let mut labels = image_labels(&request, &plan, &checkout);
+    if let Some((lock, _)) = &conda {
+        labels.extend(crate::conda::lock_labels(lock));
+    }
+    let conda_image = match (&conda, &plan.environment_key) {
+        (Some(_), Some(key)) => Some(conda_image_names(request.push.as_ref(), key)?),
+        _ => None,
+    };
     let ca_bundle =
         match &request.ca_bundle {
             Some(path) => Some(std::fs::read(path).map_err(|e| {
@@ -253,6 +304,8 @@ async fn build_inner(
         labels,
         ca_bundle,
         full_context: std::sync::OnceLock::new(),
+        conda,
+        conda_image,
     };
 
     // A local folder is named after its content, so it can only be checked once its context exists.
@@ -309,6 +362,7 @@ async fn build_inner(
                 Some(plan),
             );
         }
+        job.ensure_conda_image(Some(push), sink).await?;
         if let (Some(env), true) = (&env_name, push.native) {
             job.build_and_push(env, None, Some(ENVIRONMENT_STAGE), push, sink)
                 .await?;
@@ -333,6 +387,7 @@ async fn build_inner(
             Some(plan),
         );
     }
+    job.ensure_conda_image(None, sink).await?;
     job.engine_build(&name, None, None, sink).await?;
     sink.emit(Event::built(&name, format!("Built {name}")));
     Ok(Built {
@@ -387,6 +442,36 @@ struct Job<'a> {
     /// The context of the whole image, built once: it names a local folder's image and serves
     /// both the environment stage and the image.
     full_context: std::sync::OnceLock<crate::context::Context>,
+    /// The conda lock and the settings to install it, for a plan with a conda environment.
+    conda: Option<(kiln_conda::Lock, kiln_conda::CondaSettings)>,
+    /// (system stage, conda image): the image of the system stage, and that image plus the conda
+    /// layers, which the Dockerfile starts the environment stage from.
+    conda_image: Option<(String, String)>,
+}
+
+/// The names of the system stage and of the conda image for an environment key: in the registry
+/// under the prefix when pushing, else local names.
+fn conda_image_names(
+    push: Option<&PushSettings>,
+    key: &str,
+) -> Result<(String, String), BuildError> {
+    let hex = key.strip_prefix("sha256:").unwrap_or(key);
+    let (system, conda) = match push {
+        Some(push) => {
+            let prefix = push.prefix.to_lowercase();
+            (
+                format!("{prefix}kiln-system:{hex}"),
+                format!("{prefix}kiln-conda:{hex}"),
+            )
+        }
+        None => (
+            format!("kiln/conda-system:{hex}"),
+            format!("kiln/conda-environment:{hex}"),
+        ),
+    };
+    kiln_registry::name::validate(&system)?;
+    kiln_registry::name::validate(&conda)?;
+    Ok((system, conda))
 }
 
 impl Job<'_> {
@@ -398,6 +483,7 @@ impl Job<'_> {
                 build_trust: self.ca_bundle.is_some() && self.engine.buildkit,
                 labels: BTreeMap::new(),
                 environment_image: environment_image.map(String::from),
+                conda_image: self.conda_image.as_ref().map(|(_, conda)| conda.clone()),
             },
         )?)
     }
@@ -477,7 +563,15 @@ impl Job<'_> {
             Some(_) => self
                 .labels
                 .iter()
-                .filter(|(k, _)| k.as_str() == LABEL_ENVIRONMENT || k.as_str() == LABEL_VERSION)
+                .filter(|(k, _)| {
+                    [
+                        LABEL_ENVIRONMENT,
+                        LABEL_VERSION,
+                        crate::conda::LABEL_CONDA_LOCK,
+                        crate::conda::LABEL_CONDA_LOCK_DIGEST,
+                    ]
+                    .contains(&k.as_str())
+                })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             None => self.labels.clone().into_iter().collect(),
@@ -521,6 +615,97 @@ impl Job<'_> {
             .await
     }
 
+    /// For a conda environment: make the image the environment stage starts from, the system stage
+    /// plus the conda layers, unless it exists. The system stage is built on the engine; the conda
+    /// layers are installed and packed on the host, then appended in the registry (pushing) or
+    /// loaded into the engine (local builds).
+    async fn ensure_conda_image(
+        &self,
+        push: Option<&PushSettings>,
+        sink: &mut dyn EventSink,
+    ) -> Result<(), BuildError> {
+        let (Some((lock, settings)), Some((system, image))) = (&self.conda, &self.conda_image)
+        else {
+            return Ok(());
+        };
+        if !self.request.no_cache {
+            let present = match push {
+                Some(push) => push.registry.manifest_digest(image).await?.is_some(),
+                None => self.engine.image_labels(image).await?.is_some(),
+            };
+            if present {
+                sink.emit(Event::new(
+                    Phase::Building,
+                    format!("Conda: reusing {image}, which holds this lock's environment"),
+                ));
+                return Ok(());
+            }
+        }
+        // The packages first: a bad lock or an unreachable channel fails before any engine work.
+        let uid = self.plan.layers().map_or(1000, |l| l.environment.user.uid);
+        let packed = crate::conda::install_and_pack(settings, lock, uid, sink).await?;
+        self.engine_build(system, None, Some(SYSTEM_STAGE), sink)
+            .await?;
+        match push {
+            None => {
+                crate::conda::load_onto(self.engine, system, &packed, image).await?;
+                sink.emit(Event::new(
+                    Phase::Building,
+                    format!(
+                        "Conda: loaded {image} into the engine ({system} plus {} layers)",
+                        packed.len()
+                    ),
+                ));
+            }
+            Some(push) => {
+                sink.emit(Event::new(Phase::Pushing, format!("Pushing {system}")));
+                self.engine
+                    .push(system, docker_credentials(&push.registry), sink)
+                    .await?;
+                let blobs = settings.cache_dir.join("layers");
+                let layers = tokio::task::spawn_blocking(move || {
+                    let layers = crate::conda::compress_layers(&packed, &blobs)?;
+                    Ok::<_, std::io::Error>(
+                        layers
+                            .into_iter()
+                            .zip(&packed)
+                            .map(|(l, p)| (l, crate::conda::created_by(p)))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .await
+                .map_err(|e| BuildError::Invalid(format!("compressing stopped: {e}")))?
+                .map_err(|e| BuildError::io("compressing the conda layers", e))?;
+                let new_layers: Vec<kiln_registry::NewLayer> = layers
+                    .iter()
+                    .map(|(layer, created_by)| kiln_registry::NewLayer {
+                        layer,
+                        created_by: created_by.clone(),
+                    })
+                    .collect();
+                let update = ConfigUpdate {
+                    created: crate::conda::CREATED.into(),
+                    ..Default::default()
+                };
+                let mut progress = |message: String| sink.emit(Event::new(Phase::Pushing, message));
+                kiln_registry::assemble(
+                    &push.registry,
+                    &kiln_registry::Assembly {
+                        base: system,
+                        target: image,
+                        layers: &new_layers,
+                        config: &update,
+                    },
+                    &mut progress,
+                )
+                .await?;
+            }
+        }
+        // The system stage stays in the engine's build cache; its tag is not needed any more.
+        let _ = self.engine.remove_image(system).await;
+        Ok(())
+    }
+
     /// Assemble the image natively: the environment image plus one layer holding the repository.
     async fn assemble(
         &self,
@@ -547,6 +732,7 @@ impl Job<'_> {
         .await
         .map_err(|e| BuildError::Invalid(format!("layer stopped: {e}")))??;
         let runtime = &layers.runtime;
+        let created_by = format!("COPY the repository to {} (kiln)", layers.repository.dest);
         let update = ConfigUpdate {
             env: runtime.env.clone(),
             entrypoint: runtime.entrypoint.clone(),
@@ -556,15 +742,18 @@ impl Job<'_> {
             exposed_port: Some(runtime.expose),
             labels: self.labels.clone(),
             created: rfc3339(self.checkout.time),
-            created_by: format!("COPY the repository to {} (kiln)", layers.repository.dest),
         };
+        let new_layers = [kiln_registry::NewLayer {
+            layer: &layer,
+            created_by,
+        }];
         let mut progress = |message: String| sink.emit(Event::new(Phase::Pushing, message));
         kiln_registry::assemble(
             &push.registry,
             &kiln_registry::Assembly {
                 base: environment,
                 target: name,
-                layer: &layer,
+                layers: &new_layers,
                 config: &update,
             },
             &mut progress,

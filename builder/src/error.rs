@@ -61,6 +61,9 @@ pub enum BuildError {
     #[error("the build failed: {message}{tail}")]
     BuildFailed { message: String, tail: String },
 
+    #[error("{0}")]
+    Conda(String),
+
     #[error("pushing failed: {0}")]
     Push(String),
 

@@ -8,6 +8,7 @@
 
 pub mod base;
 pub mod build;
+pub mod conda;
 pub mod context;
 pub mod engine;
 pub mod error;

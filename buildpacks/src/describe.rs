@@ -60,6 +60,20 @@ pub fn describe(plan: &BuildPlan) -> String {
                     env.system_packages.join(" ")
                 );
             }
+            if let Some(conda) = &env.conda {
+                n += 1;
+                let source = match &conda.lock_file {
+                    Some(lock) => format!("the lock {lock}, installed as is"),
+                    None => format!("{} solved by kiln with rattler", conda.file),
+                };
+                let _ = writeln!(
+                    o,
+                    "  {n:>2}. [kiln] conda environment at {}: {source}, added as layers without a container",
+                    conda.prefix
+                );
+                let _ = writeln!(o, "      channels: {}", conda.channels.join(", "));
+                let _ = writeln!(o, "      specs: {}", conda.specs.join(", "));
+            }
             for s in &env.steps {
                 step(o, &mut n, s);
             }
@@ -103,5 +117,32 @@ pub fn describe(plan: &BuildPlan) -> String {
             .as_deref()
             .unwrap_or("none (a Dockerfile may read any file)")
     );
+    if let Some(conda) = plan.layers().and_then(|l| l.environment.conda.as_ref()) {
+        match &conda.lock {
+            Some(lock) if lock.lines().any(|l| l.trim() == "@EXPLICIT") => {
+                let _ = writeln!(
+                    o,
+                    "Conda lock (stored in the image at {}/conda-meta/kiln-lock.txt):",
+                    conda.prefix
+                );
+                for line in lock.lines().filter(|l| !l.trim().is_empty()) {
+                    let _ = writeln!(o, "  {line}");
+                }
+            }
+            Some(_) => {
+                let _ = writeln!(
+                    o,
+                    "Conda lock: {}",
+                    conda.lock_file.as_deref().unwrap_or("shipped")
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    o,
+                    "Conda lock: not solved yet (kiln plan solves it when the channels can be reached)"
+                );
+            }
+        }
+    }
     out
 }

@@ -21,6 +21,9 @@ pub struct RepoFiles {
     pub config_dir: Option<String>,
     pub dockerfile: Option<ConfigFile>,
     pub environment_yml: Option<ConfigFile>,
+    /// A conda lock shipped beside `environment.yml` (`conda-linux-64.lock`, an `@EXPLICIT` list,
+    /// or `conda-lock.yml`): installed as is, without solving.
+    pub conda_lock: Option<ConfigFile>,
     pub pipfile: Option<ConfigFile>,
     pub pipfile_lock: Option<ConfigFile>,
     pub requirements: Option<ConfigFile>,
@@ -81,6 +84,7 @@ impl RepoFiles {
         let mut files = RepoFiles {
             dockerfile: text("Dockerfile")?,
             environment_yml: first_text(&["environment.yml", "environment.yaml"])?,
+            conda_lock: first_text(&["conda-linux-64.lock", "conda-lock.yml"])?,
             pipfile: text("Pipfile")?,
             pipfile_lock: text("Pipfile.lock")?,
             requirements: text("requirements.txt")?,
@@ -143,6 +147,7 @@ impl RepoFiles {
         [
             &self.dockerfile,
             &self.environment_yml,
+            &self.conda_lock,
             &self.pipfile,
             &self.pipfile_lock,
             &self.requirements,

@@ -38,3 +38,14 @@ pub fn environment_key<'a>(
     let json = serde_json::to_vec(&input).expect("plan data always serialises");
     format!("sha256:{}", hex::encode(Sha256::digest(&json)))
 }
+
+/// The key of an environment whose conda part was solved to `lock` (an `@EXPLICIT` list): the
+/// plan's key (which covers the environment files) combined with the exact packages.
+pub fn with_conda_lock(key: &str, lock: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"kiln-environment-conda-lock-v1\n");
+    hasher.update(key.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(lock.as_bytes());
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}

@@ -36,10 +36,16 @@ pub fn plan(root: &Path, options: &PlanOptions) -> Result<BuildPlan, PlanError> 
         Build::Dockerfile(_) => None,
         Build::Layers(layers) => {
             let env = &layers.environment;
-            let inputs = env.steps.iter().flat_map(|s| &s.inputs).map(|path| {
-                let bytes = files.by_path(path).map_or(&[][..], |f| f.text.as_bytes());
-                (path.as_str(), bytes)
-            });
+            let conda_inputs = env
+                .conda
+                .iter()
+                .flat_map(|c| std::iter::once(&c.file).chain(c.lock_file.as_ref()));
+            let inputs = conda_inputs
+                .chain(env.steps.iter().flat_map(|s| &s.inputs))
+                .map(|path| {
+                    let bytes = files.by_path(path).map_or(&[][..], |f| f.text.as_bytes());
+                    (path.as_str(), bytes)
+                });
             Some(key::environment_key(env, inputs))
         }
     };

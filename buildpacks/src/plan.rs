@@ -132,8 +132,33 @@ pub struct Environment {
     pub base_steps: Vec<Step>,
     /// Debian packages from `apt.txt`, installed as root.
     pub system_packages: Vec<String>,
+    /// A conda environment that kiln solves and installs itself, without a container: its layers
+    /// come right after `apt.txt`, before `steps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conda: Option<CondaEnvironment>,
     /// The steps that install the language environment from the environment files.
     pub steps: Vec<Step>,
+}
+
+/// A conda environment built natively: solved on the host with rattler (or taken from a lock),
+/// installed into a staging root at `prefix`, and added to the image as layers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CondaEnvironment {
+    /// The environment file (`environment.yml`), relative to the repository root.
+    pub file: String,
+    /// Where the environment lives in the image.
+    pub prefix: String,
+    /// Channel names or URLs, in priority order.
+    pub channels: Vec<String>,
+    /// The match specs solved: the file's dependencies plus kiln's additions.
+    pub specs: Vec<String>,
+    /// A lock shipped in the repository, installed as is instead of solving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_file: Option<String>,
+    /// The lock (an `@EXPLICIT` list with sha256), once known: the shipped lock's text while
+    /// planning, then the solved or normalised lock from the builder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
 }
 
 /// The copy of the repository into the image.

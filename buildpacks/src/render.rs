@@ -32,10 +32,16 @@ pub struct RenderOptions {
     /// Start from this environment image (built earlier for the plan's environment key) instead of
     /// building the environment: the Dockerfile then holds only the repository and what follows it.
     pub environment_image: Option<String>,
+    /// For a plan with a conda environment: the image holding the system stage plus the conda
+    /// environment's layers, which kiln assembles natively (no Dockerfile step installs them).
+    pub conda_image: Option<String>,
 }
 
 /// The name of the build stage that holds the environment (build it alone with this target).
 pub const ENVIRONMENT_STAGE: &str = "kiln-environment";
+/// With a conda environment, the stage before its layers (the base, kiln's steps and `apt.txt`):
+/// kiln builds it alone, then adds the conda layers to it natively.
+pub const SYSTEM_STAGE: &str = "kiln-system";
 
 /// The Dockerfile for a plan.
 pub fn dockerfile(plan: &BuildPlan, options: &RenderOptions) -> Result<String, PlanError> {
@@ -132,7 +138,12 @@ impl<'a> Renderer<'a> {
     fn environment(&mut self) -> Result<(), PlanError> {
         let env = &self.layers.environment;
         let uid = env.user.uid;
-        self.line(&format!("FROM {} AS {ENVIRONMENT_STAGE}", env.base_image));
+        let first_stage = if env.conda.is_some() {
+            SYSTEM_STAGE
+        } else {
+            ENVIRONMENT_STAGE
+        };
+        self.line(&format!("FROM {} AS {first_stage}", env.base_image));
         self.env(&env.env);
         self.switch(RunAs::Root);
         for file in &env.files {
@@ -157,6 +168,28 @@ impl<'a> Renderer<'a> {
         if !env.system_packages.is_empty() {
             let step = apt_step("apt.txt", &env.system_packages);
             self.step(&step, uid)?;
+        }
+        if let Some(conda) = &env.conda {
+            self.line(&format!(
+                "# The conda environment from {} ({} packages solved by kiln with rattler, or its lock):",
+                conda.file.replace('\n', " "),
+                conda.specs.len()
+            ));
+            self.line(&format!(
+                "# kiln installs it on the host at {} and adds it to {SYSTEM_STAGE} as layers, without a container.",
+                conda.prefix
+            ));
+            match &self.options.conda_image {
+                Some(image) => self.line(&format!("FROM {image} AS {ENVIRONMENT_STAGE}")),
+                None => {
+                    self.line(
+                        "# (kiln build replaces the next line with the image holding those layers)",
+                    );
+                    self.line(&format!("FROM {SYSTEM_STAGE} AS {ENVIRONMENT_STAGE}"));
+                }
+            }
+            // The image's last user is not known here: every step names its own.
+            self.user = None;
         }
         for step in &env.steps {
             self.step(step, uid)?;

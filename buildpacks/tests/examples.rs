@@ -39,9 +39,25 @@ fn snapshot_text(dir: &Path) -> String {
             .unwrap();
             format!(
                 "{}\n---- Dockerfile ----\n{dockerfile}",
-                serde_json::to_string_pretty(&json).unwrap()
+                serde_json::to_string_pretty(&sorted(json)).unwrap()
             )
         }
+    }
+}
+
+/// The JSON with every object's keys sorted, whatever order serde_json's map keeps (another crate of
+/// the workspace, through rattler, enables its `preserve_order` feature).
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted).collect())
+        }
+        other => other,
     }
 }
 

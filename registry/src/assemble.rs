@@ -1,9 +1,10 @@
-//! Native image assembly: an existing image (the environment) plus one layer (the repository) and a
-//! new configuration, pushed without a container engine.
+//! Native image assembly: an existing image plus new layers (the repository on an environment, or a
+//! conda environment's layers on the system stage) and a new configuration, pushed without a
+//! container engine.
 //!
 //! The base image's manifest and configuration are read; the configuration gets the runtime settings
-//! (environment, entrypoint, command, working directory, user, labels), the new layer's diff id and a
-//! history entry; the manifest gets the new layer. Only the new layer, the configuration and the
+//! (environment, entrypoint, command, working directory, user, labels), the new layers' diff ids and
+//! history entries; the manifest gets the new layers. Only the new layers, the configuration and the
 //! manifest are uploaded (the base's layers are mounted across repositories when the target is
 //! another repository), and the manifest goes last. JSON is written canonically (sorted keys, no
 //! spaces), so the same inputs always give the same manifest digest.
@@ -30,15 +31,19 @@ pub struct ConfigUpdate {
     pub labels: BTreeMap<String, String>,
     /// RFC 3339 creation time (the commit time).
     pub created: String,
-    /// What the new layer holds, for the image history.
+}
+
+/// A layer to append, with what it holds (for the image history).
+pub struct NewLayer<'a> {
+    pub layer: &'a Layer,
     pub created_by: String,
 }
 
-/// One assembly.
+/// One assembly: `base` plus `layers`, with `config`, pushed as `target`.
 pub struct Assembly<'a> {
     pub base: &'a str,
     pub target: &'a str,
-    pub layer: &'a Layer,
+    pub layers: &'a [NewLayer<'a>],
     pub config: &'a ConfigUpdate,
 }
 
@@ -61,11 +66,12 @@ pub struct Assembled {
     pub base_layers: Vec<String>,
 }
 
-/// Build the new configuration and manifest from the base's.
+/// Build the new configuration and manifest from the base's. Empty runtime settings (entrypoint,
+/// command, working directory, user, labels) keep the base's.
 pub fn compose(
     base_manifest: &[u8],
     base_config: &[u8],
-    layer: &Layer,
+    new_layers: &[NewLayer<'_>],
     update: &ConfigUpdate,
 ) -> Result<Assembled, RegistryError> {
     let invalid = |what: &str| {
@@ -96,26 +102,40 @@ pub fn compose(
         env.push(format!("{key}={value}"));
     }
     c["Env"] = json!(env);
-    c["Entrypoint"] = json!(update.entrypoint);
-    c["Cmd"] = json!(update.cmd);
-    c["WorkingDir"] = json!(update.working_dir);
-    c["User"] = json!(update.user);
-    c["Labels"] = json!(update.labels);
+    if !update.entrypoint.is_empty() {
+        c["Entrypoint"] = json!(update.entrypoint);
+    }
+    if !update.cmd.is_empty() {
+        c["Cmd"] = json!(update.cmd);
+    }
+    if !update.working_dir.is_empty() {
+        c["WorkingDir"] = json!(update.working_dir);
+    }
+    if !update.user.is_empty() {
+        c["User"] = json!(update.user);
+    }
+    if !update.labels.is_empty() {
+        c["Labels"] = json!(update.labels);
+    }
     if let Some(port) = update.exposed_port {
         c["ExposedPorts"] = json!({ format!("{port}/tcp"): {} });
     }
     config["created"] = json!(update.created);
-    config["rootfs"]["diff_ids"]
+    let diff_ids = config["rootfs"]["diff_ids"]
         .as_array_mut()
-        .ok_or_else(|| invalid("configuration (rootfs.diff_ids)"))?
-        .push(json!(layer.diff_id));
+        .ok_or_else(|| invalid("configuration (rootfs.diff_ids)"))?;
+    for new in new_layers {
+        diff_ids.push(json!(new.layer.diff_id));
+    }
     let history = config
         .as_object_mut()
         .ok_or_else(|| invalid("configuration"))?
         .entry("history")
         .or_insert_with(|| json!([]));
     if let Some(h) = history.as_array_mut() {
-        h.push(json!({ "created": update.created, "created_by": update.created_by, "comment": "kiln: assembled natively" }));
+        for new in new_layers {
+            h.push(json!({ "created": update.created, "created_by": new.created_by, "comment": "kiln: assembled natively" }));
+        }
     }
     // Drop what describes the build of the base, not this image.
     if let Some(obj) = config.as_object_mut() {
@@ -136,8 +156,9 @@ pub fn compose(
         .and_then(|l| l["mediaType"].as_str())
         .unwrap_or("application/vnd.oci.image.layer.v1.tar+gzip")
         .to_string();
-    layers
-        .push(json!({ "mediaType": layer_type, "size": layer.blob.len(), "digest": layer.digest }));
+    for new in new_layers {
+        layers.push(json!({ "mediaType": layer_type, "size": new.layer.blob.len(), "digest": new.layer.digest }));
+    }
     manifest["config"]["digest"] = json!(sha256_digest(&config_bytes));
     manifest["config"]["size"] = json!(config_bytes.len());
     let media_type = manifest["mediaType"]
@@ -176,7 +197,7 @@ pub async fn assemble(
     let assembled = compose(
         &base_manifest,
         &base_config,
-        assembly.layer,
+        assembly.layers,
         assembly.config,
     )?;
 
@@ -195,23 +216,22 @@ pub async fn assemble(
         "Environment layers: {} ({mounted} mounted, {uploaded} copied, the rest already there)",
         assembled.base_layers.len()
     ));
-    let sent = registry
-        .push_blob(
-            assembly.target,
-            &assembly.layer.blob,
-            &assembly.layer.digest,
-        )
-        .await?;
-    progress.step(format!(
-        "Repository layer {} ({} KiB): {}",
-        &assembly.layer.digest[..19],
-        assembly.layer.blob.len() / 1024,
-        if sent == BlobTransfer::AlreadyThere {
-            "already there"
-        } else {
-            "uploaded"
-        }
-    ));
+    for new in assembly.layers {
+        let sent = registry
+            .push_blob(assembly.target, &new.layer.blob, &new.layer.digest)
+            .await?;
+        progress.step(format!(
+            "Layer {} ({} KiB, {}): {}",
+            &new.layer.digest[..19],
+            new.layer.blob.len() / 1024,
+            new.created_by,
+            if sent == BlobTransfer::AlreadyThere {
+                "already there"
+            } else {
+                "uploaded"
+            }
+        ));
+    }
     let config_digest = sha256_digest(&assembled.config);
     registry
         .push_blob(assembly.target, &assembled.config, &config_digest)
@@ -227,9 +247,27 @@ pub async fn assemble(
     Ok(digest)
 }
 
-/// JSON with sorted keys and no insignificant white space (serde_json's map is ordered by key).
-fn canonical(value: &Value) -> Vec<u8> {
-    serde_json::to_vec(value).expect("JSON values serialise")
+/// JSON with sorted keys and no insignificant white space. Keys are sorted here: serde_json's map
+/// keeps insertion order when another crate of the build enables its `preserve_order` feature.
+pub fn canonical(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(&sorted(value)).expect("JSON values serialise")
+}
+
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -247,8 +285,12 @@ mod tests {
             created: "2026-01-01T00:00:00Z".into(),
             ..Default::default()
         };
-        let a = compose(manifest, config, &layer, &update).unwrap();
-        let b = compose(manifest, config, &layer, &update).unwrap();
+        let layers = [NewLayer {
+            layer: &layer,
+            created_by: "COPY".into(),
+        }];
+        let a = compose(manifest, config, &layers, &update).unwrap();
+        let b = compose(manifest, config, &layers, &update).unwrap();
         assert_eq!(a.manifest, b.manifest);
         let m: Value = serde_json::from_slice(&a.manifest).unwrap();
         assert_eq!(m["layers"].as_array().unwrap().len(), 2);

@@ -8,7 +8,7 @@ pub mod error;
 pub mod layer;
 pub mod name;
 
-pub use assemble::{Assembly, ConfigUpdate, assemble};
+pub use assemble::{Assembly, ConfigUpdate, NewLayer, assemble};
 pub use client::{Credentials, Registry};
 pub use error::RegistryError;
 pub use layer::Layer;

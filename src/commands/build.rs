@@ -75,6 +75,10 @@ pub struct BuildArgs {
     /// BinderHub does (for comparison and debugging).
     #[arg(long)]
     pub no_native: bool,
+    /// Install the conda environment from the lock stored in this earlier image (kiln writes it to
+    /// /srv/conda/envs/notebook/conda-meta/kiln-lock.txt) instead of solving environment.yml.
+    #[arg(long, value_name = "IMAGE")]
+    pub locked: Option<String>,
     /// Longest a fetch may take, in seconds.
     #[arg(long, default_value_t = 600)]
     pub fetch_timeout: u64,
@@ -190,6 +194,8 @@ impl BuildArgs {
                 timeout: Duration::from_secs(self.fetch_timeout),
             },
             push,
+            locked: self.locked.clone(),
+            conda: None,
         };
         kiln_builder::build(engine, Arc::new(LibGit), request, output).await
     }

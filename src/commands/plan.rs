@@ -14,6 +14,10 @@ pub struct PlanCommand {
     /// Print the plan as JSON (top-level `buildpacks`, primary first, and `environment_key`).
     #[arg(long)]
     json: bool,
+    /// Do not solve a conda environment (by default the plan shows its lock, solved with the
+    /// channels of environment.yml and the mirrors of KILN_CONDA_MIRRORS).
+    #[arg(long)]
+    no_solve: bool,
     #[command(flatten)]
     options: PlanArgs,
 }
@@ -76,7 +80,25 @@ impl PlanArgs {
 
 impl PlanCommand {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let plan = plan(&self.path, &self.options)?;
+        let mut plan = plan(&self.path, &self.options)?;
+        let has_conda = plan.layers().is_some_and(|l| l.environment.conda.is_some());
+        if has_conda && !self.no_solve {
+            let settings = kiln_conda::CondaSettings::from_env()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let mut quiet = |_: kiln_builder::Event| {};
+            runtime
+                .block_on(kiln_builder::conda::lock_plan(
+                    &mut plan, None, &settings, &mut quiet,
+                ))
+                .with_context(|| {
+                    format!(
+                        "cannot lock the conda environment of {} (plan without it: --no-solve)",
+                        self.path.display()
+                    )
+                })?;
+        }
         if self.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {

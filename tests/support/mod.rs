@@ -2,6 +2,7 @@
 //! kiln binary. A missing component fails the test with the command that starts it.
 #![allow(dead_code)]
 
+pub mod conda;
 pub mod git_http;
 pub mod registry_proxy;
 

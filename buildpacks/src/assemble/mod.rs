@@ -39,6 +39,8 @@ pub(crate) struct Planner<'a> {
     /// Steps after the base packages and the user, before `apt.txt`.
     pub runtime_steps: Vec<Step>,
     pub steps: Vec<Step>,
+    /// The conda environment kiln installs natively, if any.
+    pub conda: Option<crate::plan::CondaEnvironment>,
     pub after_copy: Vec<Step>,
     /// PATH entries in front of the user's `.local/bin` and the system PATH.
     pub path: Vec<String>,
@@ -166,6 +168,7 @@ impl<'a> Planner<'a> {
             generated: vec![script(ENTRYPOINT, include_str!("../scripts/entrypoint"))],
             runtime_steps: Vec::new(),
             steps: Vec::new(),
+            conda: None,
             after_copy: Vec::new(),
             path: Vec::new(),
             runtime_env: BTreeMap::from([("PYTHONUNBUFFERED".into(), "1".into())]),
@@ -331,6 +334,7 @@ impl<'a> Planner<'a> {
                 files: self.generated,
                 base_steps,
                 system_packages,
+                conda: self.conda,
                 steps: self.steps,
             },
             repository: RepositoryCopy {

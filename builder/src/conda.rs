@@ -1,0 +1,513 @@
+//! conda environments, natively: the lock (solved with rattler, shipped by the repository, or read
+//! from an earlier image), then the environment's layers on top of the system stage (the base,
+//! kiln's steps and `apt.txt`), without a container:
+//! - when pushing, the system stage is pushed and the conda layers are appended to it in the
+//!   registry (`kiln-registry`'s assembly);
+//! - for a local build, the same image is loaded into the engine as a docker archive that carries
+//!   only the new layers (the engine has the system stage's).
+//!
+//! The engine then builds what must run inside the image on top of it (Jupyter and the `pip:`
+//! section, the repository, `postBuild`).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use kiln_buildpacks::BuildPlan;
+use kiln_conda::{CondaSettings, Lock, PackedLayer};
+use serde_json::json;
+
+use crate::engine::Engine;
+use crate::error::BuildError;
+use crate::events::{Event, EventSink, Phase};
+
+/// Label naming the file in the image that holds the conda lock.
+pub const LABEL_CONDA_LOCK: &str = "io.kiln.conda-lock";
+/// Label holding the sha256 of that lock.
+pub const LABEL_CONDA_LOCK_DIGEST: &str = "io.kiln.conda-lock-digest";
+
+impl From<kiln_conda::CondaError> for BuildError {
+    fn from(error: kiln_conda::CondaError) -> Self {
+        BuildError::Conda(error.to_string())
+    }
+}
+
+/// Where the lock comes from, in order: `locked` (the text of a lock, e.g. from an earlier image),
+/// the lock shipped by the repository, or a solve. The plan gets the lock (as an `@EXPLICIT` list)
+/// and an environment key that covers it. Returns `None` for a plan without conda.
+pub async fn lock_plan(
+    plan: &mut BuildPlan,
+    locked: Option<(&str, &str)>,
+    settings: &CondaSettings,
+    sink: &mut dyn EventSink,
+) -> Result<Option<Lock>, BuildError> {
+    let Some(layers) = (match &mut plan.build {
+        kiln_buildpacks::Build::Layers(layers) => Some(layers),
+        kiln_buildpacks::Build::Dockerfile(_) => None,
+    }) else {
+        return Ok(None);
+    };
+    let Some(conda) = layers.environment.conda.as_mut() else {
+        return Ok(None);
+    };
+    let lock = match (locked, &conda.lock_file, &conda.lock) {
+        (Some((from, text)), _, _) => {
+            let lock = Lock::parse(from, text)?;
+            sink.emit(Event::new(
+                Phase::Building,
+                format!(
+                    "Conda: installing the lock of {from} ({} packages), without solving",
+                    lock.packages.len()
+                ),
+            ));
+            lock
+        }
+        (None, Some(path), Some(text)) => {
+            let lock = Lock::parse(path, text)?;
+            sink.emit(Event::new(
+                Phase::Building,
+                format!(
+                    "Conda: installing the repository's lock {path} ({} packages), without solving",
+                    lock.packages.len()
+                ),
+            ));
+            lock
+        }
+        _ => {
+            sink.emit(Event::new(
+                Phase::Building,
+                format!(
+                    "Conda: solving {} with rattler: {} from {}",
+                    conda.file,
+                    conda.specs.join(", "),
+                    conda.channels.join(", ")
+                ),
+            ));
+            let started = Instant::now();
+            let lock = kiln_conda::solve(
+                settings,
+                &kiln_conda::Request {
+                    channels: conda.channels.clone(),
+                    specs: conda.specs.clone(),
+                },
+            )
+            .await?;
+            sink.emit(Event::new(
+                Phase::Building,
+                format!(
+                    "Conda: solved {} packages in {} ms",
+                    lock.packages.len(),
+                    started.elapsed().as_millis()
+                ),
+            ));
+            lock
+        }
+    };
+    conda.lock = Some(lock.to_explicit());
+    if let Some(key) = &plan.environment_key {
+        plan.environment_key = Some(kiln_buildpacks::key::with_conda_lock(
+            key,
+            &lock.to_explicit(),
+        ));
+    }
+    Ok(Some(lock))
+}
+
+/// Install `lock` into a staging root and pack its layers (uid:uid), reporting progress.
+pub async fn install_and_pack(
+    settings: &CondaSettings,
+    lock: &Lock,
+    uid: u32,
+    sink: &mut dyn EventSink,
+) -> Result<Vec<PackedLayer>, BuildError> {
+    let staging = tempfile::Builder::new()
+        .prefix("kiln-conda-")
+        .tempdir()
+        .map_err(|e| BuildError::io("creating the conda staging folder", e))?;
+    let started = Instant::now();
+    let installed = kiln_conda::install(settings, lock, staging.path()).await?;
+    sink.emit(Event::new(
+        Phase::Building,
+        format!(
+            "Conda: installed {} packages into a staging root at {} (download and extract {} ms, link {} ms)",
+            installed.packages,
+            kiln_conda::ENV_PREFIX,
+            installed.fetch.as_millis(),
+            installed.link.as_millis()
+        ),
+    ));
+    let root = staging.path().to_path_buf();
+    let packed = tokio::task::spawn_blocking(move || kiln_conda::pack(&root, u64::from(uid)))
+        .await
+        .map_err(|e| BuildError::Invalid(format!("packing stopped: {e}")))??;
+    for layer in &packed {
+        sink.emit(Event::new(
+            Phase::Building,
+            format!(
+                "Conda layer {}: {} files, {} KiB ({})",
+                layer.name,
+                layer.files,
+                layer.tar.len() / 1024,
+                if layer.packages.is_empty() {
+                    "records and lock".to_string()
+                } else {
+                    layer.packages.join(" ")
+                }
+            ),
+        ));
+    }
+    sink.emit(Event::new(
+        Phase::Building,
+        format!(
+            "Conda: environment staged and packed in {} ms",
+            started.elapsed().as_millis()
+        ),
+    ));
+    Ok(packed)
+}
+
+/// Compress packed layers for a registry, in parallel. A layer's gzip depends only on its tar, so
+/// blobs are kept in `cache_dir` by the tar's sha256 (its diff id): an environment whose packages
+/// were packed before (the same Python, the same lock) is not compressed again.
+pub fn compress_layers(
+    packed: &[PackedLayer],
+    cache_dir: &std::path::Path,
+) -> std::io::Result<Vec<kiln_registry::Layer>> {
+    std::fs::create_dir_all(cache_dir)?;
+    std::thread::scope(|scope| {
+        let tasks: Vec<_> = packed
+            .iter()
+            .map(|p| scope.spawn(move || compress_one(&p.tar, cache_dir)))
+            .collect();
+        tasks
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("compression stopped")))
+            })
+            .collect()
+    })
+}
+
+fn compress_one(tar: &[u8], cache_dir: &std::path::Path) -> std::io::Result<kiln_registry::Layer> {
+    let diff_id = kiln_registry::layer::sha256_digest(tar);
+    let path = cache_dir.join(format!("{}.tar.gz", diff_id.trim_start_matches("sha256:")));
+    if let Ok(blob) = std::fs::read(&path) {
+        // Trust the cache only for a gzip that really holds this tar's header (cheap check), and
+        // recompute its digest.
+        if blob.len() > 18 && blob[..2] == [0x1f, 0x8b] {
+            return Ok(kiln_registry::Layer {
+                digest: kiln_registry::layer::sha256_digest(&blob),
+                diff_id,
+                blob,
+            });
+        }
+    }
+    let layer = kiln_registry::Layer::from_tar(tar)?;
+    // Written under a temporary name, then renamed: a reader never sees half a blob.
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    if std::fs::write(&partial, &layer.blob).is_ok() {
+        let _ = std::fs::rename(&partial, &path);
+    }
+    Ok(layer)
+}
+
+/// What a conda layer holds, for the image history.
+pub fn created_by(layer: &PackedLayer) -> String {
+    format!(
+        "kiln conda environment at {}: {} layer",
+        kiln_conda::ENV_PREFIX,
+        layer.name
+    )
+}
+
+/// The creation time of the conda image: fixed, so that the same lock gives the same image.
+pub const CREATED: &str = "1970-01-01T00:00:00Z";
+
+/// Load `base` (an engine image) plus `layers` into the engine as `tag`. The archive carries only
+/// the new layers: the engine has the base's, and reuses them by their diff ids.
+pub async fn load_onto(
+    engine: &Engine,
+    base: &str,
+    layers: &[PackedLayer],
+    tag: &str,
+) -> Result<(), BuildError> {
+    let new_diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| kiln_registry::layer::sha256_digest(&l.tar))
+        .collect();
+    let inspect = engine
+        .docker
+        .inspect_image(base)
+        .await
+        .map_err(|e| BuildError::Engine(format!("{base}: {e}")))?;
+    let mut diff_ids: Vec<String> = inspect
+        .root_fs
+        .as_ref()
+        .and_then(|r| r.layers.clone())
+        .unwrap_or_default();
+    let base_count = diff_ids.len();
+    diff_ids.extend(new_diff_ids.iter().cloned());
+    let history: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|p| json!({"created": CREATED, "created_by": created_by(p), "comment": "kiln: assembled natively"}))
+        .collect();
+    let config = json!({
+        "architecture": inspect.architecture.clone().unwrap_or_else(|| "amd64".into()),
+        "os": inspect.os.clone().unwrap_or_else(|| "linux".into()),
+        "created": CREATED,
+        "config": serde_json::to_value(&inspect.config).unwrap_or(json!({})),
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
+    });
+    let config = kiln_registry::assemble::canonical(&config);
+    let config_name = format!(
+        "{}.json",
+        kiln_registry::layer::sha256_digest(&config).trim_start_matches("sha256:")
+    );
+    let layer_path = |diff_id: &str| format!("{}/layer.tar", diff_id.trim_start_matches("sha256:"));
+    let manifest = json!([{
+        "Config": config_name,
+        "RepoTags": [tag],
+        "Layers": diff_ids.iter().map(|d| layer_path(d)).collect::<Vec<_>>(),
+    }]);
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(bytes.len() as u64);
+        header.set_entry_type(tar::EntryType::Regular);
+        archive.append_data(&mut header, path, bytes)
+    };
+    let io = |e| BuildError::io("writing the image archive", e);
+    add(
+        "manifest.json",
+        &serde_json::to_vec(&manifest).unwrap_or_default(),
+    )
+    .map_err(io)?;
+    add(&config_name, &config).map_err(io)?;
+    for (packed, diff_id) in layers.iter().zip(&new_diff_ids) {
+        add(&layer_path(diff_id), &packed.tar).map_err(io)?;
+    }
+    let archive = archive.into_inner().map_err(io)?;
+    tracing::debug!(
+        "loading {tag}: {} base layers reused, {} new",
+        base_count,
+        layers.len()
+    );
+    let mut stream = engine.docker.import_image(
+        bollard::query_parameters::ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        },
+        bollard::body_full(archive.into()),
+        None,
+    );
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| BuildError::Engine(format!("loading {tag}: {e}")))?;
+        if let Some(message) = info.error_detail.and_then(|d| d.message) {
+            return Err(BuildError::Engine(format!("loading {tag}: {message}")));
+        }
+    }
+    match engine.image_labels(tag).await? {
+        Some(_) => Ok(()),
+        None => Err(BuildError::Engine(format!(
+            "loading {tag}: the engine answered without the image"
+        ))),
+    }
+}
+
+/// The lock stored in an image (the file its label names), read through the engine; the image is
+/// pulled when the engine lacks it.
+pub async fn lock_of_image(engine: &Engine, image: &str) -> Result<String, BuildError> {
+    let labels = match engine.image_labels(image).await? {
+        Some(labels) => labels,
+        None => {
+            let mut pull = engine.docker.create_image(
+                Some(bollard::query_parameters::CreateImageOptions {
+                    from_image: Some(image.to_string()),
+                    ..Default::default()
+                }),
+                None,
+                None,
+            );
+            while let Some(item) = pull.next().await {
+                item.map_err(|e| {
+                    BuildError::Invalid(format!(
+                        "--locked {image}: the engine does not have it and cannot pull it: {e}"
+                    ))
+                })?;
+            }
+            engine.image_labels(image).await?.unwrap_or_default()
+        }
+    };
+    let path = labels.get(LABEL_CONDA_LOCK).ok_or_else(|| {
+        BuildError::Invalid(format!(
+            "--locked {image}: the image has no conda lock (no {LABEL_CONDA_LOCK} label); only images kiln built from a conda environment have one"
+        ))
+    })?;
+    let bytes = file_of_image(engine, image, path)
+        .await?
+        .ok_or_else(|| BuildError::Invalid(format!("{image}: {path} is missing")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| BuildError::Invalid(format!("{image}: {path} is not text")))?;
+    if text.trim().is_empty() {
+        return Err(BuildError::Invalid(format!("{image}: {path} is empty")));
+    }
+    Ok(text)
+}
+
+/// Where glibc lives in a Debian or Ubuntu image (merged /usr: a regular file, not a link).
+const LIBC_PATHS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/libc.so.6",
+    "/lib/x86_64-linux-gnu/libc.so.6",
+    "/usr/lib64/libc.so.6",
+];
+
+/// The target's virtual packages, read from the base image when the engine has it: its glibc
+/// version (from the `release version X.Y` string of its libc) replaces the configured `__glibc`.
+/// `KILN_CONDA_VIRTUAL_PACKAGES`, when set, wins. Returns a note for the log.
+pub async fn target_virtual_packages(
+    engine: &Engine,
+    base_image: &str,
+    settings: &mut CondaSettings,
+) -> Result<String, BuildError> {
+    if std::env::var_os("KILN_CONDA_VIRTUAL_PACKAGES").is_some() {
+        return Ok("virtual packages from KILN_CONDA_VIRTUAL_PACKAGES".into());
+    }
+    let Ok(inspect) = engine.docker.inspect_image(base_image).await else {
+        return Ok(format!(
+            "the engine does not have {base_image} yet: virtual packages of kiln's default base (glibc 2.36)"
+        ));
+    };
+    let arch = inspect.architecture.clone().unwrap_or_default();
+    if !arch.is_empty() && arch != "amd64" {
+        return Err(BuildError::Invalid(format!(
+            "{base_image} is a {arch} image; kiln's conda environments are built for linux-64 (amd64) only"
+        )));
+    }
+    let mut glibc = None;
+    for path in LIBC_PATHS {
+        if let Ok(Some(bytes)) = file_of_image(engine, base_image, path).await {
+            glibc = glibc_version(&bytes);
+            if glibc.is_some() {
+                break;
+            }
+        }
+    }
+    let Some(version) = glibc else {
+        return Ok(format!(
+            "no glibc found in {base_image}: virtual packages of kiln's default base (glibc 2.36)"
+        ));
+    };
+    settings
+        .virtual_packages
+        .retain(|(name, _, _)| name != "__glibc");
+    settings
+        .virtual_packages
+        .insert(0, ("__glibc".into(), version.clone(), "0".into()));
+    Ok(format!(
+        "virtual packages of {base_image}: __glibc {version}, linux-64"
+    ))
+}
+
+/// `2.36` from the `release version 2.36` string a glibc carries.
+fn glibc_version(libc: &[u8]) -> Option<String> {
+    let needle = b"release version ";
+    let at = libc.windows(needle.len()).position(|w| w == needle)? + needle.len();
+    let version: String = libc[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit() || **b == b'.')
+        .map(|b| *b as char)
+        .collect();
+    let version = version.trim_end_matches('.').to_string();
+    version.contains('.').then_some(version)
+}
+
+/// The bytes of a regular file of an image (through a container that is created, never started),
+/// or `None` when there is no such file.
+async fn file_of_image(
+    engine: &Engine,
+    image: &str,
+    path: &str,
+) -> Result<Option<Vec<u8>>, BuildError> {
+    let container = engine
+        .docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            bollard::models::ContainerCreateBody {
+                image: Some(image.to_string()),
+                entrypoint: Some(vec!["/bin/true".into()]),
+                network_disabled: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| BuildError::Engine(format!("{image}: {e}")))?;
+    let mut stream = engine.docker.download_from_container(
+        &container.id,
+        Some(bollard::query_parameters::DownloadFromContainerOptions {
+            path: path.to_string(),
+        }),
+    );
+    let mut bytes = Vec::new();
+    let mut missing = false;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(_) => {
+                missing = true;
+                break;
+            }
+        }
+    }
+    let _ = engine
+        .docker
+        .remove_container(
+            &container.id,
+            Some(bollard::query_parameters::RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await;
+    if missing {
+        return Ok(None);
+    }
+    let mut archive = tar::Archive::new(bytes.as_slice());
+    let entries = archive
+        .entries()
+        .map_err(|e| BuildError::io(format!("{image}: reading {path}"), e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| BuildError::io(format!("{image}: reading {path}"), e))?;
+        if entry.header().entry_type().is_file() {
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut content)
+                .map_err(|e| BuildError::io(format!("{image}: reading {path}"), e))?;
+            return Ok(Some(content));
+        }
+    }
+    Ok(None)
+}
+
+/// The labels that name the lock in the image.
+pub fn lock_labels(lock: &Lock) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            LABEL_CONDA_LOCK.to_string(),
+            format!("{}/{}", kiln_conda::ENV_PREFIX, kiln_conda::LOCK_FILE),
+        ),
+        (LABEL_CONDA_LOCK_DIGEST.to_string(), lock.digest()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn glibc_version_from_libc() {
+        let libc =
+            b"\0GNU C Library (Debian GLIBC 2.36-9+deb12u14) stable release version 2.36.\n\0";
+        assert_eq!(super::glibc_version(libc).as_deref(), Some("2.36"));
+        assert_eq!(super::glibc_version(b"nothing"), None);
+    }
+}
