@@ -2,6 +2,8 @@
 # kiln's whole test suite: starts what the tests need, then runs every test of the workspace.
 #   - the Docker engine (tests/services/engine.sh: installs docker.io when missing, no bridge network)
 #   - the default base image (kiln base bootstrap: debootstrap, then import; skipped when present)
+#   - JupyterHub, DockerSpawner and configurable-http-proxy (examples/hub/install.sh: PyPI and npm, into
+#     /var/cache/kiln-hub); the hub tests start their own hubs from examples/hub/jupyterhub_config.py
 #   - from Debian when missing: git (its daemon serves the test repositories), debootstrap,
 #     docker-registry (CNCF Distribution; tests start their own on loopback), skopeo, htpasswd,
 #     chromium and chromium-driver (the web page test; its screenshot lands in test-artifacts/)
@@ -20,12 +22,14 @@ command -v skopeo >/dev/null || need+=(skopeo)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v npm >/dev/null || need+=(npm)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "tests: installing ${need[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 bash tests/services/engine.sh
+bash examples/hub/install.sh >/dev/null
 cargo build --quiet --bin kiln
 "${CARGO_TARGET_DIR:-target}/debug/kiln" base bootstrap
 

@@ -13,6 +13,9 @@ pub const BASE_R: &str = "4.2";
 /// Python versions kiln accepts (`runtime.txt`, `requires-python`), oldest first.
 pub const SUPPORTED_PYTHONS: &[&str] = &["3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14"];
 
+/// The `jupyterhub` release whose `jupyterhub-singleuser` kiln installs (the pins below use it); an
+/// operator can choose another with [`PlanOptions::with_jupyterhub`] to match their hub's major version.
+pub const JUPYTERHUB_VERSION: &str = "6.1.1";
 /// Jupyter, installed into every Python-based image. `jupyterhub` provides `jupyterhub-singleuser`;
 /// its major version must match the hub's.
 pub const JUPYTER_PACKAGES: &[&str] =
@@ -92,5 +95,88 @@ impl Default for PlanOptions {
 impl PlanOptions {
     pub fn home(&self) -> String {
         format!("/home/{}", self.user)
+    }
+}
+
+/// A `jupyterhub` version an operator may choose: `6`, `5.4` or `5.4.6`.
+pub fn check_jupyterhub_version(version: &str) -> Result<String, String> {
+    let parts: Vec<&str> = version.trim().split('.').collect();
+    if parts.len() > 3
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!(
+            "{version:?} is not a version such as 6, 5.4 or 5.4.6"
+        ));
+    }
+    Ok(version.trim().to_string())
+}
+
+/// The major version of a `jupyterhub` version (`"6.1.1"` gives 6).
+pub fn major_version(version: &str) -> Option<u64> {
+    version.trim().split('.').next()?.parse().ok()
+}
+
+impl PlanOptions {
+    /// Install this `jupyterhub` version (checked with [`check_jupyterhub_version`]) instead of kiln's pin.
+    pub fn with_jupyterhub(mut self, version: &str) -> Self {
+        let exact = version.split('.').count() == 3;
+        let pip = if exact {
+            format!("jupyterhub=={version}")
+        } else {
+            format!("jupyterhub=={version}.*")
+        };
+        for spec in &mut self.jupyter_packages {
+            if spec.starts_with("jupyterhub==") {
+                *spec = pip.clone();
+            }
+        }
+        for spec in &mut self.jupyter_conda_packages {
+            if spec.starts_with("jupyterhub-singleuser=") {
+                *spec = format!("jupyterhub-singleuser={version}");
+            }
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod jupyterhub_tests {
+    use super::*;
+
+    #[test]
+    fn the_pins_use_the_jupyterhub_version() {
+        let defaults = PlanOptions::default();
+        assert!(
+            defaults
+                .jupyter_packages
+                .contains(&format!("jupyterhub=={JUPYTERHUB_VERSION}"))
+        );
+        assert!(
+            defaults
+                .jupyter_conda_packages
+                .contains(&format!("jupyterhub-singleuser={JUPYTERHUB_VERSION}"))
+        );
+    }
+
+    #[test]
+    fn an_operator_chooses_another_jupyterhub() {
+        let o = PlanOptions::default().with_jupyterhub("5.4");
+        assert!(
+            o.jupyter_packages
+                .contains(&"jupyterhub==5.4.*".to_string())
+        );
+        assert!(
+            o.jupyter_conda_packages
+                .contains(&"jupyterhub-singleuser=5.4".to_string())
+        );
+        assert_eq!(
+            o.jupyter_packages.len(),
+            PlanOptions::default().jupyter_packages.len()
+        );
+        assert!(check_jupyterhub_version("5.x").is_err());
+        assert!(check_jupyterhub_version("1.2.3.4").is_err());
+        assert_eq!(major_version("6.1.1"), Some(6));
     }
 }

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod git_http;
+pub mod jupyterhub;
 pub mod registry_proxy;
+pub mod service;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
