@@ -309,33 +309,25 @@ fn a_hub_restarted_mid_launch_ends_in_failed_and_leaves_no_user() {
 fn health_says_when_the_images_jupyterhub_does_not_match_the_hub() {
     require_engine();
     let hub = JupyterHubServer::start();
-    let health = |service: &Service| -> Value {
+    // `/health`: the whole report and its hub check.
+    let health = |service: &Service| -> (Value, Value) {
         let (_, response) = service.get("/health", None);
         let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
         let body = body.lines().find(|l| l.starts_with('{')).unwrap_or(body);
-        serde_json::from_str(body).unwrap()
+        let report: Value = serde_json::from_str(body).unwrap();
+        let check = (report["checks"].as_array().unwrap().iter())
+            .find(|c| c["service"] == "hub")
+            .cloned()
+            .unwrap_or_else(|| panic!("no hub check: {report}"));
+        (report, check)
     };
     let service = service_on(Some(&hub), &[]);
-    let checks = health(&service)["checks"].clone();
-    let check = checks
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["service"] == "hub")
-        .unwrap()
-        .clone();
+    let (_, check) = health(&service);
     assert_eq!(check["ok"], true, "{check}");
     assert_eq!(check["version"], "6.1.1");
     drop(service);
     let service = service_on(Some(&hub), &[("KILN_JUPYTERHUB_VERSION", "5.4.6")]);
-    let report = health(&service);
-    let check = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["service"] == "hub")
-        .unwrap()
-        .clone();
+    let (report, check) = health(&service);
     assert_eq!(check["ok"], false, "{check}");
     assert!(
         check["message"]

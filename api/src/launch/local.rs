@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use kiln_builder::Engine;
 use kiln_builder::run::{RunRequest, Session, wait_until_ready};
-use serde_json::Value;
 
 /// A local session the service started.
 struct Running {
@@ -19,46 +18,14 @@ struct Running {
 #[derive(Default)]
 pub struct Local {
     running: Mutex<Vec<Running>>,
-    /// Images of sessions being started (they count towards the quotas).
-    starting: Mutex<Vec<String>>,
-}
-
-/// Removes an image from the starting list when a start ends, however it ends.
-struct Starting<'a> {
-    local: &'a Local,
-    image: String,
-}
-
-impl Drop for Starting<'_> {
-    fn drop(&mut self) {
-        let mut starting = self.local.starting.lock().expect("sessions lock");
-        if let Some(i) = starting.iter().position(|i| *i == self.image) {
-            starting.remove(i);
-        }
-    }
 }
 
 impl Local {
-    /// Images of the sessions running or starting.
+    /// Images of the sessions running.
     pub fn images(&self) -> Vec<String> {
-        let mut images: Vec<String> = (self.running.lock().expect("sessions lock").iter())
+        (self.running.lock().expect("sessions lock").iter())
             .map(|r| r.request.image.clone())
-            .collect();
-        images.extend(self.starting.lock().expect("sessions lock").iter().cloned());
-        images
-    }
-
-    /// Reserve a place for a session of `image` (call after the quota check, under the same lock
-    /// order: the caller checks [`Local::images`] and reserves at once).
-    pub fn reserve(&self, image: &str) -> impl Drop + '_ {
-        self.starting
-            .lock()
-            .expect("sessions lock")
-            .push(image.to_string());
-        Starting {
-            local: self,
-            image: image.to_string(),
-        }
+            .collect()
     }
 
     /// Start JupyterLab from `image` and wait until it answers; returns its URL and token.
@@ -147,22 +114,8 @@ impl Local {
 
 /// Whether a session has connections or kernels (an unreachable session counts as idle).
 async fn session_busy(port: u16, token: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+    let Some(status) = kiln_builder::run::status(port, token).await else {
         return false;
     };
-    let request = format!(
-        "GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {token}\r\nConnection: close\r\n\r\n"
-    );
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
-    let text = String::from_utf8_lossy(&response);
-    let Some(body) = text.split("\r\n\r\n").nth(1) else {
-        return false;
-    };
-    let status: Value = serde_json::from_str(body.trim()).unwrap_or(Value::Null);
     status["connections"].as_u64().unwrap_or(0) > 0 || status["kernels"].as_u64().unwrap_or(0) > 0
 }
