@@ -42,6 +42,27 @@ fn repository(server: &GitServer, name: &str, files: &[(&str, &str)]) -> String 
     format!("/build/git/{}/HEAD", escaped(&server.url(name)))
 }
 
+/// The launch of `path` ends in `failed`; once the hub lets go of the server, no user is left. Removes
+/// the image and returns the failure's message.
+fn fails_without_leftovers(
+    events: &[Value],
+    raw: &str,
+    hub: &JupyterHubServer,
+    within: u64,
+) -> String {
+    let last = events.last().unwrap();
+    assert_eq!(last["phase"], "failed", "{raw}");
+    let message = last["message"].as_str().unwrap().to_string();
+    eprintln!("failed event: {message}");
+    hub.wait_until(within, "a temporary user was left behind", |h| {
+        h.users().is_empty()
+    });
+    if let Some(image) = events.iter().find_map(|e| e["imageName"].as_str()) {
+        remove_image(image);
+    }
+    message
+}
+
 #[test]
 fn a_hub_launch_is_ready_its_url_opens_the_session_and_the_temporary_user_goes_with_it() {
     require_engine();
@@ -231,20 +252,12 @@ fn a_server_that_never_starts_fails_with_the_hubs_reason() {
     let hub = JupyterHubServer::start_with(&[("KILN_HUB_HTTP_TIMEOUT", "10")]);
     let service = service_on(Some(&hub), &[]);
     let (events, raw) = service.events(&path);
-    let last = events.last().unwrap();
-    assert_eq!(last["phase"], "failed", "{raw}");
-    let message = last["message"].as_str().unwrap();
-    eprintln!("failed event: {message}");
+    let message = fails_without_leftovers(&events, &raw, &hub, 30);
     assert!(
         message.contains("the hub could not start the server"),
         "{message}"
     );
     assert!(message.to_lowercase().contains("spawn failed"), "{message}");
-    hub.wait_until(30, "the temporary user was left behind", |h| {
-        h.users().is_empty()
-    });
-    let image = events.iter().find(|e| e["phase"] == "built").unwrap()["imageName"].clone();
-    remove_image(image.as_str().unwrap());
 }
 
 #[test]
@@ -256,19 +269,14 @@ fn a_spawn_timeout_fails_and_the_user_is_deleted_once_the_hub_gives_up() {
         "hub-slow",
         &[("start", "#!/bin/bash\nsleep 600\n")],
     );
-    let hub = JupyterHubServer::start_with(&[("KILN_HUB_START_TIMEOUT", "15")]);
+    let hub = JupyterHubServer::start_with(&[
+        ("KILN_HUB_START_TIMEOUT", "15"),
+        ("KILN_HUB_HTTP_TIMEOUT", "15"),
+    ]);
     let service = service_on(Some(&hub), &[("KILN_LAUNCH_TIMEOUT", "6")]);
     let (events, raw) = service.events(&path);
-    let last = events.last().unwrap();
-    assert_eq!(last["phase"], "failed", "{raw}");
-    let message = last["message"].as_str().unwrap();
-    eprintln!("failed event: {message}");
+    let message = fails_without_leftovers(&events, &raw, &hub, 60);
     assert!(message.contains("did not start within 6 s"), "{message}");
-    hub.wait_until(60, "the temporary user was left behind", |h| {
-        h.users().is_empty()
-    });
-    let image = events.iter().find(|e| e["phase"] == "built").unwrap()["imageName"].clone();
-    remove_image(image.as_str().unwrap());
 }
 
 #[test]
@@ -294,15 +302,8 @@ fn a_hub_restarted_mid_launch_ends_in_failed_and_leaves_no_user() {
         reader.join().unwrap()
     });
     let (events, raw) = reader;
-    let last = events.last().unwrap();
-    assert_eq!(last["phase"], "failed", "{raw}");
-    eprintln!("failed event: {}", last["message"]);
-    assert!(last["message"].as_str().unwrap().contains("hub"), "{last}");
-    hub.wait_until(60, "the temporary user was left behind", |h| {
-        h.users().is_empty()
-    });
-    let image = events.iter().find(|e| e["phase"] == "built").unwrap()["imageName"].clone();
-    remove_image(image.as_str().unwrap());
+    let message = fails_without_leftovers(&events, &raw, &hub, 60);
+    assert!(message.contains("hub"), "{message}");
 }
 
 #[test]
