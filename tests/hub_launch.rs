@@ -239,8 +239,15 @@ fn an_unreachable_hub_or_a_wrong_token_fails_clearly() {
         "{message}"
     );
     assert!(hub.users().is_empty());
-    let image = events.iter().find(|e| e["phase"] == "built").unwrap()["imageName"].clone();
-    remove_image(image.as_str().unwrap());
+    drop(service);
+
+    // A hub that only starts images under another prefix refuses this one.
+    let strict =
+        JupyterHubServer::start_with(&[("KILN_HUB_ALLOWED_IMAGES", "registry.example.org/kiln/")]);
+    let service = service_on(Some(&strict), &[]);
+    let (events, raw) = service.events(&path);
+    let message = fails_without_leftovers(&events, &raw, &strict, 30);
+    assert!(message.contains("not allowed"), "{message}");
 }
 
 #[test]
@@ -338,4 +345,56 @@ fn health_says_when_the_images_jupyterhub_does_not_match_the_hub() {
         "{check}"
     );
     assert_eq!(report["ok"], false);
+}
+
+#[test]
+fn a_jupyterhub_5_hub_launches_images_built_for_it() {
+    require_engine();
+    let server = GitServer::start();
+    let path = repository(&server, "hub-five", &[]);
+    let hub = JupyterHubServer::start_version("5.4.6", &[]);
+    // Images get jupyterhub 5 to match; the spawn body is the bare user options (before JupyterHub 6).
+    let service = service_on(Some(&hub), &[("KILN_JUPYTERHUB_VERSION", "5.4.6")]);
+    let (events, raw) = service.events(&path);
+    assert_eq!(phases(&events).last(), Some(&"ready"), "{raw}");
+    let ready = events.last().unwrap();
+    let image = ready["image"].as_str().unwrap();
+    let inside = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "jupyterhub-singleuser",
+        image,
+        "--version",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&inside.stdout).starts_with("5.4.6"),
+        "{inside:?}"
+    );
+    let (url, token) = (
+        ready["url"].as_str().unwrap(),
+        ready["token"].as_str().unwrap(),
+    );
+    let (status, body) = hub.http(
+        "GET",
+        &format!("{}api/status?token={token}", path_of(url)),
+        "",
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let user = path_of(url)
+        .trim_matches('/')
+        .split('/')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let (_, model) = hub.api("GET", &format!("users/{user}"), None);
+    assert_eq!(
+        model["servers"][""]["user_options"]["image"], image,
+        "{model}"
+    );
+    hub.api("DELETE", &format!("users/{user}"), None);
+    remove_image(image);
 }

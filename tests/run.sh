@@ -3,7 +3,7 @@
 #   - the Docker engine (tests/services/engine.sh: installs docker.io when missing, no bridge network)
 #   - the default base image (kiln base bootstrap: debootstrap, then import; skipped when present)
 #   - JupyterHub, DockerSpawner and configurable-http-proxy (examples/hub/install.sh: PyPI and npm, into
-#     /var/cache/kiln-hub); the hub tests start their own hubs from examples/hub/jupyterhub_config.py
+#     /var/cache/kiln-hub/<version>, for JupyterHub 6.1.1 and 5.4.6); the hub tests start their own hubs from examples/hub/jupyterhub_config.py
 #   - from Debian when missing: git (its daemon serves the test repositories), debootstrap,
 #     docker-registry (CNCF Distribution; tests start their own on loopback), skopeo, htpasswd,
 #     chromium and chromium-driver (the web page test; its screenshot lands in test-artifacts/)
@@ -30,6 +30,7 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 bash tests/services/engine.sh
 bash examples/hub/install.sh >/dev/null
+KILN_JUPYTERHUB_VERSION=5.4.6 bash examples/hub/install.sh >/dev/null
 cargo build --quiet --bin kiln
 "${CARGO_TARGET_DIR:-target}/debug/kiln" base bootstrap
 

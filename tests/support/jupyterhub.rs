@@ -21,11 +21,12 @@ pub struct JupyterHubServer {
     pub log: PathBuf,
 }
 
-/// The folder that `examples/hub/install.sh` installs into (installing when missing).
-fn hub_home() -> PathBuf {
+/// The folder that `examples/hub/install.sh` installs JupyterHub `version` into (installing when missing).
+fn hub_home(version: &str) -> PathBuf {
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new("bash")
         .arg(format!("{root}/examples/hub/install.sh"))
+        .env("KILN_JUPYTERHUB_VERSION", version)
         .stderr(Stdio::inherit())
         .output()
         .expect("bash");
@@ -44,7 +45,12 @@ impl JupyterHubServer {
 
     /// A hub with extra environment for its configuration (such as `KILN_HUB_START_TIMEOUT`).
     pub fn start_with(env: &[(&str, &str)]) -> JupyterHubServer {
-        let home = hub_home();
+        JupyterHubServer::start_version("6.1.1", env)
+    }
+
+    /// A hub of another JupyterHub version.
+    pub fn start_version(version: &str, env: &[(&str, &str)]) -> JupyterHubServer {
+        let home = hub_home(version);
         let mut hub = JupyterHubServer {
             child: None,
             port: free_port(),
