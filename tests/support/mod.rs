@@ -196,9 +196,19 @@ impl GitServer {
 }
 
 impl Drop for GitServer {
+    /// Stop the daemon and remove the images built from its repositories: their names end in
+    /// `<port>-<repository>` (local, or under a registry prefix), so other tests' images stay.
     fn drop(&mut self) {
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
+        let listed = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+        let mine = format!("{}-", self.port);
+        for image in String::from_utf8_lossy(&listed.stdout).lines() {
+            let repository = image.rsplit_once(':').map_or(image, |(r, _)| r);
+            if repository.rsplit('/').next().is_some_and(|n| n.starts_with(&mine)) {
+                docker(&["rmi", image]);
+            }
+        }
     }
 }
 
