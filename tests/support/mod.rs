@@ -205,8 +205,20 @@ impl Drop for GitServer {
         let mine = format!("{}-", self.port);
         for image in String::from_utf8_lossy(&listed.stdout).lines() {
             let repository = image.rsplit_once(':').map_or(image, |(r, _)| r);
-            if repository.rsplit('/').next().is_some_and(|n| n.starts_with(&mine)) {
-                docker(&["rmi", image]);
+            if repository
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with(&mine))
+            {
+                // A session being removed may still hold the image for a moment.
+                for _ in 0..40 {
+                    let out = docker(&["rmi", image]);
+                    let error = String::from_utf8_lossy(&out.stderr);
+                    if out.status.success() || !error.contains("is using") {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
             }
         }
     }
