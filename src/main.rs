@@ -22,7 +22,12 @@ use clap::{Parser, Subcommand};
                   Engine settings: DOCKER_HOST (default unix:///var/run/docker.sock); KILN_NETWORK, the network \
                   of builds and sessions (default: the engine's default network; `host` shares the host's \
                   network, which lets builds and sessions reach every loopback service: never use it for a \
-                  public service); KILN_BUILDKIT=0|1 to force the builder."
+                  public service); KILN_BUILDKIT=0|1 to force the builder.\n\n\
+                  conda settings (environment.yml is solved and installed on the host with rattler): \
+                  KILN_CONDA_MIRRORS, channels mapped to mirrors (CHANNEL=URL,...); KILN_CONDA_CACHE, the \
+                  repodata, package and layer cache (default ~/.cache/kiln/conda); \
+                  KILN_CONDA_VIRTUAL_PACKAGES, the target image's virtual packages (NAME=VERSION[=BUILD],...; \
+                  default the bookworm base's, __glibc=2.36)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -43,7 +48,7 @@ enum Command {
     /// Build when needed, then run the image: JupyterLab on a free loopback port, or a command.
     Run(commands::run::RunCommand),
     /// Serve the BinderHub-compatible build API (GET /build/<provider>/<spec>, server-sent events),
-    /// launching sessions on the local engine.
+    /// launching sessions on a JupyterHub (KILN_HUB_URL) or on the local engine.
     ///
     /// Settings, from the environment:
     ///   KILN_LISTEN          address:port to serve on (default 127.0.0.1:8585)
@@ -51,7 +56,9 @@ enum Command {
     ///   KILN_ALLOWED_HOSTS   comma-separated repository hosts allowed although they resolve to
     ///                        loopback or private addresses (refused otherwise)
     ///   KILN_MAX_BUILDS      builds at once; more wait in a queue (default 2)
-    ///   KILN_MAX_SESSIONS    local sessions at once (default 8)
+    ///   KILN_MAX_SESSIONS    sessions at once (default 8 local; no limit on a hub unless set)
+    ///   KILN_MAX_SESSIONS_PER_REPO  sessions of one repository at once (default: no limit)
+    ///   KILN_LAUNCH_TIMEOUT  seconds a session may take to start (default 600)
     ///   KILN_NETWORK         network of builds and sessions (see kiln --help)
     ///   KILN_CA_BUNDLE       CA bundle trusted during builds (default: SSL_CERT_FILE)
     ///   KILN_STATE           the SQLite state database (default ~/.local/share/kiln/state.db)
@@ -61,6 +68,16 @@ enum Command {
     ///   KILN_BANNED_SPECS    patterns that are refused
     ///   KILN_BUILD_TOKEN     when set, build_only=true needs ?build_token= (or a bearer token)
     ///   KILN_SESSION_IDLE_SECONDS  stop local sessions idle this long (default 3600)
+    ///   KILN_JUPYTERHUB_VERSION  jupyterhub-singleuser version put into images (default 6.1.1);
+    ///                        its major version must match the hub's
+    ///
+    /// Launching on a JupyterHub (see README, Launching on a JupyterHub):
+    ///   KILN_HUB_URL         the hub's public address, such as https://hub.example.org/
+    ///   KILN_HUB_API_TOKEN   kiln's service token on the hub (both are needed)
+    ///   KILN_HUB_API_URL     where kiln reaches the hub's API (default <KILN_HUB_URL>hub/api/)
+    ///   KILN_HUB_TOKEN_SECONDS  lifetime of the token each launch returns (default 86400)
+    ///   KILN_HUB_REAP_SECONDS   how often kiln deletes temporary users whose server is gone
+    ///                        (default 60)
     #[command(verbatim_doc_comment)]
     Serve(commands::serve::ServeCommand),
     /// The base image.

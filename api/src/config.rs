@@ -12,8 +12,28 @@ pub struct Config {
     /// `KILN_ALLOWED_HOSTS` (comma-separated): repository hosts allowed although they resolve to
     /// loopback or private addresses.
     pub allowed_hosts: Vec<String>,
-    /// `KILN_MAX_SESSIONS`: local sessions running at once (default 8).
-    pub max_sessions: usize,
+    /// `KILN_MAX_SESSIONS`: sessions running at once (default 8 for local sessions; no limit with a
+    /// hub unless set). A launch beyond it is refused with a clear message.
+    pub max_sessions: Option<usize>,
+    /// `KILN_MAX_SESSIONS_PER_REPO`: sessions of one repository running at once (default: no limit).
+    pub max_sessions_per_repo: Option<usize>,
+    /// `KILN_HUB_URL`: the public address of the JupyterHub that runs sessions (with
+    /// `KILN_HUB_API_TOKEN`); unset runs sessions on the service's own engine.
+    pub hub_url: Option<String>,
+    /// `KILN_HUB_API_URL`: where kiln reaches the hub's REST API (default `<KILN_HUB_URL>hub/api/`).
+    pub hub_api_url: Option<String>,
+    /// `KILN_HUB_API_TOKEN`: kiln's service token on the hub (never logged).
+    pub hub_api_token: Option<String>,
+    /// `KILN_LAUNCH_TIMEOUT`: seconds a session may take to start (default 600, as BinderHub).
+    pub launch_timeout_seconds: u64,
+    /// `KILN_HUB_TOKEN_SECONDS`: lifetime of the token a hub launch returns (default 86400).
+    pub hub_token_seconds: u64,
+    /// `KILN_HUB_REAP_SECONDS`: how often kiln looks for its hub servers that are gone, to delete
+    /// their temporary users (default 60).
+    pub hub_reap_seconds: u64,
+    /// `KILN_JUPYTERHUB_VERSION`: the `jupyterhub` (for `jupyterhub-singleuser`) installed into images;
+    /// its major version must match the hub's (default: kiln's pin).
+    pub jupyterhub_version: String,
     /// `KILN_MAX_BUILDS`: builds running at once; more wait in a queue (default 2).
     pub max_builds: usize,
     /// `KILN_CA_BUNDLE` or `SSL_CERT_FILE`: CA bundle trusted by builds (never stored in images).
@@ -63,6 +83,14 @@ const KEYS: &[&str] = &[
     "image_prefix",
     "allowed_hosts",
     "max_sessions",
+    "max_sessions_per_repo",
+    "hub_url",
+    "hub_api_url",
+    "hub_api_token",
+    "launch_timeout",
+    "hub_token_seconds",
+    "hub_reap_seconds",
+    "jupyterhub_version",
     "max_builds",
     "ca_bundle",
     "state",
@@ -113,6 +141,14 @@ fn read_file(path: &std::path::Path) -> Result<std::collections::BTreeMap<String
         out.insert(key, text);
     }
     Ok(out)
+}
+
+fn with_slash(url: &str) -> String {
+    if url.ends_with('/') {
+        url.to_string()
+    } else {
+        format!("{url}/")
+    }
 }
 
 fn list(value: Option<String>) -> Vec<String> {
@@ -168,6 +204,17 @@ impl Config {
                 v.parse().map_err(|_| format!("{k}={v:?} is not a number"))
             })
         };
+        let optional_number = |k: &str| -> Result<Option<usize>, String> {
+            var(k)
+                .map(|v| v.parse().map_err(|_| format!("{k}={v:?} is not a number")))
+                .transpose()
+        };
+        if var("KILN_HUB_URL").is_some() != var("KILN_HUB_API_TOKEN").is_some() {
+            return Err(
+                "a hub needs both KILN_HUB_URL and KILN_HUB_API_TOKEN (hub_url and hub_api_token)"
+                    .into(),
+            );
+        }
         Ok(Config {
             listen: var("KILN_LISTEN")
                 .unwrap_or_else(|| "127.0.0.1:8585".into())
@@ -182,7 +229,19 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
-            max_sessions: number("KILN_MAX_SESSIONS", 8)?,
+            max_sessions: optional_number("KILN_MAX_SESSIONS")?,
+            max_sessions_per_repo: optional_number("KILN_MAX_SESSIONS_PER_REPO")?,
+            hub_url: var("KILN_HUB_URL").map(|u| with_slash(&u)),
+            hub_api_url: var("KILN_HUB_API_URL").map(|u| with_slash(&u)),
+            hub_api_token: var("KILN_HUB_API_TOKEN"),
+            launch_timeout_seconds: number("KILN_LAUNCH_TIMEOUT", 600)? as u64,
+            hub_token_seconds: number("KILN_HUB_TOKEN_SECONDS", 86400)? as u64,
+            hub_reap_seconds: number("KILN_HUB_REAP_SECONDS", 60)? as u64,
+            jupyterhub_version: match var("KILN_JUPYTERHUB_VERSION") {
+                Some(v) => kiln_buildpacks::options::check_jupyterhub_version(&v)
+                    .map_err(|e| format!("KILN_JUPYTERHUB_VERSION: {e}"))?,
+                None => kiln_buildpacks::options::JUPYTERHUB_VERSION.to_string(),
+            },
             max_builds: number("KILN_MAX_BUILDS", 2)?,
             ca_bundle: var("KILN_CA_BUNDLE")
                 .or_else(|| var("SSL_CERT_FILE"))

@@ -211,6 +211,8 @@ impl Hub {
                 reference: Some(spec.reference.clone()),
                 push: hub.push.clone(),
                 ca_bundle: hub.config.ca_bundle.clone(),
+                plan_options: kiln_buildpacks::PlanOptions::default()
+                    .with_jupyterhub(&hub.config.jupyterhub_version),
                 ..BuildRequest::default()
             };
             let result =

@@ -1,16 +1,17 @@
 //! kiln's HTTP service, compatible with BinderHub: `GET /build/<provider>/<spec>` as server-sent
-//! events with BinderHub's framing and phases, one shared build per repository and ref, local launches
-//! on the service's own engine (a JupyterHub launcher comes with issue 6), the pages, a JSON API with
-//! resumable event streams, `/health`, `/versions` and `/metrics`. State is in SQLite ([`store`]).
+//! events with BinderHub's framing and phases, one shared build per repository and ref, launches on a
+//! JupyterHub or on the service's own engine ([`launch`]), the pages, a JSON API with resumable event
+//! streams, `/health`, `/versions` and `/metrics`. State is in SQLite ([`store`]).
 
 pub mod config;
 pub mod hub;
+pub mod launch;
 pub mod spec;
 pub mod store;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::{OriginalUri, Query, State};
@@ -19,7 +20,6 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use kiln_builder::run::{RunRequest, Session, wait_until_ready};
 use kiln_builder::{Event, Phase};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -30,87 +30,8 @@ pub use hub::Hub;
 /// Shared state of the service.
 pub struct AppState {
     pub hub: Arc<Hub>,
-    sessions: AtomicUsize,
+    pub launchers: launch::Launchers,
     limiter: RateLimiter,
-    running: std::sync::Mutex<Vec<Running>>,
-}
-
-/// A local session the service started.
-struct Running {
-    session: Arc<Session>,
-    request: RunRequest,
-    idle_since: Option<std::time::Instant>,
-}
-
-/// Stop sessions that have had no connection and no kernel for the idle time.
-async fn cull_idle_sessions(state: Arc<AppState>) {
-    let idle = Duration::from_secs(state.hub.config.session_idle_seconds.max(1));
-    let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
-    loop {
-        tokio::time::sleep(every).await;
-        let snapshot: Vec<(usize, u16, String)> = {
-            let running = state.running.lock().expect("sessions lock");
-            running
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (i, r.request.port, r.request.token.clone()))
-                .collect()
-        };
-        let mut busy = Vec::new();
-        for (i, port, token) in snapshot {
-            busy.push((i, session_busy(port, &token).await));
-        }
-        let mut stop = Vec::new();
-        {
-            let mut running = state.running.lock().expect("sessions lock");
-            let now = std::time::Instant::now();
-            for (i, is_busy) in busy {
-                if let Some(r) = running.get_mut(i) {
-                    match (is_busy, r.idle_since) {
-                        (true, _) => r.idle_since = None,
-                        (false, None) => r.idle_since = Some(now),
-                        (false, Some(since)) if now.duration_since(since) >= idle => {
-                            stop.push(r.session.clone())
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-        // Sessions leave the list only once removed, so a shutdown meanwhile still removes them.
-        for session in &stop {
-            tracing::info!(id = %session.id, "stopping an idle session");
-            session.remove().await;
-            state.sessions.fetch_sub(1, Ordering::SeqCst);
-        }
-        state
-            .running
-            .lock()
-            .expect("sessions lock")
-            .retain(|r| !stop.iter().any(|s| Arc::ptr_eq(s, &r.session)));
-    }
-}
-
-/// Whether a session has connections or kernels (an unreachable session counts as idle).
-async fn session_busy(port: u16, token: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    let request = format!(
-        "GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {token}\r\nConnection: close\r\n\r\n"
-    );
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
-    let text = String::from_utf8_lossy(&response);
-    let Some(body) = text.split("\r\n\r\n").nth(1) else {
-        return false;
-    };
-    let status: Value = serde_json::from_str(body.trim()).unwrap_or(Value::Null);
-    status["connections"].as_u64().unwrap_or(0) > 0 || status["kernels"].as_u64().unwrap_or(0) > 0
 }
 
 /// Build requests per client address in fixed one-hour windows.
@@ -183,30 +104,27 @@ fn admit(
     Ok(())
 }
 
-pub fn router(hub: Arc<Hub>) -> Router {
-    app(hub).0
+pub fn router(hub: Arc<Hub>) -> Result<Router, String> {
+    Ok(app(hub)?.0)
 }
 
-/// Stop every local session the service started (on shutdown).
+/// Stop every local session the service started (on shutdown). Sessions on a hub stay: the hub owns them.
 pub async fn stop_sessions(state: &AppState) {
-    let running: Vec<Running> = std::mem::take(&mut *state.running.lock().expect("sessions lock"));
-    for r in running {
-        r.session.remove().await;
-    }
+    state.launchers.local.stop_all().await;
 }
 
-/// The router and its state (to stop the sessions on shutdown).
-pub fn app(hub: Arc<Hub>) -> (Router, Arc<AppState>) {
+/// The router and its state (to stop the sessions on shutdown). An invalid hub setting is an error.
+pub fn app(hub: Arc<Hub>) -> Result<(Router, Arc<AppState>), String> {
+    let launchers = launch::Launchers::new(&hub.config, hub.store.clone())?;
     let state = Arc::new(AppState {
         hub,
-        sessions: AtomicUsize::new(0),
+        launchers,
         limiter: RateLimiter {
             windows: Default::default(),
         },
-        running: Default::default(),
     });
     if tokio::runtime::Handle::try_current().is_ok() {
-        tokio::spawn(cull_idle_sessions(state.clone()));
+        state.launchers.spawn_background(&state.hub.config);
     }
     let router = Router::new()
         .route("/build/{provider}/{*spec}", get(build))
@@ -248,7 +166,7 @@ pub fn app(hub: Arc<Hub>) -> (Router, Arc<AppState>) {
             get(|| page("image/svg+xml", include_str!("pages/badge_logo.svg"))),
         )
         .with_state(state.clone());
-    (router, state)
+    Ok((router, state))
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -307,9 +225,28 @@ async fn build(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1")
         .to_string();
+    // A token that is not the build token is the caller's hub token (a launch as that hub user).
+    let caller_token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            matches!(scheme.to_ascii_lowercase().as_str(), "token" | "bearer")
+                .then(|| token.trim().to_string())
+        })
+        .filter(|t| Some(t.as_str()) != state.hub.config.build_token.as_deref());
     let (tx, rx) = mpsc::channel::<Value>(256);
     tokio::spawn(async move {
-        let _ = stream_build(state, provider, raw_spec, build_only, host, tx).await;
+        let _ = stream_build(
+            state,
+            provider,
+            raw_spec,
+            build_only,
+            host,
+            caller_token,
+            tx,
+        )
+        .await;
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|value| {
@@ -337,7 +274,7 @@ fn event_json(event: &Event) -> Value {
     serde_json::to_value(event).unwrap_or_else(|_| json!({"phase": "unknown"}))
 }
 
-fn failed(message: impl Into<String>) -> Value {
+pub(crate) fn failed(message: impl Into<String>) -> Value {
     json!({"phase": "failed", "message": format!("{}\n", message.into())})
 }
 
@@ -348,6 +285,7 @@ async fn stream_build(
     raw_spec: String,
     build_only: bool,
     host: String,
+    caller_token: Option<String>,
     tx: mpsc::Sender<Value>,
 ) -> Result<(), ()> {
     let send = |value: Value| {
@@ -383,99 +321,13 @@ async fn stream_build(
     if build_only {
         return send(json!({"phase": "ready", "message": "Built; not launching (build_only)\n", "imageName": image})).await;
     }
-    launch(&state, &spec, &image, &host, &tx).await
-}
-
-/// Start a session for this request on the service's engine and report it `ready`.
-async fn launch(
-    state: &AppState,
-    spec: &spec::Spec,
-    image: &str,
-    host: &str,
-    tx: &mpsc::Sender<Value>,
-) -> Result<(), ()> {
-    let send = |value: Value| async move { tx.send(value).await.map_err(|_| ()) };
-    let running = state.sessions.fetch_add(1, Ordering::SeqCst);
-    if running >= state.hub.config.max_sessions {
-        state.sessions.fetch_sub(1, Ordering::SeqCst);
-        return send(failed(format!(
-            "too many sessions are running ({running}); try again later"
-        )))
-        .await;
-    }
-    send(json!({"phase": "launching", "message": format!("Launching {image}\n")})).await?;
-    let started_at = std::time::Instant::now();
-    let metrics = &state.hub.metrics;
-    let record = |ok: bool| {
-        metrics
-            .launch_ms_sum
-            .fetch_add(started_at.elapsed().as_millis() as u64, Ordering::SeqCst);
-        if ok {
-            &metrics.launches_succeeded
-        } else {
-            &metrics.launches_failed
-        }
-        .fetch_add(1, Ordering::SeqCst);
+    let request = launch::LaunchRequest {
+        spec: &spec,
+        image: &image,
+        host: &host,
+        caller_token: caller_token.as_deref(),
     };
-    let request = match RunRequest::jupyter(image) {
-        Ok(r) => r,
-        Err(e) => return send(failed(e.to_string())).await,
-    };
-    let session = match Session::start(&state.hub.engine, &request).await {
-        Ok(s) => s,
-        Err(e) => {
-            state.sessions.fetch_sub(1, Ordering::SeqCst);
-            record(false);
-            return send(failed(e.to_string())).await;
-        }
-    };
-    if !wait_until_ready(&request, Duration::from_secs(120)).await {
-        session.remove().await;
-        state.sessions.fetch_sub(1, Ordering::SeqCst);
-        record(false);
-        return send(failed("the session did not answer within 120 s")).await;
-    }
-    record(true);
-    state.running.lock().expect("sessions lock").push(Running {
-        session: Arc::new(session),
-        request: request.clone(),
-        idle_since: None,
-    });
-    let commit = image
-        .rsplit_once(':')
-        .map(|(_, t)| t)
-        .filter(|t| t.len() == 40)
-        .unwrap_or(&spec.reference);
-    let persistent = match spec.raw.rsplit_once('/') {
-        Some((repo, _)) if spec.provider != "gh" => format!("v2/{}/{repo}/{commit}", spec.provider),
-        _ => {
-            let parts: Vec<&str> = spec.raw.splitn(3, '/').collect();
-            format!(
-                "v2/{}/{}/{}/{commit}",
-                spec.provider,
-                parts.first().unwrap_or(&""),
-                parts.get(1).unwrap_or(&"")
-            )
-        }
-    };
-    let ref_url = if spec.provider == "gh" {
-        format!("{}/tree/{commit}", spec.repo_url)
-    } else {
-        spec.repo_url.clone()
-    };
-    send(json!({
-        "phase": "ready",
-        "message": format!("server running at {}\n", request.url()),
-        "url": request.url(),
-        "token": request.token,
-        "image": image,
-        "repo_url": spec.repo_url,
-        "binder_ref_url": ref_url,
-        "binder_launch_host": format!("http://{host}/"),
-        "binder_request": format!("v2/{}/{}", spec.provider, spec.raw),
-        "binder_persistent_request": persistent,
-    }))
-    .await
+    launch::launch(&state, request, &tx).await
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
@@ -490,11 +342,16 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
         ok &= registry_ok;
         checks.push(json!({"service": "registry", "ok": registry_ok, "prefix": push.prefix}));
     }
+    if let Some(hub) = state.launchers.hub_check(&state.hub.config).await {
+        ok &= hub["ok"] == true;
+        checks.push(hub);
+    }
+    let sessions = state.launchers.sessions().await.map(|s| s.len()).ok();
     Json(json!({
         "ok": ok,
         "checks": checks,
         "builds_started": state.hub.started.load(Ordering::SeqCst),
-        "sessions": state.sessions.load(Ordering::SeqCst),
+        "sessions": sessions,
     }))
 }
 

@@ -57,7 +57,10 @@ impl Store {
                  status TEXT NOT NULL, image TEXT, reason TEXT, started INTEGER NOT NULL, finished INTEGER);
              CREATE TABLE IF NOT EXISTS events (
                  build_id INTEGER NOT NULL REFERENCES builds(id), seq INTEGER NOT NULL, event TEXT NOT NULL,
-                 PRIMARY KEY (build_id, seq));",
+                 PRIMARY KEY (build_id, seq));
+             CREATE TABLE IF NOT EXISTS hub_servers (
+                 user TEXT NOT NULL, server TEXT NOT NULL, temporary INTEGER NOT NULL, created INTEGER NOT NULL,
+                 PRIMARY KEY (user, server));",
         )
         .map_err(|e| format!("cannot prepare the state database: {e}"))?;
         let store = Store {
@@ -155,6 +158,51 @@ impl Store {
         )
         .and_then(|mut s| s.query_map([], record)?.collect())
         .unwrap_or_default()
+    }
+}
+
+/// A server kiln started on a JupyterHub, kept until the hub no longer has it: then a temporary user
+/// is deleted, and a named server of a hub user is removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubServer {
+    pub user: String,
+    /// The server's name; empty for a user's default server.
+    pub server: String,
+    /// Whether kiln created the user for this launch.
+    pub temporary: bool,
+}
+
+impl Store {
+    pub fn add_hub_server(&self, s: &HubServer) {
+        let conn = self.conn.lock().expect("store lock");
+        let _ = conn.execute(
+            "INSERT OR REPLACE INTO hub_servers (user, server, temporary, created) VALUES (?1, ?2, ?3, ?4)",
+            params![s.user, s.server, s.temporary, now()],
+        );
+    }
+
+    pub fn remove_hub_server(&self, s: &HubServer) {
+        let conn = self.conn.lock().expect("store lock");
+        let _ = conn.execute(
+            "DELETE FROM hub_servers WHERE user = ?1 AND server = ?2",
+            params![s.user, s.server],
+        );
+    }
+
+    pub fn hub_servers(&self) -> Vec<HubServer> {
+        let conn = self.conn.lock().expect("store lock");
+        conn.prepare("SELECT user, server, temporary FROM hub_servers ORDER BY created")
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    Ok(HubServer {
+                        user: r.get(0)?,
+                        server: r.get(1)?,
+                        temporary: r.get(2)?,
+                    })
+                })?
+                .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

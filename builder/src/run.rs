@@ -211,17 +211,26 @@ pub async fn wait_until_ready(request: &RunRequest, timeout: Duration) -> bool {
 
 /// A minimal HTTP GET of `/api/status` on loopback.
 pub async fn status_ok(port: u16, token: &str) -> bool {
+    status(port, token).await.is_some()
+}
+
+/// Jupyter's `/api/status` (connections, kernels, activity) of a session on loopback, when it answers
+/// 200 to its token.
+pub async fn status(port: u16, token: &str) -> Option<serde_json::Value> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     let request = format!(
         "GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: token {token}\r\nConnection: close\r\n\r\n"
     );
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return false;
-    }
+    stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
-    response.starts_with(b"HTTP/1.1 200")
+    if !response.starts_with(b"HTTP/1.1 200") {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&response);
+    let body = text.split("\r\n\r\n").nth(1)?;
+    Some(serde_json::from_str(body.trim()).unwrap_or(serde_json::Value::Null))
 }

@@ -28,7 +28,22 @@ impl ServeCommand {
             .await
             .with_context(|| format!("cannot listen on {listen} (KILN_LISTEN)"))?;
         eprintln!("kiln: serving on http://{listen}/");
-        let (router, state) = kiln_api::app(hub);
+        let (router, state) = kiln_api::app(hub).map_err(anyhow::Error::msg)?;
+        if let Some(check) = state.launchers.hub_check(&state.hub.config).await {
+            if check["ok"] == true {
+                eprintln!(
+                    "kiln: launching on the JupyterHub at {} (version {})",
+                    check["url"].as_str().unwrap_or_default(),
+                    check["version"].as_str().unwrap_or_default()
+                );
+            } else {
+                eprintln!(
+                    "kiln: warning: the JupyterHub at {} is not ready for launches: {}",
+                    check["url"].as_str().unwrap_or_default(),
+                    check["message"].as_str().unwrap_or_default()
+                );
+            }
+        }
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         axum::serve(

@@ -4,7 +4,9 @@
 
 pub mod conda;
 pub mod git_http;
+pub mod jupyterhub;
 pub mod registry_proxy;
+pub mod service;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -195,9 +197,31 @@ impl GitServer {
 }
 
 impl Drop for GitServer {
+    /// Stop the daemon and remove the images built from its repositories: their names end in
+    /// `<port>-<repository>` (local, or under a registry prefix), so other tests' images stay.
     fn drop(&mut self) {
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
+        let listed = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+        let mine = format!("{}-", self.port);
+        for image in String::from_utf8_lossy(&listed.stdout).lines() {
+            let repository = image.rsplit_once(':').map_or(image, |(r, _)| r);
+            if repository
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with(&mine))
+            {
+                // A session being removed may still hold the image for a moment.
+                for _ in 0..40 {
+                    let out = docker(&["rmi", image]);
+                    let error = String::from_utf8_lossy(&out.stderr);
+                    if out.status.success() || !error.contains("is using") {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+        }
     }
 }
 
