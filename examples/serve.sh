@@ -23,9 +23,9 @@ for dir in examples/repos/*/; do
 done
 "$(git --exec-path)/git-daemon" --reuseaddr --export-all --listen=127.0.0.1 --port="$git_port" --base-path="$repos" "$repos" &
 daemon=$!
-trap 'kill "$daemon" 2>/dev/null; rm -rf "$repos"' EXIT
 
-cleanup="kill $daemon 2>/dev/null; rm -rf $repos"
+cleanup="kill $daemon ${conda_channel_pid} 2>/dev/null; rm -rf $repos"
+trap "$cleanup" EXIT
 if [ "${1:-}" = "--hub" ]; then
     hub_home="$(bash examples/hub/install.sh)"
     hub_state="$(mktemp -d "${TMPDIR:-/tmp}/kiln-hub.XXXXXX")"

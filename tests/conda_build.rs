@@ -5,9 +5,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::conda::ChannelServer;
@@ -411,28 +411,8 @@ fn conda_example_launches_with_kiln_run() {
         &[("environment.yml", &format!("{yml}# launched by kiln run\n"))],
         "own key",
     );
-    let mut child = channel
-        .kiln()
-        .args(["run", &server.url("conda-run")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut url = String::new();
-    stdout.read_line(&mut url).unwrap();
-    let url = url.trim().to_string();
-    assert!(
-        url.starts_with("http://127.0.0.1:") && url.contains("token="),
-        "{url}"
-    );
-    let port: u16 = url["http://127.0.0.1:".len()..]
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let token = url.rsplit("token=").next().unwrap().to_string();
+    let (mut child, _, port, token) =
+        start_kiln_run(channel.kiln().args(["run", &server.url("conda-run")]));
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut answered = false;
     while Instant::now() < deadline {

@@ -3,9 +3,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -36,27 +36,9 @@ fn run_prints_a_url_whose_token_opens_the_session() {
     require_engine();
     let server = GitServer::start();
     server.example("python-requirements", "session");
-    let mut child = kiln()
-        .args(["run", &server.url("session")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut url = String::new();
-    stdout.read_line(&mut url).unwrap();
-    let url = url.trim().to_string();
-    assert!(
-        url.starts_with("http://127.0.0.1:") && url.contains("/lab?token="),
-        "{url}"
-    );
-    let port: u16 = url["http://127.0.0.1:".len()..]
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let token = url.rsplit("token=").next().unwrap().to_string();
+    let (mut child, url, port, token) =
+        start_kiln_run(kiln().args(["run", &server.url("session")]));
+    assert!(url.contains("/lab?token="), "{url}");
 
     let deadline = Instant::now() + Duration::from_secs(90);
     while status(port, Some(&token)) != 200 {

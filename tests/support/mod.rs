@@ -340,3 +340,30 @@ impl Drop for Registry {
         let _ = self.process.wait();
     }
 }
+
+/// Start `kiln run` (`command`, with its arguments set) and read the session URL it prints first:
+/// the child, the URL, the session's port and its token.
+pub fn start_kiln_run(command: &mut Command) -> (Child, String, u16, String) {
+    use std::io::BufRead;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut url = String::new();
+    stdout.read_line(&mut url).unwrap();
+    let url = url.trim().to_string();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("token="),
+        "kiln run printed {url:?}"
+    );
+    let port: u16 = url["http://127.0.0.1:".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let token = url.rsplit("token=").next().unwrap().to_string();
+    (child, url, port, token)
+}
