@@ -19,8 +19,15 @@ pub struct Layer {
 }
 
 impl Layer {
+    /// gzip at level 6 (repository layers: small, compressed often).
     pub fn from_tar(tar: &[u8]) -> std::io::Result<Layer> {
-        let mut encoder = GzEncoder::new(Vec::with_capacity(tar.len() / 2), Compression::new(6));
+        Layer::from_tar_at(tar, 6)
+    }
+
+    /// gzip at `level` (0-9): a low level trades a larger blob for much less time.
+    pub fn from_tar_at(tar: &[u8], level: u32) -> std::io::Result<Layer> {
+        let mut encoder =
+            GzEncoder::new(Vec::with_capacity(tar.len() / 2), Compression::new(level));
         encoder.write_all(tar)?;
         let blob = encoder.finish()?;
         Ok(Layer {
