@@ -29,15 +29,9 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "conda" and m.get("executable"):
         print(m["executable"])')
-work="$(mktemp -d "${TMPDIR:-/tmp}/kiln-bench-conda.XXXXXX")"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-reg_port=$(port)
-printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s/registry\nhttp:\n  addr: 127.0.0.1:%s\n' "$work" "$reg_port" > "$work/registry.yml"
-docker-registry serve "$work/registry.yml" > /dev/null 2>&1 & pids+=($!)
+source benches/common.sh
+bench_work conda
+start_registry
 ch_port=$(port)
 python3 tests/services/conda-channel.py "$ch_port" "$channel_dir" & pids+=($!)
 sleep 1

@@ -15,15 +15,9 @@ export KILN_NETWORK=host
 export SSL_CERT_FILE="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
 cargo build --release --quiet
 kiln="${CARGO_TARGET_DIR:-$PWD/target}/release/kiln"
-work="$(mktemp -d "${TMPDIR:-/tmp}/kiln-bench-push.XXXXXX")"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-reg_port=$(port)
-printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s/registry\nhttp:\n  addr: 127.0.0.1:%s\n' "$work" "$reg_port" > "$work/registry.yml"
-docker-registry serve "$work/registry.yml" > /dev/null 2>&1 & pids+=($!)
+source benches/common.sh
+bench_work push
+start_registry
 git_port=$(port)
 mkdir -p "$work/git/bench"
 "$(git --exec-path)/git-daemon" --reuseaddr --export-all --listen=127.0.0.1 --port="$git_port" --base-path="$work/git" "$work/git" > /dev/null 2>&1 & pids+=($!)

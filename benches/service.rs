@@ -16,15 +16,12 @@ use std::time::{Duration, Instant};
 
 use kiln_builder::git::{GitBackend, LibGit};
 use kiln_builder::source::Source;
+use support::service::escaped;
 use support::*;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
-}
-
-fn escaped(url: &str) -> String {
-    url.replace(':', "%3A").replace('/', "%2F")
 }
 
 /// Open `path` as an event stream; call `on_event` with each `data:` line's arrival time, until

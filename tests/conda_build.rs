@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -377,25 +375,6 @@ fn conda_errors_fail_clearly_before_any_engine_work() {
     assert!(message.contains(url), "{message}");
 }
 
-fn status(port: u16, token: &str) -> u16 {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
-    let request = format!(
-        "GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {token}\r\nConnection: close\r\n\r\n"
-    );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn conda_example_launches_with_kiln_run() {
     require_engine();
@@ -416,7 +395,7 @@ fn conda_example_launches_with_kiln_run() {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut answered = false;
     while Instant::now() < deadline {
-        if status(port, &token) == 200 {
+        if session_status(port, Some(&token)) == 200 {
             answered = true;
             break;
         }
@@ -469,9 +448,11 @@ fn a_lock_shipped_by_the_repository_is_installed_without_solving() {
     require_engine();
     let channel = ChannelServer::start();
     let server = GitServer::start();
-    let noarch = |prefix: &str| {
+    // The file name of the package of `subdir` whose name starts with `prefix`.
+    let package = |subdir: &str, prefix: &str| {
         let repodata: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(support::conda::channel_dir().join("noarch/repodata.json")).unwrap(),
+            &std::fs::read(support::conda::channel_dir().join(format!("{subdir}/repodata.json")))
+                .unwrap(),
         )
         .unwrap();
         repodata["packages.conda"]
@@ -482,19 +463,8 @@ fn a_lock_shipped_by_the_repository_is_installed_without_solving() {
             .unwrap()
             .clone()
     };
-    let linux = |prefix: &str| {
-        let repodata: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(support::conda::channel_dir().join("linux-64/repodata.json")).unwrap(),
-        )
-        .unwrap();
-        repodata["packages.conda"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .find(|k| k.starts_with(prefix))
-            .unwrap()
-            .clone()
-    };
+    let noarch = |prefix: &str| package("noarch", prefix);
+    let linux = |prefix: &str| package("linux-64", prefix);
     let mut lock = String::from("# shipped by the repository\n@EXPLICIT\n");
     for file in [noarch("kiln-greet-0.1.0-"), noarch("pip-")] {
         lock.push_str(&explicit_line("noarch", &file));

@@ -3,33 +3,10 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::*;
-
-fn status(port: u16, token: Option<&str>) -> u16 {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
-    let auth = token
-        .map(|t| format!("Authorization: token {t}\r\n"))
-        .unwrap_or_default();
-    let request =
-        format!("GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
 
 #[test]
 fn run_prints_a_url_whose_token_opens_the_session() {
@@ -41,7 +18,7 @@ fn run_prints_a_url_whose_token_opens_the_session() {
     assert!(url.contains("/lab?token="), "{url}");
 
     let deadline = Instant::now() + Duration::from_secs(90);
-    while status(port, Some(&token)) != 200 {
+    while session_status(port, Some(&token)) != 200 {
         assert!(
             Instant::now() < deadline,
             "the session did not answer /api/status in 90 s"
@@ -49,7 +26,7 @@ fn run_prints_a_url_whose_token_opens_the_session() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert_eq!(
-        status(port, None),
+        session_status(port, None),
         403,
         "without the token the session refuses"
     );
@@ -75,7 +52,7 @@ fn run_prints_a_url_whose_token_opens_the_session() {
         !left.contains("kiln/reuse") && !left.contains("session"),
         "containers left: {left}"
     );
-    assert_eq!(status(port, Some(&token)), 0, "the session is gone");
+    assert_eq!(session_status(port, Some(&token)), 0, "the session is gone");
 }
 
 #[test]

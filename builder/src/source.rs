@@ -198,14 +198,20 @@ impl Source {
                 parts.into_iter().rev().collect::<Vec<_>>().join("-")
             }
         };
-        let slug: String = raw
-            .to_lowercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        let slug = slug.trim_matches('-').to_string();
+        let slug = slugify(&raw);
         if slug.is_empty() { "repo".into() } else { slug }
     }
+}
+
+/// `raw` in lower case with every character but ASCII letters and digits turned into `-`, without
+/// leading or trailing dashes (empty when nothing is left).
+pub fn slugify(raw: &str) -> String {
+    let slug: String = raw
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    slug.trim_matches('-').to_string()
 }
 
 fn is_slug_part(part: &str) -> bool {

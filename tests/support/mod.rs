@@ -367,3 +367,27 @@ pub fn start_kiln_run(command: &mut Command) -> (Child, String, u16, String) {
     let token = url.rsplit("token=").next().unwrap().to_string();
     (child, url, port, token)
 }
+
+/// The HTTP status of a session's `/api/status` on loopback, with `token` if given (0 when nothing
+/// answers).
+pub fn session_status(port: u16, token: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let auth = token
+        .map(|t| format!("Authorization: token {t}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}

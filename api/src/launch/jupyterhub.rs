@@ -100,12 +100,7 @@ pub fn launch_name(repo_url: &str, max: usize) -> String {
     let path = path.trim_end_matches('/').trim_end_matches(".git");
     let tail: Vec<&str> = path.rsplit('/').filter(|p| !p.is_empty()).take(2).collect();
     let raw = tail.into_iter().rev().collect::<Vec<_>>().join("-");
-    let mut slug: String = raw
-        .to_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    slug = slug.trim_matches('-').to_string();
+    let mut slug = kiln_builder::source::slugify(&raw);
     slug.truncate(max);
     let slug = slug.trim_end_matches('-');
     let random = &kiln_builder::engine::random_hex()[..8];

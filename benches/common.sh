@@ -1,0 +1,18 @@
+# Sourced by the benchmark scripts: a scratch folder and the processes to stop, both cleaned up on exit,
+# a free loopback port, and a registry (CNCF Distribution) on loopback.
+#   bench_work NAME     sets $work (a new folder) and the clean-up
+#   port                prints a free loopback port
+#   start_registry      starts a registry in $work, sets $reg_port
+#   pids+=($!)          stops a process started by the script on exit
+bench_work() {
+    work="$(mktemp -d "${TMPDIR:-/tmp}/kiln-bench-$1.XXXXXX")"
+    pids=()
+    trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+}
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start_registry() {
+    reg_port=$(port)
+    printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s/registry\nhttp:\n  addr: 127.0.0.1:%s\n' "$work" "$reg_port" > "$work/registry.yml"
+    docker-registry serve "$work/registry.yml" > /dev/null 2>&1 &
+    pids+=($!)
+}
