@@ -202,26 +202,13 @@ impl Drop for GitServer {
     fn drop(&mut self) {
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
-        let listed = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
         let mine = format!("{}-", self.port);
-        for image in String::from_utf8_lossy(&listed.stdout).lines() {
-            let repository = image.rsplit_once(':').map_or(image, |(r, _)| r);
-            if repository
+        remove_images(|repository| {
+            repository
                 .rsplit('/')
                 .next()
                 .is_some_and(|n| n.starts_with(&mine))
-            {
-                // A session being removed may still hold the image for a moment.
-                for _ in 0..40 {
-                    let out = docker(&["rmi", image]);
-                    let error = String::from_utf8_lossy(&out.stderr);
-                    if out.status.success() || !error.contains("is using") {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(250));
-                }
-            }
-        }
+        });
     }
 }
 
@@ -335,9 +322,32 @@ impl Registry {
 }
 
 impl Drop for Registry {
+    /// Stop the registry and remove the engine's images named under it (pulled or tagged for a push).
     fn drop(&mut self) {
         let _ = self.process.kill();
         let _ = self.process.wait();
+        let prefix = format!("{}/", self.host());
+        remove_images(|repository| repository.starts_with(&prefix));
+    }
+}
+
+/// Remove the engine's images whose repository (the name without its tag) matches.
+pub fn remove_images(matches: impl Fn(&str) -> bool) {
+    let listed = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    for image in String::from_utf8_lossy(&listed.stdout).lines() {
+        let repository = image.rsplit_once(':').map_or(image, |(r, _)| r);
+        if !matches(repository) {
+            continue;
+        }
+        // A session being removed may still hold the image for a moment.
+        for _ in 0..40 {
+            let out = docker(&["rmi", image]);
+            let error = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() || !error.contains("is using") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 }
 
