@@ -1,6 +1,29 @@
-//! Service configuration, from the environment (defaults that work on one machine).
+//! Service configuration, from a TOML file and the environment (defaults that work on one machine).
 
 use std::net::SocketAddr;
+
+use crate::error::ConfigError;
+
+/// A secret setting (a token): `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
 
 /// How the service runs.
 #[derive(Clone, Debug)]
@@ -23,7 +46,7 @@ pub struct Config {
     /// `KILN_HUB_API_URL`: where kiln reaches the hub's REST API (default `<KILN_HUB_URL>hub/api/`).
     pub hub_api_url: Option<String>,
     /// `KILN_HUB_API_TOKEN`: kiln's service token on the hub (never logged).
-    pub hub_api_token: Option<String>,
+    pub hub_api_token: Option<Secret>,
     /// `KILN_LAUNCH_TIMEOUT`: seconds a session may take to start (default 600, as BinderHub).
     pub launch_timeout_seconds: u64,
     /// `KILN_HUB_TOKEN_SECONDS`: lifetime of the token a hub launch returns (default 86400).
@@ -48,7 +71,7 @@ pub struct Config {
     /// `KILN_BANNED_SPECS`: `<provider>/<spec>` patterns that are refused.
     pub banned_specs: Vec<String>,
     /// `KILN_BUILD_TOKEN`: when set, `build_only=true` needs `?build_token=` (or a bearer token) equal to it.
-    pub build_token: Option<String>,
+    pub build_token: Option<Secret>,
     /// `KILN_SESSION_IDLE_SECONDS`: local sessions with no connection and no kernel for this long are
     /// stopped (default 3600).
     pub session_idle_seconds: u64,
@@ -102,20 +125,27 @@ const KEYS: &[&str] = &[
 ];
 
 /// A TOML file as `key -> value` strings (arrays joined with commas).
-fn read_file(path: &std::path::Path) -> Result<std::collections::BTreeMap<String, String>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn read_file(
+    path: &std::path::Path,
+) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let in_file = |reason: String| ConfigError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
     let table: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
+        .map_err(|e: toml::de::Error| in_file(e.message().to_string()))?;
     let mut out = std::collections::BTreeMap::new();
     for (key, value) in table {
         if !KEYS.contains(&key.as_str()) {
-            return Err(format!(
-                "{}: unknown setting {key:?}; known: {}",
-                path.display(),
+            return Err(in_file(format!(
+                "unknown setting {key:?}; known: {}",
                 KEYS.join(", ")
-            ));
+            )));
         }
         let text = match value {
             toml::Value::String(s) => s,
@@ -126,16 +156,12 @@ fn read_file(path: &std::path::Path) -> Result<std::collections::BTreeMap<String
                 .map(|i| {
                     i.as_str()
                         .map(str::to_string)
-                        .ok_or_else(|| format!("{}: {key} must list strings", path.display()))
+                        .ok_or_else(|| in_file(format!("{key} must list strings")))
                 })
                 .collect::<Result<Vec<_>, _>>()?
                 .join(","),
             other => {
-                return Err(format!(
-                    "{}: {key} cannot be {}",
-                    path.display(),
-                    other.type_str()
-                ));
+                return Err(in_file(format!("{key} cannot be {}", other.type_str())));
             }
         };
         out.insert(key, text);
@@ -180,14 +206,14 @@ impl Config {
     }
 
     /// Settings from the environment only.
-    pub fn from_env() -> Result<Config, String> {
+    pub fn from_env() -> Result<Config, ConfigError> {
         Config::load(None)
     }
 
     /// Settings from a TOML file (keys are the variable names without `KILN_`, in lowercase:
     /// `listen = "0.0.0.0:8585"`, `allowed_hosts = ["git.example.org"]`), then the environment,
     /// which wins.
-    pub fn load(file: Option<&std::path::Path>) -> Result<Config, String> {
+    pub fn load(file: Option<&std::path::Path>) -> Result<Config, ConfigError> {
         let from_file = match file {
             Some(path) => read_file(path)?,
             None => std::collections::BTreeMap::new(),
@@ -199,27 +225,29 @@ impl Config {
                     .cloned()
             })
         };
-        let number = |k: &str, default: usize| -> Result<usize, String> {
-            var(k).map_or(Ok(default), |v| {
-                v.parse().map_err(|_| format!("{k}={v:?} is not a number"))
-            })
+        let not_a_number =
+            |k: &str, v: &str| ConfigError::Invalid(format!("{k}={v:?} is not a number"));
+        let number = |k: &str, default: usize| -> Result<usize, ConfigError> {
+            var(k).map_or(Ok(default), |v| v.parse().map_err(|_| not_a_number(k, &v)))
         };
-        let optional_number = |k: &str| -> Result<Option<usize>, String> {
+        let optional_number = |k: &str| -> Result<Option<usize>, ConfigError> {
             var(k)
-                .map(|v| v.parse().map_err(|_| format!("{k}={v:?} is not a number")))
+                .map(|v| v.parse().map_err(|_| not_a_number(k, &v)))
                 .transpose()
         };
         if var("KILN_HUB_URL").is_some() != var("KILN_HUB_API_TOKEN").is_some() {
-            return Err(
+            return Err(ConfigError::Invalid(
                 "a hub needs both KILN_HUB_URL and KILN_HUB_API_TOKEN (hub_url and hub_api_token)"
                     .into(),
-            );
+            ));
         }
         Ok(Config {
             listen: var("KILN_LISTEN")
                 .unwrap_or_else(|| "127.0.0.1:8585".into())
                 .parse()
-                .map_err(|e| format!("KILN_LISTEN is not address:port: {e}"))?,
+                .map_err(|e| {
+                    ConfigError::Invalid(format!("KILN_LISTEN is not address:port: {e}"))
+                })?,
             image_prefix: var("KILN_IMAGE_PREFIX"),
             allowed_hosts: var("KILN_ALLOWED_HOSTS")
                 .map(|v| {
@@ -233,13 +261,13 @@ impl Config {
             max_sessions_per_repo: optional_number("KILN_MAX_SESSIONS_PER_REPO")?,
             hub_url: var("KILN_HUB_URL").map(|u| with_slash(&u)),
             hub_api_url: var("KILN_HUB_API_URL").map(|u| with_slash(&u)),
-            hub_api_token: var("KILN_HUB_API_TOKEN"),
+            hub_api_token: var("KILN_HUB_API_TOKEN").map(Secret::new),
             launch_timeout_seconds: number("KILN_LAUNCH_TIMEOUT", 600)? as u64,
             hub_token_seconds: number("KILN_HUB_TOKEN_SECONDS", 86400)? as u64,
             hub_reap_seconds: number("KILN_HUB_REAP_SECONDS", 60)? as u64,
             jupyterhub_version: match var("KILN_JUPYTERHUB_VERSION") {
                 Some(v) => kiln_buildpacks::options::check_jupyterhub_version(&v)
-                    .map_err(|e| format!("KILN_JUPYTERHUB_VERSION: {e}"))?,
+                    .map_err(|e| ConfigError::Invalid(format!("KILN_JUPYTERHUB_VERSION: {e}")))?,
                 None => kiln_buildpacks::options::JUPYTERHUB_VERSION.to_string(),
             },
             max_builds: number("KILN_MAX_BUILDS", 2)?,
@@ -249,7 +277,7 @@ impl Config {
             rate_limit: number("KILN_RATE_LIMIT", 30)? as u32,
             allowed_specs: list(var("KILN_ALLOWED_SPECS")),
             banned_specs: list(var("KILN_BANNED_SPECS")),
-            build_token: var("KILN_BUILD_TOKEN"),
+            build_token: var("KILN_BUILD_TOKEN").map(Secret::new),
             session_idle_seconds: number("KILN_SESSION_IDLE_SECONDS", 3600)? as u64,
             state: var("KILN_STATE").map(Into::into).unwrap_or_else(|| {
                 std::path::Path::new(&var("HOME").unwrap_or_else(|| "/tmp".into()))
@@ -275,9 +303,20 @@ mod tests {
         assert!(
             super::Config::load(Some(&file))
                 .unwrap_err()
+                .to_string()
                 .contains("unknown setting \"lisen\"")
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn debug_never_shows_a_token() {
+        let mut config = super::Config::load(None).unwrap();
+        config.hub_api_token = Some(super::Secret::new("hub-token-s3cret"));
+        config.build_token = Some(super::Secret::new("build-token-s3cret"));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

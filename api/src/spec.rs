@@ -10,6 +10,11 @@
 use kiln_builder::Source;
 use percent_encoding::percent_decode_str;
 
+/// Why a spec cannot be built; shown to the caller as it is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
 /// A parsed spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spec {
@@ -23,24 +28,28 @@ pub struct Spec {
 
 const MAX_SPEC: usize = 2048;
 
-pub fn parse(provider: &str, raw: &str) -> Result<Spec, String> {
+pub fn parse(provider: &str, raw: &str) -> Result<Spec, SpecError> {
     if raw.len() > MAX_SPEC {
-        return Err(format!("the spec is longer than {MAX_SPEC} characters"));
+        return Err(SpecError(format!(
+            "the spec is longer than {MAX_SPEC} characters"
+        )));
     }
     if raw.split('/').any(|p| p == ".." || p == ".") || raw.chars().any(|c| c.is_control()) {
-        return Err("the spec holds a path traversal or control characters".into());
+        return Err(SpecError(
+            "the spec holds a path traversal or control characters".into(),
+        ));
     }
     let decode = |s: &str| {
         percent_decode_str(s)
             .decode_utf8()
             .map(|c| c.into_owned())
-            .map_err(|_| "the spec is not valid UTF-8".to_string())
+            .map_err(|_| SpecError("the spec is not valid UTF-8".into()))
     };
     let parts: Vec<&str> = raw.split('/').collect();
     let (repo_url, reference) = match provider {
         "gh" => {
             if parts.len() < 3 || parts[..2].iter().any(|p| p.is_empty()) {
-                return Err("a gh spec is <owner>/<repo>/<ref>".into());
+                return Err(SpecError("a gh spec is <owner>/<repo>/<ref>".into()));
             }
             (
                 format!(
@@ -53,7 +62,9 @@ pub fn parse(provider: &str, raw: &str) -> Result<Spec, String> {
         }
         "gl" => {
             if parts.len() < 2 || parts[0].is_empty() {
-                return Err("a gl spec is <url-escaped namespace>/<ref>".into());
+                return Err(SpecError(
+                    "a gl spec is <url-escaped namespace>/<ref>".into(),
+                ));
             }
             (
                 format!("https://gitlab.com/{}", decode(parts[0])?),
@@ -62,13 +73,15 @@ pub fn parse(provider: &str, raw: &str) -> Result<Spec, String> {
         }
         "git" => {
             if parts.len() < 2 || parts[0].is_empty() {
-                return Err("a git spec is <url-escaped repository URL>/<ref>".into());
+                return Err(SpecError(
+                    "a git spec is <url-escaped repository URL>/<ref>".into(),
+                ));
             }
             (decode(parts[0])?, decode(&parts[1..].join("/"))?)
         }
         "gist" => {
             if parts.len() < 2 || parts[..2].iter().any(|p| p.is_empty()) {
-                return Err("a gist spec is <user>/<id>[/<ref>]".into());
+                return Err(SpecError("a gist spec is <user>/<id>[/<ref>]".into()));
             }
             (
                 format!(
@@ -80,9 +93,9 @@ pub fn parse(provider: &str, raw: &str) -> Result<Spec, String> {
             )
         }
         other => {
-            return Err(format!(
+            return Err(SpecError(format!(
                 "unknown provider {other:?}; kiln serves gh, gl, git and gist"
-            ));
+            )));
         }
     };
     let reference = if reference.is_empty() {
@@ -101,13 +114,15 @@ pub fn parse(provider: &str, raw: &str) -> Result<Spec, String> {
         .iter()
         .any(|s| url.starts_with(s))
     {
-        return Err(format!(
+        return Err(SpecError(format!(
             "{url:?} is not a remote git URL (https, http, git or ssh); local paths and file:// are refused"
-        ));
+        )));
     }
-    let source = Source::parse(&url).map_err(|e| e.to_string())?;
+    let source = Source::parse(&url).map_err(|e| SpecError(e.to_string()))?;
     let Source::Git(_) = &source else {
-        return Err("local folders cannot be built through the service".into());
+        return Err(SpecError(
+            "local folders cannot be built through the service".into(),
+        ));
     };
     Ok(Spec {
         provider: provider.to_string(),
@@ -120,11 +135,11 @@ pub fn parse(provider: &str, raw: &str) -> Result<Spec, String> {
 
 /// Whether the repository's host is allowed: hosts that resolve to loopback, private, link-local
 /// or unspecified addresses are refused unless the operator lists them (`KILN_ALLOWED_HOSTS`).
-pub async fn check_host(repo_url: &str, allowed: &[String]) -> Result<(), String> {
-    let url = url::Url::parse(repo_url).map_err(|e| format!("invalid URL: {e}"))?;
+pub async fn check_host(repo_url: &str, allowed: &[String]) -> Result<(), SpecError> {
+    let url = url::Url::parse(repo_url).map_err(|e| SpecError(format!("invalid URL: {e}")))?;
     let host = url
         .host_str()
-        .ok_or("the URL has no host")?
+        .ok_or_else(|| SpecError("the URL has no host".into()))?
         .trim_matches(['[', ']'])
         .to_string();
     if allowed.iter().any(|a| a == &host) {
@@ -133,7 +148,7 @@ pub async fn check_host(repo_url: &str, allowed: &[String]) -> Result<(), String
     let port = url.port_or_known_default().unwrap_or(9418);
     let addrs = tokio::net::lookup_host((host.as_str(), port))
         .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+        .map_err(|e| SpecError(format!("cannot resolve {host}: {e}")))?;
     for addr in addrs {
         let ip = addr.ip();
         let private = match ip {
@@ -152,9 +167,9 @@ pub async fn check_host(repo_url: &str, allowed: &[String]) -> Result<(), String
             }
         };
         if private {
-            return Err(format!(
+            return Err(SpecError(format!(
                 "{host} resolves to {ip}, a loopback, private or link-local address; the operator can allow it with KILN_ALLOWED_HOSTS"
-            ));
+            )));
         }
     }
     Ok(())

@@ -1,13 +1,20 @@
 //! State in an embedded SQLite database: builds and their events, so finished logs replay and a
-//! restart loses nothing. Builds that were running when the service stopped are marked failed, with
-//! the reason, when it starts again.
+//! restart loses nothing, and the hub servers kiln started. Builds that were running when the
+//! service stopped are marked failed, with the reason, when it starts again.
+//!
+//! SQLite calls block, so none runs on the async worker threads: one writer thread owns the
+//! connection that writes (in order, many writes per transaction), and reads run in
+//! `spawn_blocking` on connections of their own (WAL lets them read while the writer writes).
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::error::StoreError;
 
 /// One build as stored.
 #[derive(Clone, Debug, Serialize)]
@@ -26,141 +33,6 @@ pub struct BuildRecord {
     pub finished: Option<i64>,
 }
 
-pub struct Store {
-    conn: Mutex<Connection>,
-}
-
-const RESTART_REASON: &str = "the service stopped while this build was running; request it again";
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-impl Store {
-    /// Open (or create) the database and mark builds left running by a previous process as failed.
-    pub fn open(path: &Path) -> Result<Store, String> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-        let conn = Connection::open(path)
-            .map_err(|e| format!("cannot open the state database {}: {e}", path.display()))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             CREATE TABLE IF NOT EXISTS builds (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 provider TEXT NOT NULL, spec TEXT NOT NULL, repo_url TEXT NOT NULL, ref TEXT NOT NULL,
-                 status TEXT NOT NULL, image TEXT, reason TEXT, started INTEGER NOT NULL, finished INTEGER);
-             CREATE TABLE IF NOT EXISTS events (
-                 build_id INTEGER NOT NULL REFERENCES builds(id), seq INTEGER NOT NULL, event TEXT NOT NULL,
-                 PRIMARY KEY (build_id, seq));
-             CREATE TABLE IF NOT EXISTS hub_servers (
-                 user TEXT NOT NULL, server TEXT NOT NULL, temporary INTEGER NOT NULL, created INTEGER NOT NULL,
-                 PRIMARY KEY (user, server));",
-        )
-        .map_err(|e| format!("cannot prepare the state database: {e}"))?;
-        let store = Store {
-            conn: Mutex::new(conn),
-        };
-        store.recover();
-        Ok(store)
-    }
-
-    fn recover(&self) {
-        let conn = self.conn.lock().expect("store lock");
-        let running: Vec<i64> = conn
-            .prepare("SELECT id FROM builds WHERE status = 'running'")
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-            .unwrap_or_default();
-        for id in running {
-            let seq: i64 = conn
-                .query_row(
-                    "SELECT COALESCE(MAX(seq) + 1, 0) FROM events WHERE build_id = ?1",
-                    [id],
-                    |r| r.get(0),
-                )
-                .unwrap_or(0);
-            let event =
-                serde_json::json!({"phase": "failed", "message": format!("{RESTART_REASON}\n")});
-            let _ = conn.execute(
-                "INSERT OR IGNORE INTO events (build_id, seq, event) VALUES (?1, ?2, ?3)",
-                params![id, seq, event.to_string()],
-            );
-            let _ = conn.execute(
-                "UPDATE builds SET status = 'failed', reason = ?2, finished = ?3 WHERE id = ?1",
-                params![id, RESTART_REASON, now()],
-            );
-        }
-    }
-
-    pub fn create(&self, provider: &str, spec: &str, repo_url: &str, reference: &str) -> i64 {
-        let conn = self.conn.lock().expect("store lock");
-        let _ = conn.execute(
-            "INSERT INTO builds (provider, spec, repo_url, ref, status, started) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
-            params![provider, spec, repo_url, reference, now()],
-        );
-        conn.last_insert_rowid()
-    }
-
-    pub fn append(&self, id: i64, seq: usize, event: &Value) {
-        let conn = self.conn.lock().expect("store lock");
-        let _ = conn.execute(
-            "INSERT OR REPLACE INTO events (build_id, seq, event) VALUES (?1, ?2, ?3)",
-            params![id, seq as i64, event.to_string()],
-        );
-    }
-
-    pub fn finish(&self, id: i64, image: Option<&str>, reason: Option<&str>) {
-        let status = if image.is_some() { "built" } else { "failed" };
-        let conn = self.conn.lock().expect("store lock");
-        let _ = conn.execute(
-            "UPDATE builds SET status = ?2, image = ?3, reason = ?4, finished = ?5 WHERE id = ?1",
-            params![id, status, image, reason, now()],
-        );
-    }
-
-    pub fn get(&self, id: i64) -> Option<BuildRecord> {
-        let conn = self.conn.lock().expect("store lock");
-        conn.query_row(
-            "SELECT id, provider, spec, repo_url, ref, status, image, reason, started, finished FROM builds WHERE id = ?1",
-            [id],
-            record,
-        )
-        .optional()
-        .ok()
-        .flatten()
-    }
-
-    /// Events of a build from `from` on.
-    pub fn events(&self, id: i64, from: usize) -> Vec<Value> {
-        let conn = self.conn.lock().expect("store lock");
-        conn.prepare("SELECT event FROM events WHERE build_id = ?1 AND seq >= ?2 ORDER BY seq")
-            .and_then(|mut s| {
-                s.query_map(params![id, from as i64], |r| r.get::<_, String>(0))?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|e| serde_json::from_str(e).ok())
-            .collect()
-    }
-
-    /// Images built, newest first (for communities curating their defaults).
-    pub fn images(&self) -> Vec<BuildRecord> {
-        let conn = self.conn.lock().expect("store lock");
-        conn.prepare(
-            "SELECT id, provider, spec, repo_url, ref, status, image, reason, started, finished FROM builds
-             WHERE status = 'built' ORDER BY finished DESC, id DESC LIMIT 1000",
-        )
-        .and_then(|mut s| s.query_map([], record)?.collect())
-        .unwrap_or_default()
-    }
-}
-
 /// A server kiln started on a JupyterHub, kept until the hub no longer has it: then a temporary user
 /// is deleted, and a named server of a hub user is removed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,37 +44,422 @@ pub struct HubServer {
     pub temporary: bool,
 }
 
+/// What a build starts as.
+#[derive(Clone, Debug)]
+pub struct NewBuild<'a> {
+    pub provider: &'a str,
+    pub spec: &'a str,
+    pub repo_url: &'a str,
+    pub reference: &'a str,
+}
+
+/// The state database.
+pub struct Store {
+    writer: mpsc::Sender<Write>,
+    path: PathBuf,
+    /// Idle read connections.
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+/// Rows of a replay read at once: a long log is streamed page by page, never loaded whole.
+pub const EVENT_PAGE: usize = 500;
+
+const RESTART_REASON: &str = "the service stopped while this build was running; request it again";
+
+/// One write, and what to do once it is committed.
+struct Write {
+    op: Op,
+    done: Done,
+}
+
+enum Op {
+    Create {
+        provider: String,
+        spec: String,
+        repo_url: String,
+        reference: String,
+    },
+    Append {
+        id: i64,
+        seq: usize,
+        event: String,
+    },
+    Finish {
+        id: i64,
+        image: Option<String>,
+        reason: Option<String>,
+    },
+    AddHubServer(HubServer),
+    RemoveHubServer(HubServer),
+}
+
+enum Done {
+    /// Someone waits for the result (the new row's id for a create).
+    Reply(oneshot::Sender<Result<i64, StoreError>>),
+    /// Run after the write (in order with every other write): watchers learn of an event only
+    /// once it is stored.
+    Then(Box<dyn FnOnce() + Send>),
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+const SCHEMA: &str = "PRAGMA journal_mode = WAL;
+     PRAGMA synchronous = NORMAL;
+     CREATE TABLE IF NOT EXISTS builds (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         provider TEXT NOT NULL, spec TEXT NOT NULL, repo_url TEXT NOT NULL, ref TEXT NOT NULL,
+         status TEXT NOT NULL, image TEXT, reason TEXT, started INTEGER NOT NULL, finished INTEGER);
+     CREATE TABLE IF NOT EXISTS events (
+         build_id INTEGER NOT NULL REFERENCES builds(id), seq INTEGER NOT NULL, event TEXT NOT NULL,
+         PRIMARY KEY (build_id, seq));
+     CREATE TABLE IF NOT EXISTS hub_servers (
+         user TEXT NOT NULL, server TEXT NOT NULL, temporary INTEGER NOT NULL, created INTEGER NOT NULL,
+         PRIMARY KEY (user, server));";
+
 impl Store {
-    pub fn add_hub_server(&self, s: &HubServer) {
-        let conn = self.conn.lock().expect("store lock");
-        let _ = conn.execute(
-            "INSERT OR REPLACE INTO hub_servers (user, server, temporary, created) VALUES (?1, ?2, ?3, ?4)",
-            params![s.user, s.server, s.temporary, now()],
+    /// Open (or create) the database, mark builds left running by a previous process as failed,
+    /// and start the writer thread. Called once at start-up.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: dir.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        conn.execute_batch(SCHEMA)?;
+        recover(&conn)?;
+        let (writer, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("kiln-store".into())
+            .spawn(move || write_loop(conn, queue))
+            .map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                reason: format!("cannot start the writer thread: {e}"),
+            })?;
+        Ok(Store {
+            writer,
+            path: path.to_path_buf(),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    fn send(&self, op: Op, done: Done) -> Result<(), StoreError> {
+        self.writer
+            .send(Write { op, done })
+            .map_err(|_| StoreError::Stopped)
+    }
+
+    /// Write and wait until it is committed.
+    async fn write(&self, op: Op) -> Result<i64, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(op, Done::Reply(tx))?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Write, then run `then` (also when the write failed: the failure is logged).
+    fn write_then(&self, op: Op, then: impl FnOnce() + Send + 'static) {
+        if let Err(Write { done, .. }) = self
+            .writer
+            .send(Write {
+                op,
+                done: Done::Then(Box::new(then)),
+            })
+            .map_err(|e| e.0)
+        {
+            tracing::error!("the state database's writer has stopped; an event was not stored");
+            if let Done::Then(then) = done {
+                then();
+            }
+        }
+    }
+
+    /// Run `read` on a read connection, off the async worker threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (readers, path) = (self.readers.clone(), self.path.clone());
+        tokio::task::spawn_blocking(move || {
+            let idle = readers.lock().ok().and_then(|mut r| r.pop());
+            let conn = match idle {
+                Some(conn) => conn,
+                None => Connection::open(&path)?,
+            };
+            let result = read(&conn);
+            if let Ok(mut idle) = readers.lock()
+                && idle.len() < 8
+            {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::NotCommitted(format!("a read stopped: {e}")))?
+    }
+
+    /// Record a new running build; returns its id.
+    pub async fn create(&self, build: NewBuild<'_>) -> Result<i64, StoreError> {
+        self.write(Op::Create {
+            provider: build.provider.into(),
+            spec: build.spec.into(),
+            repo_url: build.repo_url.into(),
+            reference: build.reference.into(),
+        })
+        .await
+    }
+
+    /// Store event `seq` of a build, then run `then`.
+    pub fn append(&self, id: i64, seq: usize, event: &Value, then: impl FnOnce() + Send + 'static) {
+        self.write_then(
+            Op::Append {
+                id,
+                seq,
+                event: event.to_string(),
+            },
+            then,
         );
     }
 
-    pub fn remove_hub_server(&self, s: &HubServer) {
-        let conn = self.conn.lock().expect("store lock");
-        let _ = conn.execute(
-            "DELETE FROM hub_servers WHERE user = ?1 AND server = ?2",
-            params![s.user, s.server],
+    /// Mark a build built (with its image) or failed (with the reason), then run `then`.
+    pub fn finish(
+        &self,
+        id: i64,
+        image: Option<&str>,
+        reason: Option<&str>,
+        then: impl FnOnce() + Send + 'static,
+    ) {
+        self.write_then(
+            Op::Finish {
+                id,
+                image: image.map(String::from),
+                reason: reason.map(String::from),
+            },
+            then,
         );
     }
 
-    pub fn hub_servers(&self) -> Vec<HubServer> {
-        let conn = self.conn.lock().expect("store lock");
-        conn.prepare("SELECT user, server, temporary FROM hub_servers ORDER BY created")
-            .and_then(|mut s| {
-                s.query_map([], |r| {
+    /// Mark a build built or failed and wait until it is stored.
+    pub async fn finish_now(
+        &self,
+        id: i64,
+        image: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.write(Op::Finish {
+            id,
+            image: image.map(String::from),
+            reason: reason.map(String::from),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn get(&self, id: i64) -> Result<Option<BuildRecord>, StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT id, provider, spec, repo_url, ref, status, image, reason, started, finished FROM builds WHERE id = ?1",
+                    [id],
+                    record,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// At most `limit` events of a build from `from` on.
+    pub async fn events(
+        &self,
+        id: i64,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT event FROM events WHERE build_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = statement
+                .query_map(params![id, from as i64, limit as i64], |r| {
+                    r.get::<_, String>(0)
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .iter()
+                .filter_map(|e| serde_json::from_str(e).ok())
+                .collect())
+        })
+        .await
+    }
+
+    /// Images built, newest first (for communities curating their defaults).
+    pub async fn images(&self) -> Result<Vec<BuildRecord>, StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT id, provider, spec, repo_url, ref, status, image, reason, started, finished FROM builds
+                 WHERE status = 'built' ORDER BY finished DESC, id DESC LIMIT 1000",
+            )?;
+            let rows = statement
+                .query_map([], record)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn add_hub_server(&self, s: &HubServer) -> Result<(), StoreError> {
+        self.write(Op::AddHubServer(s.clone())).await.map(|_| ())
+    }
+
+    pub async fn remove_hub_server(&self, s: &HubServer) -> Result<(), StoreError> {
+        self.write(Op::RemoveHubServer(s.clone())).await.map(|_| ())
+    }
+
+    pub async fn hub_servers(&self) -> Result<Vec<HubServer>, StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT user, server, temporary FROM hub_servers ORDER BY created",
+            )?;
+            let rows = statement
+                .query_map([], |r| {
                     Ok(HubServer {
                         user: r.get(0)?,
                         server: r.get(1)?,
                         temporary: r.get(2)?,
                     })
                 })?
-                .collect()
-            })
-            .unwrap_or_default()
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+}
+
+/// Builds left running by a previous process are failed, with the reason as their last event.
+fn recover(conn: &Connection) -> Result<(), StoreError> {
+    let running: Vec<i64> = conn
+        .prepare("SELECT id FROM builds WHERE status = 'running'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in running {
+        let seq: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(seq) + 1, 0) FROM events WHERE build_id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
+        let event =
+            serde_json::json!({"phase": "failed", "message": format!("{RESTART_REASON}\n")});
+        conn.execute(
+            "INSERT OR IGNORE INTO events (build_id, seq, event) VALUES (?1, ?2, ?3)",
+            params![id, seq, event.to_string()],
+        )?;
+        conn.execute(
+            "UPDATE builds SET status = 'failed', reason = ?2, finished = ?3 WHERE id = ?1",
+            params![id, RESTART_REASON, now()],
+        )?;
+    }
+    Ok(())
+}
+
+/// The writer thread: takes every write that is waiting, commits them in one transaction, then
+/// answers or runs what follows each, in order. Ends when the store is dropped.
+fn write_loop(mut conn: Connection, queue: mpsc::Receiver<Write>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 1000
+            && let Ok(next) = queue.try_recv()
+        {
+            batch.push(next);
+        }
+        let results: Vec<Result<i64, StoreError>> = match conn.transaction() {
+            Ok(tx) => {
+                let results = batch.iter().map(|w| apply(&tx, &w.op)).collect();
+                match tx.commit() {
+                    Ok(()) => results,
+                    Err(e) => {
+                        let message = e.to_string();
+                        batch
+                            .iter()
+                            .map(|_| Err(StoreError::NotCommitted(message.clone())))
+                            .collect()
+                    }
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                batch
+                    .iter()
+                    .map(|_| Err(StoreError::NotCommitted(message.clone())))
+                    .collect()
+            }
+        };
+        for (write, result) in batch.into_iter().zip(results) {
+            match write.done {
+                Done::Reply(reply) => {
+                    let _ = reply.send(result);
+                }
+                Done::Then(then) => {
+                    if let Err(e) = result {
+                        tracing::error!("cannot store a build's state: {e}");
+                    }
+                    then();
+                }
+            }
+        }
+    }
+}
+
+fn apply(conn: &Connection, op: &Op) -> Result<i64, StoreError> {
+    match op {
+        Op::Create {
+            provider,
+            spec,
+            repo_url,
+            reference,
+        } => {
+            conn.execute(
+                "INSERT INTO builds (provider, spec, repo_url, ref, status, started) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+                params![provider, spec, repo_url, reference, now()],
+            )?;
+            Ok(conn.last_insert_rowid())
+        }
+        Op::Append { id, seq, event } => {
+            conn.execute(
+                "INSERT OR REPLACE INTO events (build_id, seq, event) VALUES (?1, ?2, ?3)",
+                params![id, *seq as i64, event],
+            )?;
+            Ok(0)
+        }
+        Op::Finish { id, image, reason } => {
+            let status = if image.is_some() { "built" } else { "failed" };
+            conn.execute(
+                "UPDATE builds SET status = ?2, image = ?3, reason = ?4, finished = ?5 WHERE id = ?1 AND status = 'running'",
+                params![id, status, image, reason, now()],
+            )?;
+            Ok(0)
+        }
+        Op::AddHubServer(s) => {
+            conn.execute(
+                "INSERT OR REPLACE INTO hub_servers (user, server, temporary, created) VALUES (?1, ?2, ?3, ?4)",
+                params![s.user, s.server, s.temporary, now()],
+            )?;
+            Ok(0)
+        }
+        Op::RemoveHubServer(s) => {
+            conn.execute(
+                "DELETE FROM hub_servers WHERE user = ?1 AND server = ?2",
+                params![s.user, s.server],
+            )?;
+            Ok(0)
+        }
     }
 }
 
@@ -225,33 +482,86 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRecord> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn builds_survive_a_restart_and_running_ones_fail() {
-        let dir = std::env::temp_dir().join(format!("kiln-store-{}", std::process::id()));
-        let path = dir.join("state.db");
-        let _ = std::fs::remove_file(&path);
+    fn build<'a>(spec: &'a str, url: &'a str) -> NewBuild<'a> {
+        NewBuild {
+            provider: "gh",
+            spec,
+            repo_url: url,
+            reference: "HEAD",
+        }
+    }
+
+    #[tokio::test]
+    async fn builds_survive_a_restart_and_running_ones_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
         let store = Store::open(&path).unwrap();
-        let done = store.create("gh", "a/b/HEAD", "https://github.com/a/b", "HEAD");
-        store.append(
-            done,
-            0,
-            &serde_json::json!({"phase": "building", "message": "x\n"}),
-        );
-        store.finish(done, Some("img:1"), None);
-        let running = store.create("gh", "c/d/HEAD", "https://github.com/c/d", "HEAD");
-        store.append(
-            running,
-            0,
-            &serde_json::json!({"phase": "building", "message": "y\n"}),
-        );
+        let done = store
+            .create(build("a/b/HEAD", "https://github.com/a/b"))
+            .await
+            .unwrap();
+        let event = serde_json::json!({"phase": "building", "message": "x\n"});
+        store.append(done, 0, &event, || {});
+        store.finish_now(done, Some("img:1"), None).await.unwrap();
+        let running = store
+            .create(build("c/d/HEAD", "https://github.com/c/d"))
+            .await
+            .unwrap();
+        assert_ne!(done, running, "each build gets its own row");
+        let (tx, rx) = oneshot::channel();
+        store.append(running, 0, &event, move || {
+            let _ = tx.send(());
+        });
+        rx.await.unwrap();
         drop(store);
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.get(done).unwrap().status, "built");
-        let failed = store.get(running).unwrap();
+        assert_eq!(store.get(done).await.unwrap().unwrap().status, "built");
+        let failed = store.get(running).await.unwrap().unwrap();
         assert_eq!(failed.status, "failed");
         assert!(failed.reason.unwrap().contains("stopped"));
-        assert_eq!(store.events(running, 0).last().unwrap()["phase"], "failed");
-        assert_eq!(store.images().len(), 1);
-        let _ = std::fs::remove_dir_all(dir);
+        let events = store.events(running, 0, EVENT_PAGE).await.unwrap();
+        assert_eq!(events.last().unwrap()["phase"], "failed");
+        assert_eq!(store.images().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_event_is_stored_before_watchers_hear_of_it_and_replays_in_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("state.db")).unwrap());
+        let id = store.create(build("a/b/HEAD", "u")).await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for seq in 0..1200 {
+            let (store, tx) = (store.clone(), tx.clone());
+            let event = serde_json::json!({"phase": "building", "message": format!("{seq}\n")});
+            store.clone().append(id, seq, &event, move || {
+                let _ = tx.send(seq);
+            });
+            drop(store);
+        }
+        drop(tx);
+        let mut heard = Vec::new();
+        while let Some(seq) = rx.recv().await {
+            heard.push(seq);
+        }
+        assert_eq!(heard, (0..1200).collect::<Vec<_>>(), "in order, every one");
+        let first = store.events(id, 0, EVENT_PAGE).await.unwrap();
+        assert_eq!(first.len(), EVENT_PAGE);
+        let last = store.events(id, 1000, EVENT_PAGE).await.unwrap();
+        assert_eq!(last.len(), 200);
+        assert_eq!(last[0]["message"], "1000\n");
+    }
+
+    #[tokio::test]
+    async fn a_failed_insert_is_an_error_not_a_stale_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).unwrap();
+        store.create(build("a/b/HEAD", "u")).await.unwrap();
+        // Another process makes the table unusable under the store.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch("DROP TABLE events; DROP TABLE builds;")
+            .unwrap();
+        assert!(store.create(build("c/d/HEAD", "u")).await.is_err());
     }
 }

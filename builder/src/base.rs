@@ -4,9 +4,6 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use bollard::query_parameters::CreateImageOptions;
-use futures_util::StreamExt;
-
 use crate::engine::Engine;
 use crate::error::BuildError;
 use crate::events::{Event, EventSink, Phase};
@@ -111,25 +108,17 @@ pub async fn bootstrap(
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| BuildError::io("running tar", e))?;
-    let stdout = tar.stdout.take().expect("piped");
-    let body = tokio_util_stream(stdout);
-    let mut stream = engine.docker.create_image(
-        Some(CreateImageOptions {
-            from_src: Some("-".into()),
-            repo: Some(repo.into()),
-            tag: Some(tag.into()),
-            ..Default::default()
-        }),
-        Some(bollard::body_try_stream(body)),
-        None,
-    );
-    while let Some(item) = stream.next().await {
-        item.map_err(|e| BuildError::Engine(format!("importing the base image: {e}")))?;
-    }
+    let stdout = tar
+        .stdout
+        .take()
+        .ok_or_else(|| BuildError::Engine("tar gave no output stream".into()))?;
+    let body = tokio_util::io::ReaderStream::with_capacity(stdout, 256 * 1024);
+    let imported = engine.import_root(repo, tag, body).await;
     let status = tar
         .wait()
         .await
         .map_err(|e| BuildError::io("running tar", e))?;
+    imported?;
     if !status.success() {
         return Err(BuildError::Engine(format!(
             "tar of the root file system exited with {status}"
@@ -137,28 +126,4 @@ pub async fn bootstrap(
     }
     sink.emit(Event::new(Phase::Built, format!("{} is ready", spec.image)));
     Ok(true)
-}
-
-/// An async reader as a stream of byte chunks.
-fn tokio_util_stream(
-    mut reader: tokio::process::ChildStdout,
-) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
-    use tokio::io::AsyncRead;
-    futures_util::stream::poll_fn(move |cx| {
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut read_buf = tokio::io::ReadBuf::new(&mut buf);
-        match std::pin::Pin::new(&mut reader).poll_read(cx, &mut read_buf) {
-            std::task::Poll::Ready(Ok(())) => {
-                let n = read_buf.filled().len();
-                if n == 0 {
-                    std::task::Poll::Ready(None)
-                } else {
-                    buf.truncate(n);
-                    std::task::Poll::Ready(Some(Ok(bytes::Bytes::from(buf))))
-                }
-            }
-            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Some(Err(e))),
-            std::task::Poll::Pending => std::task::Poll::Pending,
-        }
-    })
 }

@@ -9,28 +9,16 @@
 //! The engine then builds what must run inside the image on top of it (Jupyter and the `pip:`
 //! section, the repository, `postBuild`).
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
-use futures_util::StreamExt;
 use kiln_buildpacks::BuildPlan;
 use kiln_conda::{CondaSettings, Lock, PackedLayer};
 use serde_json::json;
 
+use crate::build::LABEL_CONDA_LOCK;
 use crate::engine::Engine;
 use crate::error::BuildError;
 use crate::events::{Event, EventSink, Phase};
-
-/// Label naming the file in the image that holds the conda lock.
-pub const LABEL_CONDA_LOCK: &str = "io.kiln.conda-lock";
-/// Label holding the sha256 of that lock.
-pub const LABEL_CONDA_LOCK_DIGEST: &str = "io.kiln.conda-lock-digest";
-
-impl From<kiln_conda::CondaError> for BuildError {
-    fn from(error: kiln_conda::CondaError) -> Self {
-        BuildError::Conda(error.to_string())
-    }
-}
 
 /// Where the lock comes from, in order: `locked` (the text of a lock, e.g. from an earlier image),
 /// the lock shipped by the repository, or a solve. The plan gets the lock (as an `@EXPLICIT` list)
@@ -244,15 +232,10 @@ pub async fn load_onto(
         .map(|l| kiln_registry::layer::sha256_digest(&l.tar))
         .collect();
     let inspect = engine
-        .docker
         .inspect_image(base)
-        .await
-        .map_err(|e| BuildError::Engine(format!("{base}: {e}")))?;
-    let mut diff_ids: Vec<String> = inspect
-        .root_fs
-        .as_ref()
-        .and_then(|r| r.layers.clone())
-        .unwrap_or_default();
+        .await?
+        .ok_or_else(|| BuildError::Engine(format!("{base}: the engine has no such image")))?;
+    let mut diff_ids = inspect.diff_ids.clone();
     let base_count = diff_ids.len();
     diff_ids.extend(new_diff_ids.iter().cloned());
     let history: Vec<serde_json::Value> = layers
@@ -260,10 +243,10 @@ pub async fn load_onto(
         .map(|p| json!({"created": CREATED, "created_by": created_by(p), "comment": "kiln: assembled natively"}))
         .collect();
     let config = json!({
-        "architecture": inspect.architecture.clone().unwrap_or_else(|| "amd64".into()),
-        "os": inspect.os.clone().unwrap_or_else(|| "linux".into()),
+        "architecture": if inspect.architecture.is_empty() { "amd64" } else { &inspect.architecture },
+        "os": if inspect.os.is_empty() { "linux" } else { &inspect.os },
         "created": CREATED,
-        "config": serde_json::to_value(&inspect.config).unwrap_or(json!({})),
+        "config": inspect.config,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": history,
     });
@@ -302,26 +285,7 @@ pub async fn load_onto(
         base_count,
         layers.len()
     );
-    let mut stream = engine.docker.import_image(
-        bollard::query_parameters::ImportImageOptions {
-            quiet: true,
-            ..Default::default()
-        },
-        bollard::body_full(archive.into()),
-        None,
-    );
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| BuildError::Engine(format!("loading {tag}: {e}")))?;
-        if let Some(message) = info.error_detail.and_then(|d| d.message) {
-            return Err(BuildError::Engine(format!("loading {tag}: {message}")));
-        }
-    }
-    match engine.image_labels(tag).await? {
-        Some(_) => Ok(()),
-        None => Err(BuildError::Engine(format!(
-            "loading {tag}: the engine answered without the image"
-        ))),
-    }
+    engine.load(archive, tag).await
 }
 
 /// The lock stored in an image (the file its label names), read through the engine; the image is
@@ -330,21 +294,11 @@ pub async fn lock_of_image(engine: &Engine, image: &str) -> Result<String, Build
     let labels = match engine.image_labels(image).await? {
         Some(labels) => labels,
         None => {
-            let mut pull = engine.docker.create_image(
-                Some(bollard::query_parameters::CreateImageOptions {
-                    from_image: Some(image.to_string()),
-                    ..Default::default()
-                }),
-                None,
-                None,
-            );
-            while let Some(item) = pull.next().await {
-                item.map_err(|e| {
-                    BuildError::Invalid(format!(
-                        "--locked {image}: the engine does not have it and cannot pull it: {e}"
-                    ))
-                })?;
-            }
+            engine.pull(image, None).await.map_err(|e| {
+                BuildError::Invalid(format!(
+                    "--locked {image}: the engine does not have it and cannot pull it: {e}"
+                ))
+            })?;
             engine.image_labels(image).await?.unwrap_or_default()
         }
     };
@@ -353,7 +307,8 @@ pub async fn lock_of_image(engine: &Engine, image: &str) -> Result<String, Build
             "--locked {image}: the image has no conda lock (no {LABEL_CONDA_LOCK} label); only images kiln built from a conda environment have one"
         ))
     })?;
-    let bytes = file_of_image(engine, image, path)
+    let bytes = engine
+        .read_file(image, path)
         .await?
         .ok_or_else(|| BuildError::Invalid(format!("{image}: {path} is missing")))?;
     let text = String::from_utf8(bytes)
@@ -382,12 +337,12 @@ pub async fn target_virtual_packages(
     if std::env::var_os("KILN_CONDA_VIRTUAL_PACKAGES").is_some() {
         return Ok("virtual packages from KILN_CONDA_VIRTUAL_PACKAGES".into());
     }
-    let Ok(inspect) = engine.docker.inspect_image(base_image).await else {
+    let Ok(Some(inspect)) = engine.inspect_image(base_image).await else {
         return Ok(format!(
             "the engine does not have {base_image} yet: virtual packages of kiln's default base (glibc 2.36)"
         ));
     };
-    let arch = inspect.architecture.clone().unwrap_or_default();
+    let arch = inspect.architecture.clone();
     if !arch.is_empty() && arch != "amd64" {
         return Err(BuildError::Invalid(format!(
             "{base_image} is a {arch} image; kiln's conda environments are built for linux-64 (amd64) only"
@@ -395,7 +350,7 @@ pub async fn target_virtual_packages(
     }
     let mut glibc = None;
     for path in LIBC_PATHS {
-        if let Ok(Some(bytes)) = file_of_image(engine, base_image, path).await {
+        if let Ok(Some(bytes)) = engine.read_file(base_image, path).await {
             glibc = glibc_version(&bytes);
             if glibc.is_some() {
                 break;
@@ -429,83 +384,6 @@ fn glibc_version(libc: &[u8]) -> Option<String> {
         .collect();
     let version = version.trim_end_matches('.').to_string();
     version.contains('.').then_some(version)
-}
-
-/// The bytes of a regular file of an image (through a container that is created, never started),
-/// or `None` when there is no such file.
-async fn file_of_image(
-    engine: &Engine,
-    image: &str,
-    path: &str,
-) -> Result<Option<Vec<u8>>, BuildError> {
-    let container = engine
-        .docker
-        .create_container(
-            None::<bollard::query_parameters::CreateContainerOptions>,
-            bollard::models::ContainerCreateBody {
-                image: Some(image.to_string()),
-                entrypoint: Some(vec!["/bin/true".into()]),
-                network_disabled: Some(true),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| BuildError::Engine(format!("{image}: {e}")))?;
-    let mut stream = engine.docker.download_from_container(
-        &container.id,
-        Some(bollard::query_parameters::DownloadFromContainerOptions {
-            path: path.to_string(),
-        }),
-    );
-    let mut bytes = Vec::new();
-    let mut missing = false;
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(chunk) => bytes.extend_from_slice(&chunk),
-            Err(_) => {
-                missing = true;
-                break;
-            }
-        }
-    }
-    let _ = engine
-        .docker
-        .remove_container(
-            &container.id,
-            Some(bollard::query_parameters::RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            }),
-        )
-        .await;
-    if missing {
-        return Ok(None);
-    }
-    let mut archive = tar::Archive::new(bytes.as_slice());
-    let entries = archive
-        .entries()
-        .map_err(|e| BuildError::io(format!("{image}: reading {path}"), e))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| BuildError::io(format!("{image}: reading {path}"), e))?;
-        if entry.header().entry_type().is_file() {
-            let mut content = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut content)
-                .map_err(|e| BuildError::io(format!("{image}: reading {path}"), e))?;
-            return Ok(Some(content));
-        }
-    }
-    Ok(None)
-}
-
-/// The labels that name the lock in the image.
-pub fn lock_labels(lock: &Lock) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            LABEL_CONDA_LOCK.to_string(),
-            format!("{}/{}", kiln_conda::ENV_PREFIX, kiln_conda::LOCK_FILE),
-        ),
-        (LABEL_CONDA_LOCK_DIGEST.to_string(), lock.digest()),
-    ])
 }
 
 #[cfg(test)]

@@ -61,8 +61,11 @@ pub enum BuildError {
     #[error("the build failed: {message}{tail}")]
     BuildFailed { message: String, tail: String },
 
-    #[error("{0}")]
-    Conda(String),
+    #[error(transparent)]
+    Conda(#[from] kiln_conda::CondaError),
+
+    #[error("the operating system gave no random bytes: {0}")]
+    Random(String),
 
     #[error("pushing failed: {0}")]
     Push(String),

@@ -36,8 +36,44 @@ impl Phase {
 pub struct Event {
     pub phase: Phase,
     pub message: String,
+    /// The image, on `built` (and on `ready` for `build_only`).
     #[serde(rename = "imageName", skip_serializing_if = "Option::is_none", default)]
     pub image_name: Option<String>,
+    /// A hub's spawn progress (0 to 100), on `launching` events relayed from it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub progress: Option<u64>,
+    /// Where the session is, on `ready` after a launch.
+    #[serde(flatten, default)]
+    pub ready: Option<Ready>,
+}
+
+/// What a `ready` event tells about a launched session: BinderHub's fields.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// The server's URL, ending in `/`.
+    pub url: String,
+    /// The token that opens it.
+    pub token: String,
+    pub image: String,
+    pub repo_url: String,
+    pub binder_ref_url: String,
+    pub binder_launch_host: String,
+    pub binder_request: String,
+    pub binder_persistent_request: String,
+    /// On a hub: milliseconds from the spawn request to the hub reporting the server ready.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub hub_spawn_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ready")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .field("image", &self.image)
+            .field("repo_url", &self.repo_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Event {
@@ -50,6 +86,8 @@ impl Event {
             phase,
             message,
             image_name: None,
+            progress: None,
+            ready: None,
         }
     }
 
@@ -58,6 +96,73 @@ impl Event {
             image_name: Some(image_name.to_string()),
             ..Event::new(Phase::Built, message)
         }
+    }
+
+    /// `launching`, with a hub's progress when it gives one.
+    pub fn launching(message: impl Into<String>, progress: Option<u64>) -> Self {
+        Event {
+            progress,
+            ..Event::new(Phase::Launching, message)
+        }
+    }
+
+    /// `ready` for a launched session.
+    pub fn ready(ready: Ready) -> Self {
+        let message = format!("server running at {}", ready.url);
+        Event {
+            ready: Some(ready),
+            ..Event::new(Phase::Ready, message)
+        }
+    }
+
+    /// `ready` without a launch (`build_only`): the image is there.
+    pub fn ready_built(image_name: &str, message: impl Into<String>) -> Self {
+        Event {
+            image_name: Some(image_name.to_string()),
+            ..Event::new(Phase::Ready, message)
+        }
+    }
+
+    pub fn failed(message: impl Into<String>) -> Self {
+        Event::new(Phase::Failed, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialise_as_binderhub_sends_them() {
+        let built = serde_json::to_value(Event::built("i:1", "Built i:1")).unwrap();
+        assert_eq!(
+            built,
+            serde_json::json!({"phase": "built", "message": "Built i:1\n", "imageName": "i:1"})
+        );
+        let ready = Event::ready(Ready {
+            url: "http://h/user/u/".into(),
+            token: "t".into(),
+            image: "i:1".into(),
+            repo_url: "https://r".into(),
+            binder_ref_url: "https://r".into(),
+            binder_launch_host: "http://k/".into(),
+            binder_request: "v2/gh/o/r/HEAD".into(),
+            binder_persistent_request: "v2/gh/o/r/abc".into(),
+            hub_spawn_ms: None,
+        });
+        let json = serde_json::to_value(&ready).unwrap();
+        assert_eq!(json["phase"], "ready");
+        assert_eq!(json["url"], "http://h/user/u/");
+        assert_eq!(json["token"], "t");
+        assert!(json.get("hub_spawn_ms").is_none());
+        assert!(json.get("ready").is_none(), "flattened: {json}");
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back, ready);
+        let plain: Event =
+            serde_json::from_value(serde_json::json!({"phase": "building", "message": "x"}))
+                .unwrap();
+        assert_eq!(plain.ready, None);
+        assert!(!format!("{ready:?}").contains("token: \"t\""));
     }
 }
 

@@ -50,6 +50,9 @@ pub trait GitBackend: Send + Sync {
         dest: &Path,
         limits: &FetchLimits,
     ) -> Result<i64, BuildError>;
+    /// The commit time of a local folder's checked-out commit (seconds since the epoch), or 0 when
+    /// it is not a git checkout.
+    fn local_commit_time(&self, dir: &Path) -> i64;
 }
 
 /// The libgit2 implementation.
@@ -57,6 +60,19 @@ pub trait GitBackend: Send + Sync {
 pub struct LibGit;
 
 impl GitBackend for LibGit {
+    fn local_commit_time(&self, dir: &Path) -> i64 {
+        Repository::open(dir)
+            .ok()
+            .and_then(|r| {
+                r.head()
+                    .ok()?
+                    .peel_to_commit()
+                    .ok()
+                    .map(|c| c.time().seconds())
+            })
+            .unwrap_or(0)
+    }
+
     fn resolve(&self, source: &GitSource, reference: Option<&str>) -> Result<Resolved, BuildError> {
         let mut remote = git2::Remote::create_detached(source.url.as_str())
             .map_err(|e| unreachable(source, &e))?;

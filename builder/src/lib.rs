@@ -3,8 +3,9 @@
 //! The flow of one build, in the order of the files: [`source`] (what was asked for) ->
 //! [`git`] (resolve the ref without cloning, then fetch exactly that commit) -> the plan
 //! (`kiln-buildpacks`) -> [`context`] (a deterministic tar) -> [`engine`] (build on Docker or Podman)
-//! -> [`events`] all along. [`build`] ties them together; [`run`] starts a built image;
-//! [`base`] makes the default base image when it cannot be pulled.
+//! -> [`events`] all along. [`build`] ties them together in that order (its module map lists the
+//! steps); [`conda`] installs conda environments natively; [`run`] starts a built image; [`base`]
+//! makes the default base image when it cannot be pulled; [`random`] issues tokens.
 
 pub mod base;
 pub mod build;
@@ -14,11 +15,12 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod git;
+pub mod random;
 pub mod run;
 pub mod source;
 
 pub use build::{BuildRequest, Built, Outcome, PushSettings, build};
 pub use engine::{Engine, EngineSettings};
 pub use error::BuildError;
-pub use events::{Event, EventSink, Phase};
+pub use events::{Event, EventSink, Phase, Ready};
 pub use source::Source;

@@ -3,24 +3,30 @@
 
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::{
-    CreateContainerOptions, LogsOptions, RemoveContainerOptions, StartContainerOptions,
-    StopContainerOptions, WaitContainerOptions,
-};
-use futures_util::StreamExt;
-
-use crate::engine::{Engine, random_hex};
+use crate::engine::{ContainerSpec, Engine, Resources};
 use crate::error::BuildError;
 
 /// A session to start.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RunRequest {
     pub image: String,
     /// The command; `None` starts JupyterLab.
     pub command: Option<Vec<String>>,
     pub port: u16,
     pub token: String,
+    pub resources: Resources,
+}
+
+impl std::fmt::Debug for RunRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunRequest")
+            .field("image", &self.image)
+            .field("command", &self.command)
+            .field("port", &self.port)
+            .field("token", &"<redacted>")
+            .field("resources", &self.resources)
+            .finish()
+    }
 }
 
 impl RunRequest {
@@ -30,7 +36,8 @@ impl RunRequest {
             image: image.to_string(),
             command: None,
             port: free_port()?,
-            token: random_hex(),
+            token: crate::random::hex(16)?,
+            resources: Resources::default(),
         })
     }
 
@@ -56,9 +63,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// Create and start the container.
+    /// Create and start the container. With host networking JupyterLab listens on the request's
+    /// loopback port; otherwise on 8888 inside, published on 127.0.0.1 at that port.
     pub async fn start(engine: &Engine, request: &RunRequest) -> Result<Session, BuildError> {
-        let host_network = engine.settings.network.as_deref() == Some("host");
+        let host_network = engine.settings.host_network();
         let (ip, port) = if host_network {
             ("127.0.0.1", request.port)
         } else {
@@ -78,122 +86,29 @@ impl Session {
                 ),
             ]
         });
-        let mut host_config = HostConfig {
-            network_mode: engine.settings.network.clone(),
-            ..Default::default()
-        };
-        if !host_network {
-            host_config.port_bindings = Some(
-                [(
-                    "8888/tcp".to_string(),
-                    Some(vec![PortBinding {
-                        host_ip: Some("127.0.0.1".into()),
-                        host_port: Some(request.port.to_string()),
-                    }]),
-                )]
-                .into_iter()
-                .collect(),
-            );
-        }
-        let body = ContainerCreateBody {
-            image: Some(request.image.clone()),
+        let spec = ContainerSpec {
+            name: format!("kiln-run-{}", crate::random::hex(6)?),
+            image: request.image.clone(),
             cmd: Some(command),
-            env: Some(vec![format!("JUPYTER_TOKEN={}", request.token)]),
-            host_config: Some(host_config),
-            ..Default::default()
+            env: vec![format!("JUPYTER_TOKEN={}", request.token)],
+            publish: (!host_network).then_some((8888, request.port)),
+            resources: request.resources.clone(),
         };
-        let name = format!("kiln-run-{}", &random_hex()[..12]);
-        let created = engine
-            .docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name),
-                    ..Default::default()
-                }),
-                body,
-            )
-            .await
-            .map_err(|e| engine_error(engine, e))?;
-        let session = Session {
-            id: created.id,
+        let id = engine.start_container(&spec).await?;
+        Ok(Session {
+            id,
             engine: engine.clone(),
-        };
-        if let Err(e) = engine
-            .docker
-            .start_container(&session.id, None::<StartContainerOptions>)
-            .await
-        {
-            session.remove().await;
-            return Err(engine_error(engine, e));
-        }
-        Ok(session)
+        })
     }
 
     /// Stream the container's output to `out` until it exits; returns its exit code.
-    pub async fn follow(&self, mut out: impl FnMut(&[u8])) -> Result<i64, BuildError> {
-        let mut logs = self.engine.docker.logs(
-            &self.id,
-            Some(LogsOptions {
-                follow: true,
-                stdout: true,
-                stderr: true,
-                ..Default::default()
-            }),
-        );
-        while let Some(chunk) = logs.next().await {
-            match chunk {
-                Ok(output) => out(&output.into_bytes()),
-                Err(_) => break,
-            }
-        }
-        let mut wait = self
-            .engine
-            .docker
-            .wait_container(&self.id, None::<WaitContainerOptions>);
-        let code = match wait.next().await {
-            Some(Ok(status)) => status.status_code,
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-            Some(Err(e)) => return Err(BuildError::Engine(e.to_string())),
-            None => 0,
-        };
-        Ok(code)
+    pub async fn follow(&self, out: impl FnMut(&[u8])) -> Result<i64, BuildError> {
+        self.engine.follow_container(&self.id, out).await
     }
 
     /// Stop (10 s grace) and remove the container; errors are ignored (it may be gone already).
     pub async fn remove(&self) {
-        let _ = self
-            .engine
-            .docker
-            .stop_container(
-                &self.id,
-                Some(StopContainerOptions {
-                    t: Some(10),
-                    ..Default::default()
-                }),
-            )
-            .await;
-        let _ = self
-            .engine
-            .docker
-            .remove_container(
-                &self.id,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
-    }
-}
-
-fn engine_error(engine: &Engine, e: bollard::errors::Error) -> BuildError {
-    let message = e.to_string();
-    if engine.settings.network.is_none()
-        && (message.contains("network bridge not found") || message.contains("No such network"))
-    {
-        BuildError::NoDefaultNetwork
-    } else {
-        BuildError::Engine(message)
+        self.engine.remove_container(&self.id).await;
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use kiln_api::{Config, Hub};
+use kiln_api::{AppState, Config};
 use kiln_builder::{Engine, EngineSettings};
 
 /// Settings come from the environment (see `kiln serve --help`).
@@ -19,17 +19,16 @@ pub struct ServeCommand {
 
 impl ServeCommand {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let config = Config::load(self.config.as_deref()).map_err(anyhow::Error::msg)?;
+        let config = Config::load(self.config.as_deref())?;
         let engine = Engine::connect(EngineSettings::from_env()).await?;
         let listen = config.listen;
-        let store = kiln_api::store::Store::open(&config.state).map_err(anyhow::Error::msg)?;
-        let hub = Arc::new(Hub::new(engine, config, store).map_err(anyhow::Error::msg)?);
+        let store = kiln_api::store::Store::open(&config.state)?;
+        let state = AppState::new(config, Arc::new(engine), store)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (KILN_LISTEN)"))?;
         eprintln!("kiln: serving on http://{listen}/");
-        let (router, state) = kiln_api::app(hub).map_err(anyhow::Error::msg)?;
-        if let Some(check) = state.launchers.hub_check(&state.hub.config).await {
+        if let Some(check) = state.launchers.hub_check().await {
             if check["ok"] == true {
                 eprintln!(
                     "kiln: launching on the JupyterHub at {} (version {})",
@@ -46,19 +45,14 @@ impl ServeCommand {
         }
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let shutdown = async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = terminate.recv() => {}
             }
             eprintln!("kiln: stopping; removing the sessions this service started");
-        })
-        .await?;
-        kiln_api::stop_sessions(&state).await;
+        };
+        kiln_api::run(listener, state, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -1,29 +1,45 @@
 //! The local launcher: sessions run as containers on the service's own engine, on free loopback
 //! ports, each with its own token; idle ones are stopped.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use kiln_builder::Engine;
-use kiln_builder::run::{RunRequest, Session, wait_until_ready};
+use kiln_builder::run::{RunRequest, wait_until_ready};
+
+use crate::engine::ContainerEngine;
+use crate::error::LaunchError;
 
 /// A local session the service started.
 struct Running {
-    session: Arc<Session>,
+    id: String,
     request: RunRequest,
     idle_since: Option<Instant>,
 }
 
 /// The sessions on the service's engine.
-#[derive(Default)]
 pub struct Local {
+    engine: Arc<dyn ContainerEngine>,
     running: Mutex<Vec<Running>>,
 }
 
 impl Local {
+    pub fn new(engine: Arc<dyn ContainerEngine>) -> Local {
+        Local {
+            engine,
+            running: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn running(&self) -> MutexGuard<'_, Vec<Running>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Images of the sessions running.
     pub fn images(&self) -> Vec<String> {
-        (self.running.lock().expect("sessions lock").iter())
+        self.running()
+            .iter()
             .map(|r| r.request.image.clone())
             .collect()
     }
@@ -31,24 +47,20 @@ impl Local {
     /// Start JupyterLab from `image` and wait until it answers; returns its URL and token.
     pub async fn launch(
         &self,
-        engine: &Engine,
         image: &str,
         timeout: Duration,
-    ) -> Result<(String, String), String> {
-        let request = RunRequest::jupyter(image).map_err(|e| e.to_string())?;
-        let session = Session::start(engine, &request)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<(String, String), LaunchError> {
+        let request = RunRequest::jupyter(image)?;
+        let id = self.engine.start_session(&request).await?;
         if !wait_until_ready(&request, timeout).await {
-            session.remove().await;
-            return Err(format!(
-                "the session did not answer within {} s",
-                timeout.as_secs()
-            ));
+            self.engine.remove_session(&id).await;
+            return Err(LaunchError::NotReady {
+                seconds: timeout.as_secs(),
+            });
         }
         let answer = (request.url(), request.token.clone());
-        self.running.lock().expect("sessions lock").push(Running {
-            session: Arc::new(session),
+        self.running().push(Running {
+            id,
             request,
             idle_since: None,
         });
@@ -57,10 +69,9 @@ impl Local {
 
     /// Remove every session (on shutdown).
     pub async fn stop_all(&self) {
-        let running: Vec<Running> =
-            std::mem::take(&mut *self.running.lock().expect("sessions lock"));
+        let running: Vec<Running> = std::mem::take(&mut *self.running());
         for r in running {
-            r.session.remove().await;
+            self.engine.remove_session(&r.id).await;
         }
     }
 
@@ -70,29 +81,26 @@ impl Local {
         let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
         loop {
             tokio::time::sleep(every).await;
-            let snapshot: Vec<(usize, u16, String)> = {
-                let running = self.running.lock().expect("sessions lock");
-                running
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| (i, r.request.port, r.request.token.clone()))
-                    .collect()
-            };
+            let snapshot: Vec<(String, u16, String)> = self
+                .running()
+                .iter()
+                .map(|r| (r.id.clone(), r.request.port, r.request.token.clone()))
+                .collect();
             let mut busy = Vec::new();
-            for (i, port, token) in snapshot {
-                busy.push((i, session_busy(port, &token).await));
+            for (id, port, token) in snapshot {
+                busy.push((id, session_busy(port, &token).await));
             }
             let mut stop = Vec::new();
             {
-                let mut running = self.running.lock().expect("sessions lock");
+                let mut running = self.running();
                 let now = Instant::now();
-                for (i, is_busy) in busy {
-                    if let Some(r) = running.get_mut(i) {
+                for (id, is_busy) in busy {
+                    if let Some(r) = running.iter_mut().find(|r| r.id == id) {
                         match (is_busy, r.idle_since) {
                             (true, _) => r.idle_since = None,
                             (false, None) => r.idle_since = Some(now),
                             (false, Some(since)) if now.duration_since(since) >= idle => {
-                                stop.push(r.session.clone())
+                                stop.push(id)
                             }
                             _ => {}
                         }
@@ -100,14 +108,11 @@ impl Local {
                 }
             }
             // Sessions leave the list only once removed, so a shutdown meanwhile still removes them.
-            for session in &stop {
-                tracing::info!(id = %session.id, "stopping an idle session");
-                session.remove().await;
+            for id in &stop {
+                tracing::info!(%id, "stopping an idle session");
+                self.engine.remove_session(id).await;
             }
-            self.running
-                .lock()
-                .expect("sessions lock")
-                .retain(|r| !stop.iter().any(|s| Arc::ptr_eq(s, &r.session)));
+            self.running().retain(|r| !stop.contains(&r.id));
         }
     }
 }

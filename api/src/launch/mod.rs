@@ -6,21 +6,26 @@ pub mod jupyterhub;
 pub mod local;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use kiln_builder::{Event, Ready};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::engine::ContainerEngine;
+use crate::error::LaunchError;
+use crate::metrics::Metrics;
 use crate::spec::Spec;
 use crate::store::Store;
-use crate::{AppState, failed};
 use jupyterhub::JupyterHub;
 use local::Local;
 
 /// The launchers of a service and what they share.
 pub struct Launchers {
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
     pub local: Arc<Local>,
     pub hub: Option<Arc<JupyterHub>>,
     /// Images of sessions being started (they count towards the quotas).
@@ -39,7 +44,7 @@ struct Reservation<'a> {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        let mut starting = self.launchers.starting.lock().expect("launch lock");
+        let mut starting = self.launchers.starting();
         if let Some(i) = starting.iter().position(|i| *i == self.image) {
             starting.remove(i);
         }
@@ -90,8 +95,9 @@ pub fn quota_refusal(
     None
 }
 
-/// What BinderHub tells a session and its client about the launch.
-pub fn binder_fields(spec: &Spec, image: &str, host: &str) -> Value {
+/// What BinderHub tells a session and its client about the launch: `repo_url` and the `binder_*`
+/// fields, with the URL and token still to be filled in.
+pub fn binder_fields(spec: &Spec, image: &str, host: &str) -> Ready {
     let commit = image
         .rsplit_once(':')
         .map(|(_, t)| t)
@@ -114,13 +120,17 @@ pub fn binder_fields(spec: &Spec, image: &str, host: &str) -> Value {
     } else {
         spec.repo_url.clone()
     };
-    json!({
-        "repo_url": spec.repo_url,
-        "binder_ref_url": ref_url,
-        "binder_launch_host": format!("http://{host}/"),
-        "binder_request": format!("v2/{}/{}", spec.provider, spec.raw),
-        "binder_persistent_request": persistent,
-    })
+    Ready {
+        url: String::new(),
+        token: String::new(),
+        image: image.to_string(),
+        repo_url: spec.repo_url.clone(),
+        binder_ref_url: ref_url,
+        binder_launch_host: format!("http://{host}/"),
+        binder_request: format!("v2/{}/{}", spec.provider, spec.raw),
+        binder_persistent_request: persistent,
+        hub_spawn_ms: None,
+    }
 }
 
 /// One launch as a request gives it.
@@ -135,33 +145,46 @@ pub struct LaunchRequest<'a> {
 }
 
 impl Launchers {
-    pub fn new(config: &Config, store: Arc<Store>) -> Result<Launchers, String> {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<Store>,
+        engine: Arc<dyn ContainerEngine>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Launchers, crate::error::ConfigError> {
         Ok(Launchers {
-            local: Arc::new(Local::default()),
-            hub: JupyterHub::new(config, store)?.map(Arc::new),
+            local: Arc::new(Local::new(engine)),
+            hub: JupyterHub::new(&config, store)?.map(Arc::new),
+            config,
+            metrics,
             starting: Mutex::new(Vec::new()),
             quota: tokio::sync::Mutex::new(()),
             hub_version: Mutex::new(None),
         })
     }
 
+    fn starting(&self) -> MutexGuard<'_, Vec<String>> {
+        self.starting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Start the background work: idle culling of local sessions, the hub reaper.
-    pub fn spawn_background(&self, config: &Config) {
+    pub fn spawn_background(&self) {
         tokio::spawn(
             self.local
                 .clone()
-                .cull_idle(Duration::from_secs(config.session_idle_seconds)),
+                .cull_idle(Duration::from_secs(self.config.session_idle_seconds)),
         );
         if let Some(hub) = &self.hub {
             tokio::spawn(
                 hub.clone()
-                    .reap_forever(Duration::from_secs(config.hub_reap_seconds)),
+                    .reap_forever(Duration::from_secs(self.config.hub_reap_seconds)),
             );
         }
     }
 
     /// Sessions running (local sessions, or the hub's active servers) and starting.
-    pub async fn sessions(&self) -> Result<Vec<String>, String> {
+    pub async fn sessions(&self) -> Result<Vec<String>, LaunchError> {
         let mut images = match &self.hub {
             Some(hub) => {
                 let launching = hub.launching();
@@ -174,19 +197,24 @@ impl Launchers {
             }
             None => self.local.images(),
         };
-        images.extend(self.starting.lock().expect("launch lock").iter().cloned());
+        images.extend(self.starting().iter().cloned());
         Ok(images)
     }
 
     /// The hub's version and whether its major version matches the images' `jupyterhub`
     /// (`None` without a hub).
-    pub async fn hub_check(&self, config: &Config) -> Option<Value> {
+    pub async fn hub_check(&self) -> Option<Value> {
         let hub = self.hub.as_ref()?;
-        let ours = &config.jupyterhub_version;
+        let ours = &self.config.jupyterhub_version;
         let check = match hub.version().await {
-            Err(e) => json!({"service": "hub", "ok": false, "url": hub.api_url(), "message": e}),
+            Err(e) => {
+                json!({"service": "hub", "ok": false, "url": hub.api_url(), "message": e.to_string()})
+            }
             Ok(version) => {
-                *self.hub_version.lock().expect("hub lock") = Some(version.clone());
+                *self
+                    .hub_version
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(version.clone());
                 let (theirs, mine) = (
                     kiln_buildpacks::options::major_version(&version),
                     kiln_buildpacks::options::major_version(ours),
@@ -202,7 +230,7 @@ impl Launchers {
                          the major versions must match (set KILN_JUPYTERHUB_VERSION)"
                     ));
                 } else if let Err(e) = token {
-                    check["message"] = json!(e);
+                    check["message"] = json!(e.to_string());
                 }
                 check
             }
@@ -211,117 +239,106 @@ impl Launchers {
     }
 
     fn hub_major(&self) -> Option<u64> {
-        let version = self.hub_version.lock().expect("hub lock").clone()?;
+        let version = self
+            .hub_version
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()?;
         kiln_buildpacks::options::major_version(&version)
     }
-}
 
-/// Launch a built image for one request and report it `ready` (or `failed`); `Err` means the
-/// client went away.
-pub async fn launch(
-    state: &AppState,
-    request: LaunchRequest<'_>,
-    tx: &mpsc::Sender<Value>,
-) -> Result<(), ()> {
-    let send = |value: Value| async move { tx.send(value).await.map_err(|_| ()) };
-    let launchers = &state.launchers;
-    let config = &state.hub.config;
-    let LaunchRequest {
-        spec,
-        image,
-        host,
-        caller_token,
-    } = request;
-    let started_at = Instant::now();
-    // Who launches: the caller's hub user when they sent a hub token.
-    let user = match (&launchers.hub, caller_token) {
-        (Some(hub), Some(token)) => match hub.identify(token).await {
-            Ok(name) => Some(name),
-            Err(e) => return send(failed(e)).await,
-        },
-        _ => None,
-    };
-    let reservation = {
-        let _quota = launchers.quota.lock().await;
-        // A hub without quotas set needs no count (the hub keeps its own limits).
-        let counted = launchers.hub.is_none()
-            || config.max_sessions.is_some()
-            || config.max_sessions_per_repo.is_some();
-        let running = match counted {
-            false => Vec::new(),
-            true => match launchers.sessions().await {
-                Ok(r) => r,
-                Err(e) => {
-                    return send(failed(format!("cannot check the session quotas: {e}"))).await;
-                }
-            },
-        };
-        if let Some(refusal) = quota_refusal(
-            config,
-            launchers.hub.is_some(),
-            &running,
+    /// Stop every local session the service started (on shutdown). Sessions on a hub stay: the
+    /// hub owns them.
+    pub async fn stop_local_sessions(&self) {
+        self.local.stop_all().await;
+    }
+
+    /// Launch a built image for one request; `progress` gets the `launching` events.
+    pub async fn launch(
+        &self,
+        request: LaunchRequest<'_>,
+        progress: &mpsc::Sender<Event>,
+    ) -> Result<Ready, LaunchError> {
+        let started_at = Instant::now();
+        let result = self.launch_inner(request, progress).await;
+        let metrics = &self.metrics;
+        metrics
+            .launch_ms_sum
+            .fetch_add(started_at.elapsed().as_millis() as u64, Ordering::SeqCst);
+        match &result {
+            Ok(_) => &metrics.launches_succeeded,
+            Err(_) => &metrics.launches_failed,
+        }
+        .fetch_add(1, Ordering::SeqCst);
+        result
+    }
+
+    async fn launch_inner(
+        &self,
+        request: LaunchRequest<'_>,
+        progress: &mpsc::Sender<Event>,
+    ) -> Result<Ready, LaunchError> {
+        let LaunchRequest {
+            spec,
             image,
-            &spec.repo_url,
-        ) {
-            return send(failed(refusal)).await;
-        }
-        launchers
-            .starting
-            .lock()
-            .expect("launch lock")
-            .push(image.to_string());
-        Reservation {
-            launchers,
-            image: image.to_string(),
-        }
-    };
-    send(json!({"phase": "launching", "message": format!("Launching {image}\n")})).await?;
-    let fields = binder_fields(spec, image, host);
-    let timeout = Duration::from_secs(config.launch_timeout_seconds.max(1));
-    let result = match &launchers.hub {
-        Some(hub) => {
-            if launchers.hub_major().is_none() {
-                let _ = launchers.hub_check(config).await;
+            host,
+            caller_token,
+        } = request;
+        let config = &self.config;
+        // Who launches: the caller's hub user when they sent a hub token.
+        let user = match (&self.hub, caller_token) {
+            (Some(hub), Some(token)) => Some(hub.identify(token).await?),
+            _ => None,
+        };
+        let reservation = {
+            let _quota = self.quota.lock().await;
+            // A hub without quotas set needs no count (the hub keeps its own limits).
+            let counted = self.hub.is_none()
+                || config.max_sessions.is_some()
+                || config.max_sessions_per_repo.is_some();
+            let running = match counted {
+                false => Vec::new(),
+                true => self.sessions().await.map_err(|e| {
+                    LaunchError::Quota(format!("cannot check the session quotas: {e}"))
+                })?,
+            };
+            if let Some(refusal) =
+                quota_refusal(config, self.hub.is_some(), &running, image, &spec.repo_url)
+            {
+                return Err(LaunchError::Quota(refusal));
             }
-            hub.launch(image, &fields, user.as_deref(), launchers.hub_major(), tx)
-                .await
-                .map(|l| (l.url, l.token, Some(l.hub_ms)))
+            self.starting().push(image.to_string());
+            Reservation {
+                launchers: self,
+                image: image.to_string(),
+            }
+        };
+        let _ = progress
+            .send(Event::launching(format!("Launching {image}"), None))
+            .await;
+        let mut ready = binder_fields(spec, image, host);
+        let timeout = Duration::from_secs(config.launch_timeout_seconds.max(1));
+        match &self.hub {
+            Some(hub) => {
+                if self.hub_major().is_none() {
+                    let _ = self.hub_check().await;
+                }
+                let launched = hub
+                    .launch(image, &ready, user.as_deref(), self.hub_major(), progress)
+                    .await?;
+                ready.url = launched.url;
+                ready.token = launched.token;
+                ready.hub_spawn_ms = Some(launched.hub_ms);
+            }
+            None => {
+                let (url, token) = self.local.launch(image, timeout).await?;
+                ready.url = url;
+                ready.token = token;
+            }
         }
-        None => launchers
-            .local
-            .launch(&state.hub.engine, image, timeout)
-            .await
-            .map(|(url, token)| (url, token, None)),
-    };
-    drop(reservation);
-    let metrics = &state.hub.metrics;
-    metrics
-        .launch_ms_sum
-        .fetch_add(started_at.elapsed().as_millis() as u64, Ordering::SeqCst);
-    let (url, token, hub_ms) = match result {
-        Ok(launched) => {
-            metrics.launches_succeeded.fetch_add(1, Ordering::SeqCst);
-            launched
-        }
-        Err(e) => {
-            metrics.launches_failed.fetch_add(1, Ordering::SeqCst);
-            return send(failed(e)).await;
-        }
-    };
-    let mut ready = json!({
-        "phase": "ready",
-        "message": format!("server running at {url}\n"),
-        "url": url,
-        "token": token,
-        "image": image,
-    });
-    if let (Some(ready), Some(fields)) = (ready.as_object_mut(), fields.as_object()) {
-        ready.extend(fields.clone());
+        drop(reservation);
+        Ok(ready)
     }
-    if let Some(ms) = hub_ms {
-        ready["hub_spawn_ms"] = json!(ms);
-    }
-    send(ready).await
 }
 
 #[cfg(test)]

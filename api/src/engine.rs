@@ -1,0 +1,60 @@
+//! The engine behind a trait: everything the service asks of the container engine (builds,
+//! sessions, health). [`kiln_builder::Engine`] is the real one; handler tests give the service a
+//! scripted engine, so HTTP behaviour is tested in-process without Docker.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kiln_builder::git::LibGit;
+use kiln_builder::run::{RunRequest, Session};
+use kiln_builder::{BuildError, BuildRequest, Built, Engine, EventSink};
+
+#[async_trait]
+pub trait ContainerEngine: Send + Sync {
+    /// Build (or reuse) the image of a request, reporting to `sink` (ending in `built` or
+    /// `failed`).
+    async fn build(
+        &self,
+        request: BuildRequest,
+        sink: &mut dyn EventSink,
+    ) -> Result<Built, BuildError>;
+
+    /// Whether the engine answers.
+    async fn ping(&self) -> bool;
+
+    /// The engine's name and version, for `/health` and `/versions`.
+    fn version(&self) -> String;
+
+    /// Start a session (JupyterLab on the request's port with its token); returns its id.
+    async fn start_session(&self, request: &RunRequest) -> Result<String, BuildError>;
+
+    /// Stop and remove a session.
+    async fn remove_session(&self, id: &str);
+}
+
+#[async_trait]
+impl ContainerEngine for Engine {
+    async fn build(
+        &self,
+        request: BuildRequest,
+        sink: &mut dyn EventSink,
+    ) -> Result<Built, BuildError> {
+        kiln_builder::build(self, Arc::new(LibGit), request, sink).await
+    }
+
+    async fn ping(&self) -> bool {
+        Engine::ping(self).await
+    }
+
+    fn version(&self) -> String {
+        self.version.clone()
+    }
+
+    async fn start_session(&self, request: &RunRequest) -> Result<String, BuildError> {
+        Ok(Session::start(self, request).await?.id)
+    }
+
+    async fn remove_session(&self, id: &str) {
+        self.remove_container(id).await;
+    }
+}

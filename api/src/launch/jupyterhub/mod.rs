@@ -1,0 +1,193 @@
+//! The JupyterHub launcher: kiln asks a hub to start a server with the built image, through the hub's
+//! REST API, as BinderHub does, so the hub keeps authentication, quotas, culling and storage.
+//!
+//! - [`client`]: the one call path to the hub's API (timeouts, retries);
+//! - [`names`]: the users and servers kiln creates, and the spawn request;
+//! - [`spawn`]: one launch: a temporary user (anonymous launches) or a named server of the caller's
+//!   hub user, a hub token that opens only that server, the spawn with BinderHub's user options,
+//!   the hub's progress relayed as `launching` events, and the server's URL and token;
+//! - [`reaper`]: every server kiln starts is recorded in the state database until the hub no longer
+//!   has it; then kiln deletes the temporary user (or removes the named server).
+
+mod client;
+mod names;
+mod reaper;
+mod spawn;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use reqwest::Method;
+
+use crate::config::Config;
+use crate::error::{ConfigError, LaunchError};
+use crate::store::Store;
+use client::{Answer, HubClient, Retry};
+
+pub use names::{launch_name, server_path, spawn_body};
+pub use spawn::Launched;
+
+pub struct JupyterHub {
+    /// The hub's public address, ending in `/` (the `ready` URL starts with it).
+    public_url: url::Url,
+    client: HubClient,
+    launch_timeout: Duration,
+    token_seconds: u64,
+    store: Arc<Store>,
+    /// Servers being launched: the reaper leaves them alone.
+    launching: Mutex<HashSet<(String, String)>>,
+}
+
+impl JupyterHub {
+    /// The hub launcher of a configuration with `KILN_HUB_URL` and `KILN_HUB_API_TOKEN`.
+    pub fn new(config: &Config, store: Arc<Store>) -> Result<Option<JupyterHub>, ConfigError> {
+        let (Some(public), Some(token)) = (&config.hub_url, &config.hub_api_token) else {
+            return Ok(None);
+        };
+        let public_url = url::Url::parse(public).map_err(|e| {
+            ConfigError::Invalid(format!("KILN_HUB_URL={public:?} is not a URL: {e}"))
+        })?;
+        let api_url = config
+            .hub_api_url
+            .clone()
+            .unwrap_or_else(|| format!("{public}hub/api/"));
+        url::Url::parse(&api_url).map_err(|e| {
+            ConfigError::Invalid(format!("KILN_HUB_API_URL={api_url:?} is not a URL: {e}"))
+        })?;
+        let client = HubClient::new(api_url, token.clone())
+            .map_err(|e| ConfigError::Invalid(format!("cannot make an HTTP client: {e}")))?;
+        Ok(Some(JupyterHub {
+            public_url,
+            client,
+            launch_timeout: Duration::from_secs(config.launch_timeout_seconds.max(1)),
+            token_seconds: config.hub_token_seconds,
+            store,
+            launching: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    pub fn api_url(&self) -> &str {
+        &self.client.api_url
+    }
+
+    fn launching_set(&self) -> MutexGuard<'_, HashSet<(String, String)>> {
+        self.launching
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Servers being launched now, as `(user, server)`.
+    pub fn launching(&self) -> HashSet<(String, String)> {
+        self.launching_set().clone()
+    }
+
+    /// The hub's version (`GET /hub/api/`, which needs no token).
+    pub async fn version(&self) -> Result<String, LaunchError> {
+        let answer = self
+            .client
+            .call(Method::GET, "", None, Retry::OnServerErrors)
+            .await?;
+        answer.body["version"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| {
+                LaunchError::Hub(format!(
+                    "the hub's API did not give its version ({})",
+                    answer.reason()
+                ))
+            })
+    }
+
+    /// Whether kiln's token is accepted: `Ok(())`, or the reason it is not.
+    pub async fn check_token(&self) -> Result<(), LaunchError> {
+        let answer = self
+            .client
+            .call(Method::GET, "user", None, Retry::OnServerErrors)
+            .await?;
+        if answer.ok() {
+            Ok(())
+        } else {
+            Err(LaunchError::Hub(format!(
+                "the hub refused kiln's API token ({}); check KILN_HUB_API_TOKEN",
+                answer.reason()
+            )))
+        }
+    }
+
+    /// The hub user a caller's token belongs to.
+    pub async fn identify(&self, caller_token: &str) -> Result<String, LaunchError> {
+        let answer = self
+            .client
+            .call_as(
+                caller_token,
+                Method::GET,
+                "user",
+                None,
+                Retry::OnServerErrors,
+            )
+            .await?;
+        match answer.body["name"].as_str() {
+            Some(name) if answer.ok() && answer.body["kind"] == "user" => Ok(name.to_string()),
+            _ => Err(LaunchError::Hub(format!(
+                "the hub did not accept your token as a user's ({})",
+                answer.reason()
+            ))),
+        }
+    }
+
+    /// Every active server on the hub as `(user, server, image)` (the image from its user options,
+    /// empty when it has none).
+    pub async fn active_servers(&self) -> Result<Vec<(String, String, String)>, LaunchError> {
+        let mut servers = Vec::new();
+        let mut offset = 0;
+        loop {
+            let answer = self
+                .client
+                .call(
+                    Method::GET,
+                    &format!("users?state=active&limit=200&offset={offset}"),
+                    None,
+                    Retry::OnServerErrors,
+                )
+                .await?;
+            if !answer.ok() {
+                return Err(LaunchError::Hub(format!(
+                    "cannot list the hub's users ({})",
+                    answer.reason()
+                )));
+            }
+            // A list from hubs before 2.0; `{items, _pagination}` when the hub paginates.
+            let items = answer.body["items"]
+                .as_array()
+                .or(answer.body.as_array())
+                .cloned()
+                .unwrap_or_default();
+            for user in &items {
+                let name = user["name"].as_str().unwrap_or_default();
+                if let Some(map) = user["servers"].as_object() {
+                    for (server, model) in map {
+                        let image = model["user_options"]["image"].as_str().unwrap_or_default();
+                        servers.push((name.to_string(), server.clone(), image.to_string()));
+                    }
+                }
+            }
+            match answer.body["_pagination"]["next"]["offset"].as_u64() {
+                Some(next) if !items.is_empty() => offset = next,
+                _ => break,
+            }
+        }
+        Ok(servers)
+    }
+
+    fn refusal(&self, what: &str, answer: &Answer) -> LaunchError {
+        let hint = match answer.status.as_u16() {
+            401 | 403 => "; check KILN_HUB_API_TOKEN and the scopes of kiln's role on the hub",
+            _ => "",
+        };
+        LaunchError::Hub(format!(
+            "the hub refused to {what} ({}){hint}",
+            answer.reason()
+        ))
+    }
+}

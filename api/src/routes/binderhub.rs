@@ -1,0 +1,165 @@
+//! BinderHub's API: `GET /build/<provider>/<spec>` streams the build's events, then launches the
+//! image (or, with `build_only`, ends on `ready` with the image's name).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{OriginalUri, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::Event as SseEvent;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use kiln_builder::{Event, Phase};
+use tokio::sync::mpsc;
+
+use crate::admission::{Caller, admit};
+use crate::launch::LaunchRequest;
+use crate::spec;
+use crate::sse;
+use crate::state::AppState;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/build/{provider}/{*spec}", get(build))
+}
+
+#[derive(serde::Deserialize, Default)]
+struct BuildQuery {
+    build_only: Option<String>,
+}
+
+async fn build(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    Query(query): Query<BuildQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let accepts_events = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if !accepts_events {
+        return (
+            StatusCode::BAD_REQUEST,
+            "/build streams server-sent events: send Accept: text/event-stream\n",
+        )
+            .into_response();
+    }
+    // The raw path, still percent-encoded: an escaped repository URL keeps its slashes.
+    let rest = uri.path().strip_prefix("/build/").unwrap_or_default();
+    let (provider, raw_spec) = rest
+        .split_once('/')
+        .map(|(p, s)| (p.to_string(), s.to_string()))
+        .unwrap_or_default();
+    let build_only = matches!(query.build_only.as_deref(), Some("true") | Some("1"));
+    if let Err(response) = admit(
+        &state.config,
+        &state.limiter,
+        &caller,
+        &provider,
+        &raw_spec,
+        build_only,
+    ) {
+        return *response;
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let (tx, rx) = mpsc::channel::<SseEvent>(256);
+    tokio::spawn(async move {
+        let request = StreamRequest {
+            provider,
+            raw_spec,
+            build_only,
+            host,
+            caller,
+        };
+        // An error means the client went away.
+        let _ = stream_build(state, request, tx).await;
+    });
+    sse::stream(rx)
+}
+
+/// One `/build` request, admitted.
+struct StreamRequest {
+    provider: String,
+    raw_spec: String,
+    build_only: bool,
+    host: String,
+    caller: Caller,
+}
+
+/// Produce one request's events; an `Err` means the client went away.
+async fn stream_build(
+    state: Arc<AppState>,
+    request: StreamRequest,
+    tx: mpsc::Sender<SseEvent>,
+) -> Result<(), ()> {
+    let send = |event: Event| {
+        let tx = tx.clone();
+        async move { tx.send(sse::data(&event)).await.map_err(|_| ()) }
+    };
+    let spec = match spec::parse(&request.provider, &request.raw_spec) {
+        Ok(spec) => spec,
+        Err(e) => return send(Event::failed(e.to_string())).await,
+    };
+    if let Err(e) = spec::check_host(&spec.repo_url, &state.config.allowed_hosts).await {
+        return send(Event::failed(e.to_string())).await;
+    }
+    let shared = match state.builds.build(&spec).await {
+        Ok(shared) => shared,
+        Err(e) => return send(Event::failed(e.to_string())).await,
+    };
+    let mut from = 0;
+    let mut image = None;
+    while let Some(events) = shared.next(from).await {
+        from += events.len();
+        for event in events {
+            if event.phase == Phase::Built {
+                image = event.image_name.clone();
+            }
+            let failed = event.phase == Phase::Failed;
+            send(event).await?;
+            if failed {
+                return Ok(());
+            }
+        }
+    }
+    let Some(image) = image.or_else(|| shared.image()) else {
+        return send(Event::failed("the build ended without an image")).await;
+    };
+    if request.build_only {
+        return send(Event::ready_built(
+            &image,
+            "Built; not launching (build_only)",
+        ))
+        .await;
+    }
+    // Launch progress goes to the client as it comes.
+    let (progress_tx, mut progress_rx) = mpsc::channel::<Event>(64);
+    let relay = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(event) = progress_rx.recv().await {
+                if tx.send(sse::data(&event)).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let launch = LaunchRequest {
+        spec: &spec,
+        image: &image,
+        host: &request.host,
+        caller_token: request.caller.hub_token(&state.config),
+    };
+    let result = state.launchers.launch(launch, &progress_tx).await;
+    drop(progress_tx);
+    let _ = relay.await;
+    match result {
+        Ok(ready) => send(Event::ready(ready)).await,
+        Err(e) => send(Event::failed(e.to_string())).await,
+    }
+}

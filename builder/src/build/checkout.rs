@@ -1,0 +1,116 @@
+//! The repository on disk: a git ref resolved without cloning, then exactly that commit fetched
+//! (shallowly, with its submodules) into a working folder; or a local folder as it is.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::BuildError;
+use crate::events::{Event, EventSink, Phase};
+use crate::git::{FetchLimits, GitBackend, Resolved};
+use crate::source::Source;
+
+/// The repository, fetched or as it is.
+pub struct Checkout {
+    pub dir: PathBuf,
+    /// The commit, for a git source (a local folder has none).
+    pub commit: Option<String>,
+    /// The commit time (seconds since the epoch); every file of the image gets it as its mtime.
+    pub time: i64,
+    /// What the image's source label says: the URL, or `local`.
+    pub source_label: String,
+    /// Removed with the checkout.
+    _workdir: Option<tempfile::TempDir>,
+}
+
+/// Resolve a git source's ref to a commit (`None` for a local folder).
+pub async fn resolve(
+    git: &Arc<dyn GitBackend>,
+    source: &Source,
+    reference: Option<&str>,
+    sink: &mut dyn EventSink,
+) -> Result<Option<Resolved>, BuildError> {
+    let Source::Git(git_source) = source else {
+        return Ok(None);
+    };
+    sink.emit(Event::new(
+        Phase::Fetching,
+        format!(
+            "Resolving {} in {}",
+            reference.unwrap_or("HEAD"),
+            git_source.url
+        ),
+    ));
+    let (git, git_source, reference) = (
+        git.clone(),
+        git_source.clone(),
+        reference.map(str::to_string),
+    );
+    let resolved =
+        tokio::task::spawn_blocking(move || git.resolve(&git_source, reference.as_deref()))
+            .await
+            .map_err(|e| BuildError::Invalid(format!("ref resolution stopped: {e}")))??;
+    sink.emit(Event::new(
+        Phase::Fetching,
+        format!("Resolved to commit {}", resolved.commit),
+    ));
+    Ok(Some(resolved))
+}
+
+/// Fetch the resolved commit into a new working folder, or take a local folder as it is.
+pub async fn fetch(
+    git: &Arc<dyn GitBackend>,
+    source: &Source,
+    resolved: Option<Resolved>,
+    limits: &FetchLimits,
+    sink: &mut dyn EventSink,
+) -> Result<Checkout, BuildError> {
+    match (source, resolved) {
+        (Source::Local(path), _) => {
+            sink.emit(Event::new(
+                Phase::Fetching,
+                format!("Using the local folder {}", path.display()),
+            ));
+            Ok(Checkout {
+                dir: path.clone(),
+                commit: None,
+                time: git.local_commit_time(path),
+                source_label: "local".into(),
+                _workdir: None,
+            })
+        }
+        (Source::Git(git_source), Some(resolved)) => {
+            let workdir = tempfile::Builder::new()
+                .prefix("kiln-build-")
+                .tempdir()
+                .map_err(|e| BuildError::io("creating a working folder", e))?;
+            let dest = workdir.path().join("repo");
+            sink.emit(Event::new(
+                Phase::Fetching,
+                format!("Fetching commit {} (shallow)", resolved.commit),
+            ));
+            let (git, task_source, task_resolved, task_dest, limits) = (
+                git.clone(),
+                git_source.clone(),
+                resolved.clone(),
+                dest.clone(),
+                limits.clone(),
+            );
+            let time = tokio::task::spawn_blocking(move || {
+                git.fetch(&task_source, &task_resolved, &task_dest, &limits)
+            })
+            .await
+            .map_err(|e| BuildError::Invalid(format!("fetch stopped: {e}")))??;
+            Ok(Checkout {
+                dir: dest,
+                commit: Some(resolved.commit),
+                time,
+                source_label: git_source.url.clone(),
+                _workdir: Some(workdir),
+            })
+        }
+        (Source::Git(git_source), None) => Err(BuildError::Invalid(format!(
+            "{} was not resolved to a commit before fetching",
+            git_source.url
+        ))),
+    }
+}

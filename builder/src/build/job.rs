@@ -1,0 +1,378 @@
+//! One planned image and the steps that make it: the facts the decision needs, then the engine
+//! builds, pushes and native assembly that carry the decision out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+
+use kiln_buildpacks::render::ENVIRONMENT_STAGE;
+use kiln_buildpacks::{BuildPlan, RenderOptions};
+use kiln_registry::ConfigUpdate;
+
+use super::BuildRequest;
+use super::checkout::Checkout;
+use super::labels::{self, environment_image_name, rfc3339};
+use super::push::PushSettings;
+use super::strategy::{Facts, Strategy};
+use crate::context::{Context, ContextOptions, build_context, repository_layer};
+use crate::engine::{Engine, EngineBuild};
+use crate::error::BuildError;
+use crate::events::{Event, EventSink, Phase};
+use crate::source::Source;
+
+/// Everything one image build needs, once planned.
+pub(super) struct Job<'a> {
+    pub(super) engine: &'a Engine,
+    pub(super) request: &'a BuildRequest,
+    pub(super) plan: &'a BuildPlan,
+    pub(super) checkout: &'a Checkout,
+    pub(super) labels: BTreeMap<String, String>,
+    ca_bundle: Option<Vec<u8>>,
+    /// The context of the whole image, built once: it names a local folder's image and serves
+    /// both the environment stage and the image.
+    full_context: OnceLock<Context>,
+    /// The conda lock and the settings to install it, for a plan with a conda environment.
+    pub(super) conda: Option<(kiln_conda::Lock, kiln_conda::CondaSettings)>,
+    /// (system stage, conda image): the image of the system stage, and that image plus the conda
+    /// layers, which the Dockerfile starts the environment stage from.
+    pub(super) conda_image: Option<(String, String)>,
+}
+
+impl<'a> Job<'a> {
+    pub(super) fn new(
+        engine: &'a Engine,
+        request: &'a BuildRequest,
+        plan: &'a BuildPlan,
+        checkout: &'a Checkout,
+        conda: Option<(kiln_conda::Lock, kiln_conda::CondaSettings)>,
+        sink: &mut dyn EventSink,
+    ) -> Result<Job<'a>, BuildError> {
+        let mut labels = labels::image_labels(request, plan, checkout);
+        if let Some((lock, _)) = &conda {
+            labels.extend(super::conda_stage::lock_labels(lock));
+        }
+        let conda_image = match (&conda, &plan.environment_key) {
+            (Some(_), Some(key)) => Some(labels::conda_image_names(request.push.as_ref(), key)?),
+            _ => None,
+        };
+        let ca_bundle = match &request.ca_bundle {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                BuildError::io(format!("reading the CA bundle {}", path.display()), e)
+            })?),
+            None => None,
+        };
+        if ca_bundle.is_some() && !engine.buildkit {
+            sink.emit(Event::new(
+                Phase::Building,
+                "Warning: the engine has no BuildKit, so the CA bundle cannot be trusted during the build without copying it into a layer; building without it",
+            ));
+        }
+        Ok(Job {
+            engine,
+            request,
+            plan,
+            checkout,
+            labels,
+            ca_bundle,
+            full_context: OnceLock::new(),
+            conda,
+            conda_image,
+        })
+    }
+
+    /// The image's name. A local folder is named after its content, so its context is built here.
+    pub(super) fn image_name(&self, source: &Source) -> Result<String, BuildError> {
+        let content_hash = match self.checkout.commit {
+            Some(_) => None,
+            None => {
+                use sha2::Digest;
+                let context = self.context(None)?;
+                Some(hex::encode(&sha2::Sha256::digest(&context.tar)[..8]))
+            }
+        };
+        labels::image_name(
+            self.request,
+            source,
+            self.checkout.commit.as_deref(),
+            content_hash.as_deref(),
+        )
+    }
+
+    fn environment_image(&self) -> Result<Option<String>, BuildError> {
+        environment_image_name(
+            self.request.push.as_ref(),
+            self.plan.environment_key.as_deref(),
+        )
+    }
+
+    /// What the decision needs: the registry (or the engine) is asked what it has.
+    pub(super) async fn facts(&self, name: &str) -> Result<Facts, BuildError> {
+        let push = self.request.push.as_ref();
+        let local_folder = self.checkout.commit.is_none();
+        let image_exists = match (local_folder, push) {
+            (false, _) => false,
+            (true, Some(push)) => push.registry.manifest_digest(name).await?.is_some(),
+            (true, None) => self.engine.image_labels(name).await?.is_some(),
+        };
+        let environment_in_registry = match (push, self.environment_image()?) {
+            (Some(push), Some(env)) => push.registry.manifest_digest(&env).await?.is_some(),
+            _ => false,
+        };
+        Ok(Facts {
+            pushing: push.is_some(),
+            native: push.is_some_and(|p| p.native),
+            no_cache: self.request.no_cache,
+            image_exists,
+            has_environment: self.plan.environment_key.is_some(),
+            environment_in_registry,
+            steps_after_copy: self.plan.needs_container_after_copy(),
+            conda: self.conda.is_some(),
+        })
+    }
+
+    /// Carry the decision out; returns the `built` event's message.
+    pub(super) async fn carry_out(
+        &self,
+        strategy: Strategy,
+        name: &str,
+        sink: &mut dyn EventSink,
+    ) -> Result<String, BuildError> {
+        let push = self.request.push.as_ref();
+        let env = self.environment_image()?;
+        match (strategy, push, env.as_deref()) {
+            (Strategy::Reuse, Some(_), _) => Ok(format!(
+                "Reusing {name}: the registry has it, and the folder has not changed"
+            )),
+            (Strategy::Reuse, None, _) => Ok(format!(
+                "Reusing the existing image {name}: the folder has not changed"
+            )),
+            (Strategy::Assemble, Some(push), Some(env)) => {
+                self.assemble(push, env, name, sink).await?;
+                Ok(format!(
+                    "Pushed {name}, assembled on the environment {env} without a container"
+                ))
+            }
+            (Strategy::OnEnvironment, Some(push), Some(env)) => {
+                sink.emit(Event::new(
+                    Phase::Building,
+                    format!("The environment {env} is in the registry: building only the repository and what follows it"),
+                ));
+                self.build_and_push(name, Some(env), None, push, sink)
+                    .await?;
+                Ok(format!("Pushed {name}"))
+            }
+            (
+                Strategy::Full {
+                    conda_stage,
+                    environment_stage,
+                    push: pushing,
+                },
+                _,
+                _,
+            ) => {
+                if conda_stage {
+                    self.ensure_conda_image(push, sink).await?;
+                }
+                match (push, pushing) {
+                    (Some(push), true) => {
+                        if let (Some(env), true) = (&env, environment_stage) {
+                            self.build_and_push(env, None, Some(ENVIRONMENT_STAGE), push, sink)
+                                .await?;
+                        }
+                        self.build_and_push(name, None, None, push, sink).await?;
+                        Ok(format!("Built and pushed {name}"))
+                    }
+                    _ => {
+                        self.engine_build(name, None, None, sink).await?;
+                        Ok(format!("Built {name}"))
+                    }
+                }
+            }
+            (strategy, _, _) => Err(BuildError::Invalid(format!(
+                "{strategy:?} needs a registry and an environment image"
+            ))),
+        }
+    }
+
+    fn render(&self, environment_image: Option<&str>) -> Result<String, BuildError> {
+        Ok(kiln_buildpacks::dockerfile(
+            self.plan,
+            &RenderOptions {
+                buildkit: self.engine.buildkit,
+                build_trust: self.ca_bundle.is_some() && self.engine.buildkit,
+                labels: BTreeMap::new(),
+                environment_image: environment_image.map(String::from),
+                conda_image: self.conda_image.as_ref().map(|(_, conda)| conda.clone()),
+            },
+        )?)
+    }
+
+    /// The build context; the whole image's is built once and reused.
+    fn context(&self, environment_image: Option<&str>) -> Result<Context, BuildError> {
+        if environment_image.is_some() {
+            return self.build_context(environment_image);
+        }
+        if let Some(context) = self.full_context.get() {
+            return Ok(context.clone());
+        }
+        let context = self.build_context(None)?;
+        Ok(self.full_context.get_or_init(|| context).clone())
+    }
+
+    fn build_context(&self, environment_image: Option<&str>) -> Result<Context, BuildError> {
+        let dockerfile = self.render(environment_image)?;
+        build_context(
+            &self.checkout.dir,
+            self.plan,
+            &ContextOptions {
+                mtime: self.checkout.time.max(0) as u64,
+                ca_bundle: self.ca_bundle.as_deref(),
+                dockerfile: Some(&dockerfile),
+            },
+        )
+    }
+
+    /// Build on the engine: the whole image, one stage (`target`), or only what follows the
+    /// environment when `environment_image` is given.
+    pub(super) async fn engine_build(
+        &self,
+        tag: &str,
+        environment_image: Option<&str>,
+        target: Option<&str>,
+        sink: &mut dyn EventSink,
+    ) -> Result<(), BuildError> {
+        let context = self.context(environment_image)?;
+        let what = match (target, environment_image) {
+            (Some(_), _) => "the environment",
+            (None, Some(_)) => "the repository layers",
+            (None, None) => "the image",
+        };
+        sink.emit(Event::new(
+            Phase::Building,
+            format!(
+                "Building {what} as {tag} with {} ({} files, {} KiB of context)",
+                if self.engine.buildkit {
+                    "BuildKit"
+                } else {
+                    "the classic builder"
+                },
+                context.files,
+                context.tar.len() / 1024
+            ),
+        ));
+        let labels = match target {
+            Some(_) => labels::environment_labels(&self.labels),
+            None => self.labels.clone(),
+        };
+        let mut build_args: HashMap<String, String> = proxy_args();
+        build_args.extend(self.request.build_args.clone());
+        let credentials = self.request.push.as_ref().and_then(|p| {
+            p.docker_credentials()
+                .map(|c| HashMap::from([(p.registry.host.clone(), c)]))
+        });
+        self.engine
+            .build(
+                context.tar,
+                &EngineBuild {
+                    tag: tag.to_string(),
+                    dockerfile: context.dockerfile,
+                    labels: labels.into_iter().collect(),
+                    build_args,
+                    no_cache: self.request.no_cache,
+                    target: target.map(String::from),
+                    credentials,
+                },
+                sink,
+            )
+            .await
+    }
+
+    /// Build on the engine, then push the result.
+    async fn build_and_push(
+        &self,
+        tag: &str,
+        environment_image: Option<&str>,
+        target: Option<&str>,
+        push: &PushSettings,
+        sink: &mut dyn EventSink,
+    ) -> Result<(), BuildError> {
+        self.engine_build(tag, environment_image, target, sink)
+            .await?;
+        sink.emit(Event::new(Phase::Pushing, format!("Pushing {tag}")));
+        self.engine.push(tag, push.docker_credentials(), sink).await
+    }
+
+    /// Assemble the image natively: the environment image plus one layer holding the repository.
+    async fn assemble(
+        &self,
+        push: &PushSettings,
+        environment: &str,
+        name: &str,
+        sink: &mut dyn EventSink,
+    ) -> Result<(), BuildError> {
+        let layers = self
+            .plan
+            .layers()
+            .ok_or_else(|| BuildError::Invalid("no layers to assemble".into()))?;
+        sink.emit(Event::new(
+            Phase::Building,
+            format!("The environment {environment} is in the registry: assembling the image without a container"),
+        ));
+        let (dir, plan, mtime) = (
+            self.checkout.dir.clone(),
+            self.plan.clone(),
+            self.checkout.time.max(0) as u64,
+        );
+        let layer = tokio::task::spawn_blocking(move || {
+            let tar = repository_layer(&dir, &plan, mtime)?;
+            kiln_registry::Layer::from_tar(&tar)
+                .map_err(|e| BuildError::io("compressing the repository layer", e))
+        })
+        .await
+        .map_err(|e| BuildError::Invalid(format!("layer stopped: {e}")))??;
+        let runtime = &layers.runtime;
+        let update = ConfigUpdate {
+            env: runtime.env.clone(),
+            entrypoint: runtime.entrypoint.clone(),
+            cmd: runtime.command.clone(),
+            working_dir: runtime.workdir.clone(),
+            user: layers.environment.user.name.clone(),
+            exposed_port: Some(runtime.expose),
+            labels: self.labels.clone(),
+            created: rfc3339(self.checkout.time),
+        };
+        let new_layers = [kiln_registry::NewLayer {
+            layer: &layer,
+            created_by: format!("COPY the repository to {} (kiln)", layers.repository.dest),
+        }];
+        let mut progress = |message: String| sink.emit(Event::new(Phase::Pushing, message));
+        kiln_registry::assemble(
+            &push.registry,
+            &kiln_registry::Assembly {
+                base: environment,
+                target: name,
+                layers: &new_layers,
+                config: &update,
+            },
+            &mut progress,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Proxy settings pass through as build arguments (Docker's predefined ones: not kept in the image).
+fn proxy_args() -> HashMap<String, String> {
+    [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "FTP_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "ftp_proxy",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+    .collect()
+}

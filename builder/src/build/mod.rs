@@ -1,0 +1,208 @@
+//! One build, top to bottom, in the order of the files:
+//!
+//! 1. resolve the ref ([`checkout`]): a commit names its image, so an image built from it is
+//!    reused before anything is fetched;
+//! 2. fetch exactly that commit, or take the local folder as it is ([`checkout`]);
+//! 3. plan, and lock a conda environment ([`conda_stage`]);
+//! 4. name the image and gather the facts (does the registry have it, or its environment?);
+//! 5. decide, as a pure function of the facts ([`strategy`]);
+//! 6. carry it out: reuse, assemble natively ([`job`] + `kiln-registry`), a short engine build on
+//!    the environment, or a full engine build with its conda stage ([`conda_stage`]), pushed
+//!    ([`push`]);
+//! 7. report `built` with the image name, labelled as [`labels`] says.
+
+mod checkout;
+mod conda_stage;
+mod job;
+mod labels;
+mod push;
+mod strategy;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kiln_buildpacks::{BuildPlan, PlanOptions};
+
+use crate::engine::Engine;
+use crate::error::BuildError;
+use crate::events::{Event, EventSink, Phase};
+use crate::git::{FetchLimits, GitBackend};
+use crate::source::Source;
+use job::Job;
+
+pub use labels::{
+    LABEL_COMMIT, LABEL_CONDA_LOCK, LABEL_CONDA_LOCK_DIGEST, LABEL_CREATED, LABEL_ENVIRONMENT,
+    LABEL_SOURCE, LABEL_VERSION, rfc3339,
+};
+pub use push::PushSettings;
+pub use strategy::{Facts, Strategy, decide};
+
+/// What to build.
+#[derive(Clone, Default)]
+pub struct BuildRequest {
+    pub source: Option<Source>,
+    pub reference: Option<String>,
+    /// The image name; by default `kiln/<slug>:<commit>` (a content hash for a local folder), or the
+    /// BinderHub-compatible registry name when pushing.
+    pub image_name: Option<String>,
+    pub plan_options: PlanOptions,
+    pub build_args: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub no_cache: bool,
+    /// PEM bundle trusted by the steps that download (from `--ca-bundle` or `SSL_CERT_FILE`).
+    pub ca_bundle: Option<PathBuf>,
+    pub limits: FetchLimits,
+    pub push: Option<PushSettings>,
+    /// Install the conda lock stored in this image instead of solving (`--locked IMAGE`).
+    pub locked: Option<String>,
+    /// Channels, mirrors and caches for conda environments (default: from the environment,
+    /// `KILN_CONDA_*`).
+    pub conda: Option<kiln_conda::CondaSettings>,
+}
+
+impl std::fmt::Debug for BuildRequest {
+    /// The request without build arguments' values (they may hold secrets) or credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildRequest")
+            .field("source", &self.source)
+            .field("reference", &self.reference)
+            .field("image_name", &self.image_name)
+            .field("build_args", &self.build_args.keys().collect::<Vec<_>>())
+            .field("labels", &self.labels)
+            .field("no_cache", &self.no_cache)
+            .field("ca_bundle", &self.ca_bundle)
+            .field("limits", &self.limits)
+            .field("push", &self.push)
+            .field("locked", &self.locked)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the image came to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It existed already (in the registry when pushing, else in the engine).
+    Reused,
+    /// Built by the engine.
+    Built,
+    /// Assembled natively from the environment image in the registry.
+    Assembled,
+    /// A short engine build on top of the environment image from the registry.
+    BuiltOnEnvironment,
+}
+
+/// A finished build.
+#[derive(Clone, Debug)]
+pub struct Built {
+    pub image: String,
+    pub outcome: Outcome,
+    pub plan: Option<BuildPlan>,
+}
+
+/// Build (or reuse) the image for a request. Every outcome is also an event: `built` or `failed`.
+pub async fn build(
+    engine: &Engine,
+    git: Arc<dyn GitBackend>,
+    request: BuildRequest,
+    sink: &mut dyn EventSink,
+) -> Result<Built, BuildError> {
+    match run(engine, git, &request, sink).await {
+        Ok((built, message)) => {
+            sink.emit(Event::built(&built.image, message));
+            Ok(built)
+        }
+        Err(error) => {
+            sink.emit(Event::new(Phase::Failed, error.to_string()));
+            Err(error)
+        }
+    }
+}
+
+async fn run(
+    engine: &Engine,
+    git: Arc<dyn GitBackend>,
+    request: &BuildRequest,
+    sink: &mut dyn EventSink,
+) -> Result<(Built, String), BuildError> {
+    let source = request
+        .source
+        .clone()
+        .ok_or_else(|| BuildError::Invalid("no source given".into()))?;
+    engine.check_network().await?;
+
+    // 1. Resolve: an image built from this commit is reused before anything is fetched.
+    let resolved = checkout::resolve(&git, &source, request.reference.as_deref(), sink).await?;
+    if let (Some(resolved), Source::Git(git_source)) = (&resolved, &source) {
+        let name = labels::image_name(request, &source, Some(&resolved.commit), None)?;
+        if !request.no_cache
+            && built_from(engine, request, &name, &resolved.commit, &git_source.url).await?
+        {
+            let place = if request.push.is_some() {
+                "the registry"
+            } else {
+                "the engine"
+            };
+            let message = format!("Reusing {name}: {place} has it, built from this commit");
+            let built = Built {
+                image: name,
+                outcome: Outcome::Reused,
+                plan: None,
+            };
+            return Ok((built, message));
+        }
+    }
+
+    // 2. Fetch exactly that commit, or take the folder as it is.
+    let checkout = checkout::fetch(&git, &source, resolved, &request.limits, sink).await?;
+
+    // 3. Plan; a conda environment's lock completes the plan and its environment key.
+    let mut plan = kiln_buildpacks::plan(&checkout.dir, &request.plan_options)?;
+    let conda = conda_stage::lock(engine, request, &mut plan, sink).await?;
+    report_plan(&plan, sink);
+
+    // 4. Name the image and gather the facts.
+    let job = Job::new(engine, request, &plan, &checkout, conda, sink)?;
+    let name = job.image_name(&source)?;
+    let facts = job.facts(&name).await?;
+
+    // 5. Decide, and 6. carry it out.
+    let strategy = decide(&facts);
+    let message = job.carry_out(strategy, &name, sink).await?;
+    let built = Built {
+        image: name,
+        outcome: strategy.outcome(),
+        plan: Some(plan),
+    };
+    Ok((built, message))
+}
+
+/// Whether the image of a commit exists: in the registry when pushing, else in the engine with
+/// labels naming the same source and commit.
+async fn built_from(
+    engine: &Engine,
+    request: &BuildRequest,
+    name: &str,
+    commit: &str,
+    source_url: &str,
+) -> Result<bool, BuildError> {
+    if let Some(push) = &request.push {
+        return Ok(push.registry.manifest_digest(name).await?.is_some());
+    }
+    Ok(engine.image_labels(name).await?.is_some_and(|labels| {
+        labels.get(LABEL_COMMIT).map(String::as_str) == Some(commit)
+            && labels.get(LABEL_SOURCE).map(String::as_str) == Some(source_url)
+    }))
+}
+
+fn report_plan(plan: &BuildPlan, sink: &mut dyn EventSink) {
+    let names: Vec<&str> = plan.buildpacks.iter().map(|b| b.name.name()).collect();
+    sink.emit(Event::new(
+        Phase::Building,
+        format!(
+            "Buildpacks: {} ({})",
+            names.join(", "),
+            plan.buildpacks[0].reason
+        ),
+    ));
+}

@@ -1,0 +1,190 @@
+//! Image builds on the engine and their log. BuildKit when the engine offers it (package caches as
+//! cache mounts, the CA bundle mounted only while a step downloads); the classic builder otherwise.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use bollard::models::{BuildInfo, BuildInfoAux};
+use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
+use futures_util::StreamExt;
+
+use super::{Engine, names_missing_network, short};
+use crate::error::BuildError;
+use crate::events::{Event, EventSink, Phase};
+
+/// One image build on the engine.
+#[derive(Clone, Default)]
+pub struct EngineBuild {
+    pub tag: String,
+    pub dockerfile: String,
+    pub labels: HashMap<String, String>,
+    pub build_args: HashMap<String, String>,
+    pub no_cache: bool,
+    /// Build only this stage.
+    pub target: Option<String>,
+    /// Registry credentials for pulling base images, by registry host.
+    pub credentials: Option<HashMap<String, bollard::auth::DockerCredentials>>,
+}
+
+impl std::fmt::Debug for EngineBuild {
+    /// Everything but the credentials, of which only the registry hosts are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuild")
+            .field("tag", &self.tag)
+            .field("dockerfile", &self.dockerfile)
+            .field("labels", &self.labels)
+            .field("build_args", &self.build_args.keys().collect::<Vec<_>>())
+            .field("no_cache", &self.no_cache)
+            .field("target", &self.target)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|c| {
+                    c.keys()
+                        .map(|h| format!("{h}: <redacted>"))
+                        .collect::<Vec<_>>()
+                }),
+            )
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Build `context` (a tar) and tag the result; events carry the engine's log lines.
+    pub async fn build(
+        &self,
+        context: Vec<u8>,
+        build: &EngineBuild,
+        sink: &mut dyn EventSink,
+    ) -> Result<(), BuildError> {
+        let session = format!("kiln-{}", crate::random::hex(16)?);
+        let options = BuildImageOptions {
+            dockerfile: build.dockerfile.clone(),
+            t: Some(build.tag.clone()),
+            rm: true,
+            forcerm: true,
+            nocache: build.no_cache,
+            labels: Some(build.labels.clone()),
+            buildargs: Some(build.build_args.clone()),
+            networkmode: self.settings.network.clone(),
+            version: if self.buildkit {
+                BuilderVersion::BuilderBuildKit
+            } else {
+                BuilderVersion::BuilderV1
+            },
+            session: self.buildkit.then_some(session),
+            target: build.target.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.build_image(
+            options,
+            build.credentials.clone(),
+            Some(bollard::body_full(context.into())),
+        );
+        let mut log = BuildLog::default();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => log.take(info, sink),
+                Err(e) => {
+                    let message = e.to_string();
+                    if self.settings.network.is_none() && names_missing_network(&message) {
+                        return Err(BuildError::NoDefaultNetwork);
+                    }
+                    return Err(BuildError::BuildFailed {
+                        message: short(&message),
+                        tail: log.tail(),
+                    });
+                }
+            }
+        }
+        if let Some(error) = log.error.take() {
+            return Err(BuildError::BuildFailed {
+                message: error,
+                tail: log.tail(),
+            });
+        }
+        // The engine tags only a finished image; check that it is there.
+        match self.image_labels(&build.tag).await? {
+            Some(_) => Ok(()),
+            None => Err(BuildError::BuildFailed {
+                message: "the engine ended the build without an image (was it stopped?)".into(),
+                tail: log.tail(),
+            }),
+        }
+    }
+}
+
+/// Turns the engine's build stream (classic text, or BuildKit status) into events, keeping a tail.
+#[derive(Default)]
+struct BuildLog {
+    tail: VecDeque<String>,
+    started: HashSet<String>,
+    /// Output of each BuildKit step that has not ended with a newline yet.
+    partial: HashMap<String, String>,
+    error: Option<String>,
+}
+
+impl BuildLog {
+    fn line(&mut self, line: &str, sink: &mut dyn EventSink) {
+        let line = line.trim_end();
+        if line.is_empty() {
+            return;
+        }
+        if self.tail.len() == 30 {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line.to_string());
+        sink.emit(Event::new(Phase::Building, line));
+    }
+
+    fn take(&mut self, info: BuildInfo, sink: &mut dyn EventSink) {
+        if let Some(text) = &info.stream {
+            for line in text.lines() {
+                self.line(line, sink);
+            }
+        }
+        if let Some(message) = info.error_detail.and_then(|d| d.message) {
+            self.error = Some(short(&message));
+        }
+        if let Some(BuildInfoAux::BuildKit(status)) = info.aux {
+            for vertex in &status.vertexes {
+                if vertex.started.is_some() && self.started.insert(vertex.digest.clone()) {
+                    let cached = if vertex.cached { " (cached)" } else { "" };
+                    self.line(&format!("{}{cached}", vertex.name), sink);
+                }
+                if !vertex.error.is_empty() {
+                    self.error = Some(format!("{}: {}", vertex.name, short(&vertex.error)));
+                }
+            }
+            for log in &status.logs {
+                let mut buffer = self.partial.remove(&log.vertex).unwrap_or_default();
+                buffer.push_str(&String::from_utf8_lossy(&log.msg));
+                while let Some(end) = buffer.find('\n') {
+                    let line: String = buffer.drain(..=end).collect();
+                    self.line(&line, sink);
+                }
+                if !buffer.is_empty() {
+                    self.partial.insert(log.vertex.clone(), buffer);
+                }
+            }
+            for vertex in status.vertexes.iter().filter(|v| v.completed.is_some()) {
+                if let Some(rest) = self.partial.remove(&vertex.digest) {
+                    self.line(&rest, sink);
+                }
+            }
+        }
+    }
+
+    fn tail(&self) -> String {
+        if self.tail.is_empty() {
+            return String::new();
+        }
+        let lines: Vec<&str> = self
+            .tail
+            .iter()
+            .rev()
+            .take(15)
+            .rev()
+            .map(String::as_str)
+            .collect();
+        format!("\nlast lines of the build log:\n  {}", lines.join("\n  "))
+    }
+}

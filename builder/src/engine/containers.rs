@@ -1,0 +1,150 @@
+//! Containers: sessions and commands run from a built image.
+
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptions, LogsOptions, RemoveContainerOptions, StartContainerOptions,
+    StopContainerOptions, WaitContainerOptions,
+};
+use futures_util::StreamExt;
+
+use super::Engine;
+use crate::error::BuildError;
+
+/// Limits a container runs with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// CPU limit in billionths of a CPU (Docker's `NanoCpus`).
+    pub nano_cpus: Option<i64>,
+    /// Most processes (fork bombs stop here).
+    pub pids: Option<i64>,
+    /// Drop every Linux capability and forbid gaining new privileges (setuid, file capabilities).
+    pub locked_down: bool,
+}
+
+/// One container to create.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub cmd: Option<Vec<String>>,
+    pub env: Vec<String>,
+    /// Publish this container port on 127.0.0.1 at the host port (not with host networking).
+    pub publish: Option<(u16, u16)>,
+    pub resources: Resources,
+}
+
+impl Engine {
+    /// Create and start a container; returns its id. A container that cannot start is removed.
+    pub async fn start_container(&self, spec: &ContainerSpec) -> Result<String, BuildError> {
+        let r = &spec.resources;
+        let mut host_config = HostConfig {
+            network_mode: self.settings.network.clone(),
+            memory: r.memory,
+            memory_swap: r.memory,
+            nano_cpus: r.nano_cpus,
+            pids_limit: r.pids,
+            ..Default::default()
+        };
+        if r.locked_down {
+            host_config.cap_drop = Some(vec!["ALL".into()]);
+            host_config.security_opt = Some(vec!["no-new-privileges:true".into()]);
+        }
+        if let Some((inside, outside)) = spec.publish {
+            host_config.port_bindings = Some(
+                [(
+                    format!("{inside}/tcp"),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(outside.to_string()),
+                    }]),
+                )]
+                .into_iter()
+                .collect(),
+            );
+        }
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: spec.cmd.clone(),
+            env: Some(spec.env.clone()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(spec.name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| self.error(e))?;
+        if let Err(e) = self
+            .docker
+            .start_container(&created.id, None::<StartContainerOptions>)
+            .await
+        {
+            self.remove_container(&created.id).await;
+            return Err(self.error(e));
+        }
+        Ok(created.id)
+    }
+
+    /// Stream a container's output to `out` until it exits; returns its exit code.
+    pub async fn follow_container(
+        &self,
+        id: &str,
+        mut out: impl FnMut(&[u8]),
+    ) -> Result<i64, BuildError> {
+        let mut logs = self.docker.logs(
+            id,
+            Some(LogsOptions {
+                follow: true,
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }),
+        );
+        while let Some(chunk) = logs.next().await {
+            match chunk {
+                Ok(output) => out(&output.into_bytes()),
+                Err(_) => break,
+            }
+        }
+        let mut wait = self.docker.wait_container(id, None::<WaitContainerOptions>);
+        let code = match wait.next().await {
+            Some(Ok(status)) => status.status_code,
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(e)) => return Err(BuildError::Engine(e.to_string())),
+            None => 0,
+        };
+        Ok(code)
+    }
+
+    /// Stop a container (10 s grace) and remove it. Errors are ignored: it may be gone already.
+    pub async fn remove_container(&self, id: &str) {
+        let _ = self
+            .docker
+            .stop_container(
+                id,
+                Some(StopContainerOptions {
+                    t: Some(10),
+                    ..Default::default()
+                }),
+            )
+            .await;
+        let _ = self
+            .docker
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+    }
+}
