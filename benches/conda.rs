@@ -8,6 +8,8 @@
 //! (comma-separated; default the conda-fixture example's).
 //! Prints one `phase<TAB>round<TAB>seconds` line per measure.
 
+#![allow(clippy::unwrap_used)] // In tests and benchmarks an unwrap is an assertion.
+
 use std::time::Instant;
 
 use kiln_conda::{CondaSettings, Request};

@@ -9,7 +9,11 @@
 //!
 //! Run: `cargo bench --bench hub` (needs the engine, the base image and JupyterHub: see README).
 
-#[path = "../tests/support/mod.rs"]
+#![allow(clippy::unwrap_used)] // In tests and benchmarks an unwrap is an assertion.
+
+// The benchmarks use part of the tests' support code.
+#[allow(dead_code)]
+#[path = "../tests/kiln/support/mod.rs"]
 mod support;
 
 use std::time::Instant;

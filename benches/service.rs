@@ -5,7 +5,11 @@
 //!
 //! Run: `cargo bench --bench service` (needs the engine and the base image: see README).
 
-#[path = "../tests/support/mod.rs"]
+#![allow(clippy::unwrap_used)] // In tests and benchmarks an unwrap is an assertion.
+
+// The benchmarks use part of the tests' support code.
+#[allow(dead_code)]
+#[path = "../tests/kiln/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader, Write};

@@ -32,5 +32,15 @@ pub fn stream(rx: mpsc::Receiver<SseEvent>) -> Response {
 
 /// One event as JSON data.
 pub fn data(value: &impl serde::Serialize) -> SseEvent {
-    SseEvent::default().data(serde_json::to_string(value).unwrap_or_else(|_| "{}".into()))
+    SseEvent::default().data(json(value))
+}
+
+/// One event as JSON data, with its id (for `Last-Event-ID`). The id comes first, so a reader
+/// knows it before the data.
+pub fn numbered(id: usize, value: &impl serde::Serialize) -> SseEvent {
+    SseEvent::default().id(id.to_string()).data(json(value))
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".into())
 }

@@ -288,9 +288,14 @@ impl Store {
                 "SELECT event FROM events WHERE build_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
             )?;
             let rows = statement
-                .query_map(params![id, from as i64, limit as i64], |r| {
-                    r.get::<_, String>(0)
-                })?
+                .query_map(
+                    params![
+                        id,
+                        i64::try_from(from).unwrap_or(i64::MAX),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    |r| r.get::<_, String>(0),
+                )?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows
                 .iter()

@@ -128,6 +128,17 @@ impl Event {
     }
 }
 
+/// Where events go.
+pub trait EventSink: Send {
+    fn emit(&mut self, event: Event);
+}
+
+impl<F: FnMut(Event) + Send> EventSink for F {
+    fn emit(&mut self, event: Event) {
+        self(event)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,16 +174,5 @@ mod tests {
                 .unwrap();
         assert_eq!(plain.ready, None);
         assert!(!format!("{ready:?}").contains("token: \"t\""));
-    }
-}
-
-/// Where events go.
-pub trait EventSink: Send {
-    fn emit(&mut self, event: Event);
-}
-
-impl<F: FnMut(Event) + Send> EventSink for F {
-    fn emit(&mut self, event: Event) {
-        self(event)
     }
 }

@@ -1,5 +1,7 @@
 //! One snapshot per example repository (plan and Dockerfile), generated from the folder list.
 
+#![allow(clippy::unwrap_used)] // In tests and benchmarks an unwrap is an assertion.
+
 use std::path::{Path, PathBuf};
 
 use kiln_buildpacks::{PlanOptions, RenderOptions};

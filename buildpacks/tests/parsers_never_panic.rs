@@ -1,5 +1,7 @@
 //! Property tests: the parsers, and planning as a whole, never panic on arbitrary input.
 
+#![allow(clippy::unwrap_used)] // In tests and benchmarks an unwrap is an assertion.
+
 use kiln_buildpacks::parse::{
     apt, conda_env, dockerfile, julia, pipfile, pyproject, requirements, runtime,
 };

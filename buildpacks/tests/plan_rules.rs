@@ -1,6 +1,8 @@
 //! Behaviour of planning on repositories made by the tests: precedence, the environment key,
 //! untrusted content, and large trees.
 
+#![allow(clippy::unwrap_used)] // In tests and benchmarks an unwrap is an assertion.
+
 use std::fs;
 use std::path::Path;
 

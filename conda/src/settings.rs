@@ -114,6 +114,7 @@ impl CondaSettings {
             .read_timeout(Duration::from_secs(60))
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .build()
+            // Only a TLS backend that fails to initialise makes this fail: nothing to recover.
             .expect("a reqwest client with timeouts builds")
     }
 }

@@ -1,6 +1,8 @@
 //! kiln-conda against the fixture channel (tests/conda/make-channel.sh), served over HTTP on
 //! loopback and mapped to `conda-forge` as a mirror: solve, install, pack, the lock, and the errors.
 
+#![allow(clippy::unwrap_used)] // In tests and benchmarks an unwrap is an assertion.
+
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -103,21 +103,19 @@ async fn build_events(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok())
-        .map_or(0, |last| last.saturating_add(1));
+        .map_or(0, |last| last.saturating_add(1))
+        // Sequence numbers are SQLite integers: anything beyond them is past the end.
+        .min(i64::MAX as usize);
     let (tx, rx) = mpsc::channel::<SseEvent>(256);
     tokio::spawn(async move {
         let mut next = from;
         if let Some(shared) = state.builds.live(id) {
             while let Some(events) = shared.next(next).await {
                 for event in events {
-                    if tx
-                        .send(sse::data(&event).id(next.to_string()))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(sse::numbered(next, &event)).await.is_err() {
                         return;
                     }
-                    next += 1;
+                    next = next.saturating_add(1);
                 }
             }
         }
@@ -132,14 +130,10 @@ async fn build_events(
             };
             let last_page = page.len() < EVENT_PAGE;
             for event in page {
-                if tx
-                    .send(sse::data(&event).id(next.to_string()))
-                    .await
-                    .is_err()
-                {
+                if tx.send(sse::numbered(next, &event)).await.is_err() {
                     return;
                 }
-                next += 1;
+                next = next.saturating_add(1);
             }
             if last_page {
                 return;

@@ -3,13 +3,11 @@
 //! solve, install and run inside the image, the lock (recorded, printed, honoured), identical layers
 //! for the same lock, the errors, and a launch with `kiln run`.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::conda::ChannelServer;
-use support::*;
+use crate::support::conda::ChannelServer;
+use crate::support::*;
 
 const LOCK_PATH: &str = "/srv/conda/envs/notebook/conda-meta/kiln-lock.txt";
 
@@ -430,7 +428,7 @@ fn conda_example_launches_with_kiln_run() {
 fn explicit_line(subdir: &str, file: &str) -> String {
     let repodata: serde_json::Value = serde_json::from_slice(
         &std::fs::read(
-            support::conda::channel_dir()
+            crate::support::conda::channel_dir()
                 .join(subdir)
                 .join("repodata.json"),
         )
@@ -451,8 +449,10 @@ fn a_lock_shipped_by_the_repository_is_installed_without_solving() {
     // The file name of the package of `subdir` whose name starts with `prefix`.
     let package = |subdir: &str, prefix: &str| {
         let repodata: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(support::conda::channel_dir().join(format!("{subdir}/repodata.json")))
-                .unwrap(),
+            &std::fs::read(
+                crate::support::conda::channel_dir().join(format!("{subdir}/repodata.json")),
+            )
+            .unwrap(),
         )
         .unwrap();
         repodata["packages.conda"]

@@ -4,7 +4,6 @@
 //!
 //! Only the standard library is used. Every response carries
 //! `Connection: close`; each connection serves exactly one request.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

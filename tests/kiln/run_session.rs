@@ -1,12 +1,10 @@
 //! `kiln run`: builds when needed, prints the session URL with its token, and the session answers
 //! `/api/status` with that token; stopping kiln removes the container.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn run_prints_a_url_whose_token_opens_the_session() {

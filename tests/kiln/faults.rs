@@ -1,13 +1,10 @@
 //! Bad input and faults: each ends in a `failed` event with a message that says what to do, and
 //! leaves no image behind.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
-use support::*;
+use crate::support::*;
 
 fn failed_build(args: &[&str]) -> (String, Vec<serde_json::Value>) {
     let out = kiln()
@@ -130,11 +127,15 @@ fn no_engine_reachable() {
     assert!(message.contains("DOCKER_HOST"), "{message}");
 }
 
+/// An engine started without a bridge (as this machine's is; the test starts its own, so it holds
+/// on a machine whose main engine has one).
 #[test]
 fn engine_without_default_network_says_to_set_kiln_network() {
     require_engine();
+    let engine = SecondEngine::start();
     let out = kiln()
         .env_remove("KILN_NETWORK")
+        .env("DOCKER_HOST", &engine.host)
         .args([
             "build",
             "--json-logs",
@@ -163,52 +164,9 @@ fn bad_sources_and_bad_plans_fail_before_any_build() {
 #[test]
 fn engine_stopped_mid_build() {
     require_engine();
-    let root = tempfile::tempdir().unwrap();
-    let socket = root.path().join("docker.sock");
-    let host = format!("unix://{}", socket.display());
-    let mut dockerd = Command::new("dockerd")
-        .arg("--host")
-        .arg(&host)
-        .arg("--data-root")
-        .arg(root.path().join("data"))
-        .arg("--exec-root")
-        .arg(root.path().join("exec"))
-        .arg("--pidfile")
-        .arg(root.path().join("docker.pid"))
-        .args([
-            "--bridge=none",
-            "--iptables=false",
-            "--ip-forward=false",
-            "--ip-masq=false",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dockerd starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !Command::new("docker")
-        .args(["-H", &host, "version"])
-        .output()
-        .unwrap()
-        .status
-        .success()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the second dockerd did not start"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    // Give it the base image.
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "docker save {} | docker -H {host} load -q",
-            kiln_buildpacks::options::DEFAULT_BASE_IMAGE
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let mut engine = SecondEngine::start();
+    engine.load_base_image();
+    let host = engine.host.clone();
     let repo = tempfile::tempdir().unwrap();
     std::fs::write(
         repo.path().join("Dockerfile"),
@@ -242,15 +200,9 @@ fn engine_stopped_mid_build() {
             break;
         }
     }
-    // Stop the engine (our own child, by its PID).
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(dockerd.id().to_string())
-        .status()
-        .unwrap();
+    engine.stop();
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
     let status = build.wait().unwrap();
-    let _ = dockerd.wait();
     assert_eq!(status.code(), Some(1), "{seen:?} {rest:?}");
     let last: serde_json::Value =
         serde_json::from_str(rest.last().or(seen.last()).unwrap()).unwrap();

@@ -3,14 +3,12 @@
 //! session through the hub's proxy; named servers for hub users; quotas; the hub's faults end in a
 //! `failed` event with the hub's reason and leave no temporary user behind.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::jupyterhub::JupyterHubServer;
+use crate::support::service::{Service, escaped};
+use crate::support::*;
 use serde_json::Value;
-use support::jupyterhub::JupyterHubServer;
-use support::service::{Service, escaped};
-use support::*;
 
 /// `kiln serve` launching on `hub`, with extra settings.
 fn service_on(hub: Option<&JupyterHubServer>, extra: &[(&str, &str)]) -> Service {

@@ -2,10 +2,8 @@
 //! reuse by native assembly for a code-only commit and for a second repository, determinism, auth,
 //! and faults.
 
-mod support;
-
-use support::registry_proxy::{Faults, RegistryProxy};
-use support::*;
+use crate::support::registry_proxy::{Faults, RegistryProxy};
+use crate::support::*;
 
 fn push(
     server: &GitServer,

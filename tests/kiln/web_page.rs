@@ -2,16 +2,14 @@
 //! example repository's URL, watch the phase and the log, reach `ready`; a screenshot is kept in
 //! test-artifacts/.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use base64::Engine as _;
 use serde_json::{Value, json};
-use support::*;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 

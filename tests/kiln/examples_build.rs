@@ -1,9 +1,7 @@
 //! Build example repositories on the real engine, fetched from a git server on loopback, and judge
 //! each image by its own `verify` script run inside it (without network).
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// Build `example` from the git server and run its `verify` in the image.
 fn build_and_verify(example: &str) {

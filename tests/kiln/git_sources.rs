@@ -1,12 +1,10 @@
 //! Sources against git servers on loopback: ref resolution without cloning, shallow fetch of exactly
 //! one commit, submodules, and a private repository with credentials that never show up in errors.
 
-mod support;
-
+use crate::support::git_http::GitHttpServer;
+use crate::support::*;
 use kiln_builder::git::{FetchLimits, GitBackend, LibGit};
 use kiln_builder::source::{GitSource, Source};
-use support::git_http::GitHttpServer;
-use support::*;
 
 fn source(url: &str) -> GitSource {
     match Source::parse(url).unwrap() {

@@ -1,5 +1,6 @@
-//! `kiln serve` as the tests run it: a child process on a free loopback port, with raw HTTP/1.1
-//! requests and server-sent event readers.
+//! `kiln serve` as the tests run it: a child process on a free loopback port; and [`Http`], raw
+//! HTTP/1.1 requests and server-sent event readers for any service on loopback (also one that runs
+//! in the test's own process).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -10,9 +11,22 @@ use super::{free_port, kiln, wait_for_port};
 
 pub struct Service {
     pub child: Child,
-    pub port: u16,
+    pub http: Http,
     pub state: std::path::PathBuf,
     pub _dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Service {
+    type Target = Http;
+
+    fn deref(&self) -> &Http {
+        &self.http
+    }
+}
+
+/// Requests to a service on 127.0.0.1.
+pub struct Http {
+    pub port: u16,
 }
 
 impl Service {
@@ -43,12 +57,14 @@ impl Service {
         wait_for_port(port);
         Service {
             child,
-            port,
+            http: Http { port },
             state: state.to_path_buf(),
             _dir: None,
         }
     }
+}
 
+impl Http {
     /// A JSON request; returns the status and the parsed body.
     pub fn json(
         &self,
@@ -113,6 +129,27 @@ impl Service {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         (status, response)
+    }
+
+    /// The raw status line and headers of a `/build` request (its stream is not read).
+    pub fn head(&self, path: &str, extra: &str) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{extra}\r\n"
+        )
+        .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut text = String::new();
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+            text.push_str(&line);
+            line.clear();
+        }
+        text
     }
 
     pub fn get(&self, path: &str, accept: Option<&str>) -> (u16, String) {

@@ -1,11 +1,9 @@
 //! Engine features: BuildKit and the classic fallback, the CA bundle that never lands in a layer,
 //! and the base image bootstrap that does nothing when the image exists.
 
-mod support;
-
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn classic_builder_fallback_builds() {

@@ -1,9 +1,9 @@
 //! Test support: the real engine, a git server on loopback, repositories made by the tests, and the
 //! kiln binary. A missing component fails the test with the command that starts it.
-#![allow(dead_code)]
 
 pub mod conda;
 pub mod git_http;
+pub mod in_process;
 pub mod jupyterhub;
 pub mod registry_proxy;
 pub mod service;
@@ -260,7 +260,8 @@ pub fn remove_image(name: &str) {
 
 /// A CNCF Distribution registry (Debian's docker-registry) on loopback, optionally with htpasswd auth.
 pub struct Registry {
-    dir: tempfile::TempDir,
+    /// Its configuration and storage, removed with it.
+    _dir: tempfile::TempDir,
     process: Child,
     pub port: u16,
 }
@@ -293,7 +294,11 @@ impl Registry {
             .spawn()
             .unwrap_or_else(|_| panic!("docker-registry is missing: {SETUP}"));
         wait_for_port(port);
-        Registry { dir, process, port }
+        Registry {
+            _dir: dir,
+            process,
+            port,
+        }
     }
 
     pub fn host(&self) -> String {
@@ -314,10 +319,6 @@ impl Registry {
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-    }
-
-    pub fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
     }
 }
 
@@ -400,4 +401,89 @@ pub fn session_status(port: u16, token: Option<&str>) -> u16 {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+/// A second Docker engine for one test, with its own data root and socket, started without a
+/// bridge network (as this machine allows), stopped by its PID when dropped.
+pub struct SecondEngine {
+    /// `unix://<socket>`, for `DOCKER_HOST`.
+    pub host: String,
+    dockerd: Option<Child>,
+    _root: tempfile::TempDir,
+}
+
+impl SecondEngine {
+    pub fn start() -> SecondEngine {
+        let root = tempfile::tempdir().unwrap();
+        let host = format!("unix://{}", root.path().join("docker.sock").display());
+        let dockerd = Command::new("dockerd")
+            .arg("--host")
+            .arg(&host)
+            .arg("--data-root")
+            .arg(root.path().join("data"))
+            .arg("--exec-root")
+            .arg(root.path().join("exec"))
+            .arg("--pidfile")
+            .arg(root.path().join("docker.pid"))
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("dockerd does not start ({e}): {SETUP}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !Command::new("docker")
+            .args(["-H", &host, "version"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the second dockerd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        SecondEngine {
+            host,
+            dockerd: Some(dockerd),
+            _root: root,
+        }
+    }
+
+    /// Give it the base image of the main engine.
+    pub fn load_base_image(&self) {
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker save {} | docker -H {} load -q",
+                kiln_buildpacks::options::DEFAULT_BASE_IMAGE,
+                self.host
+            ))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Stop the engine (SIGTERM to our own child) and wait for it.
+    pub fn stop(&mut self) {
+        if let Some(mut dockerd) = self.dockerd.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(dockerd.id().to_string())
+                .status();
+            let _ = dockerd.wait();
+        }
+    }
+}
+
+impl Drop for SecondEngine {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

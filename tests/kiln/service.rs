@@ -1,14 +1,12 @@
 //! `kiln serve`: BinderHub's /build API as server-sent events, read by a real client over TCP,
 //! through the whole flow to a session that answers with its token; shared builds; refused sources.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::service::{Service, escaped};
-use support::*;
+use crate::support::service::{Service, escaped};
+use crate::support::*;
 
 #[test]
 fn json_api_builds_resumes_and_lists_images() {
@@ -136,79 +134,6 @@ fn a_restart_mid_build_marks_it_failed_and_the_next_request_builds() {
     assert_eq!(events.last().unwrap().1["phase"], "built", "{events:?}");
 }
 
-/// The raw status line and headers of a request.
-fn head(service: &Service, path: &str, extra: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", service.port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{extra}\r\n"
-    )
-    .unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut text = String::new();
-    let mut line = String::new();
-    while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
-        text.push_str(&line);
-        line.clear();
-    }
-    text
-}
-
-#[test]
-fn rate_limits_spec_patterns_and_the_build_token() {
-    require_engine();
-    let dir = tempfile::tempdir().unwrap();
-    let service = Service::start_with(
-        &dir.path().join("state.db"),
-        &[
-            ("KILN_RATE_LIMIT", "3"),
-            ("KILN_BANNED_SPECS", "gh/evil/*"),
-            ("KILN_BUILD_TOKEN", "operator-token"),
-        ],
-    );
-    let unreachable = format!(
-        "/build/git/{}/HEAD",
-        escaped(&format!("git://127.0.0.1:{}/none", free_port()))
-    );
-    // A banned spec (counts against the limit).
-    assert!(head(&service, "/build/gh/evil/repo/HEAD", "").starts_with("HTTP/1.1 403"));
-    // build_only without the operator's token.
-    assert!(
-        head(&service, &format!("{unreachable}?build_only=true"), "").starts_with("HTTP/1.1 403")
-    );
-    assert!(
-        head(
-            &service,
-            &format!("{unreachable}?build_only=true&build_token=wrong"),
-            ""
-        )
-        .starts_with("HTTP/1.1 403")
-    );
-    // With the token: accepted (and counted).
-    assert!(
-        head(
-            &service,
-            &format!("{unreachable}?build_only=true&build_token=operator-token"),
-            ""
-        )
-        .starts_with("HTTP/1.1 200")
-    );
-    assert!(head(&service, &unreachable, "").starts_with("HTTP/1.1 200"));
-    // The JSON API needs the token too.
-    let body = serde_json::json!({"provider": "gh", "spec": "org/repo/HEAD"});
-    assert_eq!(service.json("POST", "/api/builds", Some(body)).0, 403);
-    // The fourth counted request from this address: 429 with BinderHub's headers.
-    let limited = head(&service, &unreachable, "");
-    assert!(limited.starts_with("HTTP/1.1 429"), "{limited}");
-    assert!(
-        limited.contains("x-ratelimit-limit: 3") && limited.contains("x-ratelimit-remaining: 0"),
-        "{limited}"
-    );
-}
-
 #[test]
 fn idle_sessions_are_stopped() {
     require_engine();
@@ -242,14 +167,6 @@ fn remove_sessions_of(image: &str) {
     for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
         docker(&["rm", "-f", id]);
     }
-}
-
-#[test]
-fn build_requires_the_event_stream_accept_header() {
-    require_engine();
-    let service = Service::start();
-    let (status, _) = service.get("/build/gh/org/repo/HEAD", None);
-    assert_eq!(status, 400);
 }
 
 #[test]
