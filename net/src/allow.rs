@@ -176,7 +176,9 @@ impl FromStr for Entry {
             Some("*") => Ports::Any,
             Some("") => return Err(bad("the port after : is missing")),
             Some(p) => match p.parse::<u16>() {
-                Ok(0) | Err(_) => return Err(bad("the port must be a number from 1 to 65535, or *")),
+                Ok(0) | Err(_) => {
+                    return Err(bad("the port must be a number from 1 to 65535, or *"));
+                }
                 Ok(n) => Ports::One(n),
             },
         };

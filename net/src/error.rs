@@ -145,6 +145,10 @@ pub enum Error {
     #[error("cannot register kiln's libgit2 transports: {0}")]
     Register(String),
 
+    /// The HTTP client or its runtime could not be set up.
+    #[error("cannot set up kiln's HTTP client: {0}")]
+    Setup(String),
+
     /// An HTTP client error (TLS, protocol, I/O).
     #[error("{url}: {source}")]
     Http {
@@ -274,6 +278,7 @@ impl Error {
             Error::PushNotSupported { url } => Error::PushNotSupported { url: url.clone() },
             Error::NoScope { url } => Error::NoScope { url: url.clone() },
             Error::Register(message) => Error::Register(message.clone()),
+            Error::Setup(message) => Error::Setup(message.clone()),
             Error::Http { .. } | Error::Io { .. } | Error::Git(_) | Error::Connect { .. } => {
                 return None;
             }

@@ -83,7 +83,37 @@ pub(crate) struct Inner {
     failure: Mutex<Option<Error>>,
     /// Credentials by the origin they were returned for.
     credentials: Mutex<HashMap<String, Credentials>>,
-    http: OnceLock<Result<reqwest::blocking::Client, String>>,
+    http: OnceLock<Result<HttpRuntime, String>>,
+}
+
+/// The git HTTP transport's client and the runtime that drives it on the libgit2 thread
+/// (a current-thread runtime: requests run inside `block_on`, on the calling thread).
+pub(crate) struct HttpRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+    pub(crate) client: reqwest::Client,
+}
+
+impl HttpRuntime {
+    /// Make a future inside the runtime's context (reqwest starts its timers when a request is
+    /// made) and run it to completion on this thread.
+    pub(crate) fn block_on<F: std::future::Future>(&self, make: impl FnOnce() -> F) -> F::Output {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .expect("the runtime lives as long as its owner");
+        let _context = runtime.enter();
+        runtime.block_on(make())
+    }
+}
+
+impl Drop for HttpRuntime {
+    fn drop(&mut self) {
+        // A scope may be dropped on an async worker thread: shutting down in the background does
+        // not block there (dropping a runtime would panic).
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Builds a [`Scope`]; the deadline starts when [`ScopeBuilder::build`] is called.
@@ -216,7 +246,10 @@ impl fmt::Debug for Scope {
         let inner = &self.inner;
         f.debug_struct("Scope")
             .field("policy", &inner.policy)
-            .field("credentials", &inner.provider.as_ref().map(|_| "<provider>"))
+            .field(
+                "credentials",
+                &inner.provider.as_ref().map(|_| "<provider>"),
+            )
             .field("max_bytes", &inner.max_bytes)
             .field("timeout", &inner.timeout)
             .field("received", &self.received())
@@ -298,24 +331,31 @@ impl Inner {
         lock(&self.credentials).insert(origin.to_string(), credentials);
     }
 
-    /// The scope's blocking HTTP client (built on first use, on the libgit2 thread).
-    pub(crate) fn http_client(&self) -> Result<&reqwest::blocking::Client, Error> {
+    /// The scope's HTTP client and its runtime (built on first use, on the libgit2 thread).
+    pub(crate) fn http(&self) -> Result<&HttpRuntime, Error> {
         let built = self.http.get_or_init(|| {
             let options = crate::http::Options {
                 connect_timeout: self.connect_timeout,
                 read_timeout: Some(self.io_timeout),
-                user_agent: concat!("git/2.0 (kiln-net/", env!("CARGO_PKG_VERSION"), ")").to_string(),
+                user_agent: concat!("git/2.0 (kiln-net/", env!("CARGO_PKG_VERSION"), ")")
+                    .to_string(),
                 ..crate::http::Options::default()
             };
             // Redirects are followed by the transport itself, hop by hop.
-            let builder = crate::http::client_builder(&self.policy, &options)
-                .redirect(reqwest::redirect::Policy::none());
-            reqwest::blocking::ClientBuilder::from(builder)
-                .timeout(None)
+            let client = crate::http::client_builder(&self.policy, &options)
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            Ok(HttpRuntime {
+                runtime: Some(runtime),
+                client,
+            })
         });
-        built.as_ref().map_err(|e| Error::Register(format!("cannot build the HTTP client: {e}")))
+        built.as_ref().map_err(|e| Error::Setup(e.clone()))
     }
 }
 
@@ -372,20 +412,43 @@ pub fn register() -> Result<(), Error> {
         .map_err(Error::Register)
 }
 
-fn factory(remote: &git2::Remote<'_>, scheme: &'static str) -> Result<git2::transport::Transport, git2::Error> {
-    let Some(scope) = current_scope() else {
-        let url = remote.url().map(redact_str).unwrap_or_default();
-        return Err(git2::Error::new(
+/// Make the transport for `remote`. It never fails here (git2 would lose the message of an error
+/// returned by a factory): without a scope, the transport refuses when libgit2 asks it to connect.
+fn factory(
+    remote: &git2::Remote<'_>,
+    scheme: &'static str,
+) -> Result<git2::transport::Transport, git2::Error> {
+    use git2::transport::Transport;
+    match (current_scope(), scheme) {
+        (None, _) => Transport::smart(remote, scheme != "git", NoScope),
+        (Some(scope), "git") => {
+            Transport::smart(remote, false, crate::git_proto::GitProtocol::new(scope))
+        }
+        (Some(scope), _) => Transport::smart(remote, true, crate::git_http::SmartHttp::new(scope)),
+    }
+}
+
+/// The transport of a libgit2 call made outside any scope: it refuses to connect.
+struct NoScope;
+
+impl git2::transport::SmartSubtransport for NoScope {
+    fn action(
+        &self,
+        url: &str,
+        _action: git2::transport::Service,
+    ) -> Result<Box<dyn git2::transport::SmartSubtransportStream>, git2::Error> {
+        Err(git2::Error::new(
             git2::ErrorCode::GenericError,
             git2::ErrorClass::Net,
-            Error::NoScope { url }.to_string(),
-        ));
-    };
-    scope.check_time().map_err(|e| scope.git_error(e))?;
-    scope.check_budget().map_err(|e| scope.git_error(e))?;
-    match scheme {
-        "git" => git2::transport::Transport::smart(remote, false, crate::git_proto::GitProtocol::new(scope)),
-        _ => git2::transport::Transport::smart(remote, true, crate::git_http::SmartHttp::new(scope)),
+            Error::NoScope {
+                url: redact_str(url),
+            }
+            .to_string(),
+        ))
+    }
+
+    fn close(&self) -> Result<(), git2::Error> {
+        Ok(())
     }
 }
 
@@ -424,7 +487,9 @@ mod tests {
         let scope = Scope::builder(Policy::public())
             .credentials(|_| Some(Credentials::new("alice", "hunter2")))
             .build();
-        scope.inner.bind_credentials("https://git.example", Credentials::new("alice", "hunter2"));
+        scope
+            .inner
+            .bind_credentials("https://git.example", Credentials::new("alice", "hunter2"));
         let shown = format!("{scope:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("<provider>"), "{shown}");
@@ -451,10 +516,16 @@ mod tests {
     fn limits() {
         let scope = Scope::builder(Policy::open()).max_bytes(10).build();
         assert!(scope.inner.account(10).is_ok());
-        assert!(matches!(scope.inner.account(1), Err(Error::TooLarge { limit: 10 })));
+        assert!(matches!(
+            scope.inner.account(1),
+            Err(Error::TooLarge { limit: 10 })
+        ));
         let scope = Scope::builder(Policy::open())
             .timeout(Duration::from_millis(0))
             .build();
-        assert!(matches!(scope.inner.check_time(), Err(Error::TimedOut { .. })));
+        assert!(matches!(
+            scope.inner.check_time(),
+            Err(Error::TimedOut { .. })
+        ));
     }
 }

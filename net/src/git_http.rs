@@ -2,8 +2,9 @@
 //! <repo>/info/refs?service=git-upload-pack` lists the refs, each negotiation round is one `POST
 //! <repo>/git-upload-pack` whose body is what libgit2 wrote before it reads.
 //!
-//! Every request goes through the scope's blocking reqwest client (its resolver is the policy's);
-//! redirects are followed here, hop by hop, on the first request only (git's "initial" behaviour),
+//! Every request goes through the scope's reqwest client (its resolver is the policy's), driven by
+//! a current-thread runtime on the libgit2 thread, and its body is streamed to libgit2 chunk by
+//! chunk, counted against the scope's budget as it arrives. Redirects are followed here, hop by hop, on the first request only (git's "initial" behaviour),
 //! to the same host only, never from https down to http, each hop through `Policy::check_url`;
 //! the POSTs then go to the redirected repository URL. Credentials are asked for on a 401, bound to
 //! the origin of the URL they were asked for, and sent to that origin only.
@@ -50,7 +51,9 @@ impl SmartHttp {
                 (true, base.unwrap_or(remote))
             }
             Service::ReceivePackLs | Service::ReceivePack => {
-                return Err(Error::PushNotSupported { url: redact(&remote) });
+                return Err(Error::PushNotSupported {
+                    url: redact(&remote),
+                });
             }
         };
         let mut request = base.clone();
@@ -68,12 +71,17 @@ impl SmartHttp {
             url: request,
             body: Vec::new(),
             response: None,
+            pending: bytes::Bytes::new(),
         })
     }
 }
 
 impl SmartSubtransport for SmartHttp {
-    fn action(&self, url: &str, action: Service) -> Result<Box<dyn SmartSubtransportStream>, git2::Error> {
+    fn action(
+        &self,
+        url: &str,
+        action: Service,
+    ) -> Result<Box<dyn SmartSubtransportStream>, git2::Error> {
         match self.open(url, action) {
             Ok(stream) => Ok(Box::new(stream)),
             Err(e) => Err(self.scope.git_error(e)),
@@ -91,15 +99,18 @@ struct HttpStream {
     post: bool,
     url: Url,
     body: Vec<u8>,
-    response: Option<reqwest::blocking::Response>,
+    response: Option<reqwest::Response>,
+    /// What the last chunk held beyond what libgit2 read.
+    pending: bytes::Bytes,
 }
 
 impl HttpStream {
     /// Send the request (following the first request's redirects, answering a 401 once) and
     /// return the response to stream.
-    fn send(&mut self) -> Result<reqwest::blocking::Response, Error> {
+    fn send(&mut self) -> Result<reqwest::Response, Error> {
         let scope = self.scope.clone();
-        let client = scope.http_client()?;
+        let http = scope.http()?;
+        let client = &http.client;
         let first = self.url.clone();
         let mut url = first.clone();
         let mut hops = 0;
@@ -126,46 +137,55 @@ impl HttpStream {
             }
             scope.count_request();
             tracing::debug!(url = %redact(&url), post = self.post, "git smart HTTP request");
-            let response = request.send().map_err(|e| self.map_reqwest(&url, e))?;
+            let response = http
+                .block_on(|| request.send())
+                .map_err(|e| self.map_reqwest(&url, e))?;
             let status = response.status();
 
-            if status.is_redirection() {
-                if let Some(location) = response.headers().get(LOCATION) {
-                    let location = location.to_str().unwrap_or("");
-                    let hop = url.join(location).map_err(|e| Error::Redirect {
+            if status.is_redirection()
+                && let Some(location) = response.headers().get(LOCATION)
+            {
+                let location = location.to_str().unwrap_or("");
+                let hop = url.join(location).map_err(|e| Error::Redirect {
+                    from: redact(&url),
+                    hop: location.to_string(),
+                    reason: format!("the Location is not a valid URL ({e})"),
+                })?;
+                if self.post {
+                    return Err(Error::Redirect {
                         from: redact(&url),
-                        hop: location.to_string(),
-                        reason: format!("the Location is not a valid URL ({e})"),
-                    })?;
-                    if self.post {
-                        return Err(Error::Redirect {
-                            from: redact(&url),
-                            hop: redact(&hop),
-                            reason: "git's POST requests are not redirected; kiln follows redirects on the first request (info/refs) only"
-                                .to_string(),
-                        });
-                    }
-                    hops += 1;
-                    judge_hop(&scope.policy, Some(&first), hops, &hop, scope.max_redirects, true)
-                        .map_err(|e| match e {
-                            HopError::Limit => Error::TooManyRedirects {
-                                url: redact(&first),
-                                limit: scope.max_redirects,
-                            },
-                            HopError::Reason(reason) => Error::Redirect {
-                                from: redact(&url),
-                                hop: redact(&hop),
-                                reason,
-                            },
-                            HopError::Check(source) => Error::RedirectRefused {
-                                from: redact(&url),
-                                hop: redact(&hop),
-                                source: Box::new(source),
-                            },
-                        })?;
-                    url = hop;
-                    continue;
+                        hop: redact(&hop),
+                        reason: "git's POST requests are not redirected; kiln follows redirects on the first request (info/refs) only"
+                            .to_string(),
+                    });
                 }
+                hops += 1;
+                judge_hop(
+                    &scope.policy,
+                    Some(&first),
+                    hops,
+                    &hop,
+                    scope.max_redirects,
+                    true,
+                )
+                .map_err(|e| match e {
+                    HopError::Limit => Error::TooManyRedirects {
+                        url: redact(&first),
+                        limit: scope.max_redirects,
+                    },
+                    HopError::Reason(reason) => Error::Redirect {
+                        from: redact(&url),
+                        hop: redact(&hop),
+                        reason,
+                    },
+                    HopError::Check(source) => Error::RedirectRefused {
+                        from: redact(&url),
+                        hop: redact(&hop),
+                        source: Box::new(source),
+                    },
+                })?;
+                url = hop;
+                continue;
             }
 
             if status == StatusCode::UNAUTHORIZED {
@@ -196,7 +216,9 @@ impl HttpStream {
 
             if !status.is_success() {
                 let hint = match status.as_u16() {
-                    403 => "the server refused access; check the repository URL and its permissions",
+                    403 => {
+                        "the server refused access; check the repository URL and its permissions"
+                    }
                     404 => "check the repository URL",
                     500..=599 => "the server failed; try again later",
                     _ => "check the repository URL",
@@ -233,7 +255,8 @@ impl HttpStream {
                     return Err(Error::Redirect {
                         from: redact(&first),
                         hop: redact(&url),
-                        reason: "the redirect does not end at a repository's /info/refs".to_string(),
+                        reason: "the redirect does not end at a repository's /info/refs"
+                            .to_string(),
                     });
                 };
                 base.set_path(repo);
@@ -268,40 +291,24 @@ impl HttpStream {
             self.response = Some(self.send()?);
         }
         self.scope.check_time()?;
-        let response = self.response.as_mut().expect("sent above");
-        let n = match response.read(buf) {
-            Ok(n) => n,
-            Err(e) => {
-                self.scope.check_time()?;
-                return Err(if e.kind() == io::ErrorKind::TimedOut || is_timeout(&e) {
-                    Error::Stalled {
-                        url: redact(&self.url),
-                        idle: self.scope.io_timeout,
-                    }
-                } else {
-                    Error::Io {
-                        url: redact(&self.url),
-                        source: e,
-                    }
-                });
+        if self.pending.is_empty() {
+            let scope = self.scope.clone();
+            let http = scope.http()?;
+            let response = self.response.as_mut().expect("sent above");
+            // The request's own timeout is the deadline (response body included); reqwest's read
+            // timeout is the idle limit.
+            let chunk = http.block_on(|| response.chunk());
+            match chunk {
+                Ok(Some(chunk)) => self.pending = chunk,
+                Ok(None) => return Ok(0),
+                Err(e) => return Err(self.map_reqwest(&self.url.clone(), e)),
             }
-        };
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending.split_to(n));
         self.scope.account(n)?;
         Ok(n)
     }
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|e| e as _);
-    while let Some(inner) = current {
-        if let Some(re) = inner.downcast_ref::<reqwest::Error>()
-            && re.is_timeout()
-        {
-            return true;
-        }
-        current = inner.source();
-    }
-    false
 }
 
 impl Read for HttpStream {

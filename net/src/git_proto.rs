@@ -42,11 +42,15 @@ impl GitProtocol {
                 });
             }
             Service::ReceivePackLs | Service::ReceivePack => {
-                return Err(Error::PushNotSupported { url: redact(&remote) });
+                return Err(Error::PushNotSupported {
+                    url: redact(&remote),
+                });
             }
         }
         let target = scope.policy.check_url(&remote, &["git"])?;
-        let addrs = scope.policy.resolve(&target.host.connect_name(), target.port)?;
+        let addrs = scope
+            .policy
+            .resolve(&target.host.connect_name(), target.port)?;
         let stream = connect(scope, &target.host.to_string(), target.port, &addrs)?;
 
         let path = percent_decode_str(remote.path())
@@ -85,7 +89,11 @@ impl GitProtocol {
 }
 
 impl SmartSubtransport for GitProtocol {
-    fn action(&self, url: &str, action: Service) -> Result<Box<dyn SmartSubtransportStream>, git2::Error> {
+    fn action(
+        &self,
+        url: &str,
+        action: Service,
+    ) -> Result<Box<dyn SmartSubtransportStream>, git2::Error> {
         match self.open(url, action) {
             Ok(stream) => Ok(Box::new(stream)),
             Err(e) => Err(self.scope.git_error(e)),
@@ -176,8 +184,14 @@ impl GitStream {
     }
 
     fn receive(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
-        self.arm()?;
-        let n = self.stream.read(buf).map_err(|e| self.io(e))?;
+        let n = loop {
+            self.arm()?;
+            // A socket with a timeout is not restarted after a signal (SIGCHLD, say): try again.
+            match self.stream.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                result => break result.map_err(|e| self.io(e))?,
+            }
+        };
         self.scope.account(n)?;
         Ok(n)
     }
@@ -191,14 +205,17 @@ impl Read for GitStream {
 
 impl Write for GitStream {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if let Err(e) = self.arm() {
-            return Err(self.scope.io_error(e));
-        }
-        match self.stream.write(data) {
-            Ok(n) => Ok(n),
-            Err(e) => {
-                let e = self.io(e);
-                Err(self.scope.io_error(e))
+        loop {
+            if let Err(e) = self.arm() {
+                return Err(self.scope.io_error(e));
+            }
+            match self.stream.write(data) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let e = self.io(e);
+                    return Err(self.scope.io_error(e));
+                }
             }
         }
     }

@@ -50,10 +50,7 @@ impl Default for Options {
 pub fn guarded_client(policy: &Policy, options: &Options) -> Result<reqwest::Client, Error> {
     client_builder(policy, options)
         .build()
-        .map_err(|source| Error::Http {
-            url: "(building the HTTP client)".to_string(),
-            source,
-        })
+        .map_err(|e| Error::Setup(e.to_string()))
 }
 
 /// The builder behind [`guarded_client`], for callers that add settings of their own (TLS roots,
@@ -87,7 +84,11 @@ pub fn check(policy: &Policy, url: &Url) -> Result<(), Error> {
 /// A redirect policy: at most `max` hops, http and https only, never from https down to http,
 /// every hop through [`Policy::check_url`], and with `same_host_only` no hop to another host.
 /// A refused hop ends the request; its error (found with [`guard_error`]) names the hop.
-pub fn redirect_policy(policy: Policy, max: usize, same_host_only: bool) -> reqwest::redirect::Policy {
+pub fn redirect_policy(
+    policy: Policy,
+    max: usize,
+    same_host_only: bool,
+) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
         let hop = attempt.url().clone();
         let first = attempt.previous().first().cloned();
@@ -96,8 +97,14 @@ pub fn redirect_policy(policy: Policy, max: usize, same_host_only: bool) -> reqw
             .last()
             .map(redact)
             .unwrap_or_else(|| "(the first URL)".to_string());
-        match judge_hop(&policy, first.as_ref(), attempt.previous().len(), &hop, max, same_host_only)
-        {
+        match judge_hop(
+            &policy,
+            first.as_ref(),
+            attempt.previous().len(),
+            &hop,
+            max,
+            same_host_only,
+        ) {
             Ok(()) => attempt.follow(),
             Err(HopError::Limit) => attempt.error(Error::TooManyRedirects {
                 url: first.as_ref().map(redact).unwrap_or_default(),
@@ -154,7 +161,9 @@ pub(crate) fn judge_hop(
             )));
         }
     }
-    policy.check_url(hop, HTTP_SCHEMES).map_err(HopError::Check)?;
+    policy
+        .check_url(hop, HTTP_SCHEMES)
+        .map_err(HopError::Check)?;
     Ok(())
 }
 
@@ -188,7 +197,7 @@ impl Resolve for PolicyResolver {
             let addrs = match key {
                 // reqwest hands IP literals to no resolver, but be safe if one arrives.
                 HostKey::Ip(ip) => {
-                    policy.check_url_ip(&key, ip)?;
+                    policy.check_addr_on(&key, None, ip)?;
                     vec![std::net::SocketAddr::new(ip, 0)]
                 }
                 HostKey::Name(_) => policy.resolve_name(&key, None).await?,
@@ -196,15 +205,6 @@ impl Resolve for PolicyResolver {
             let addrs: Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
         })
-    }
-}
-
-impl Policy {
-    fn check_url_ip(&self, key: &HostKey, ip: std::net::IpAddr) -> Result<(), Error> {
-        if self.allowed().lists(key) {
-            return Ok(());
-        }
-        self.check_addr(key, 0, ip)
     }
 }
 
@@ -219,4 +219,96 @@ pub fn guard_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&
         current = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AllowList;
+
+    fn judge(
+        policy: &Policy,
+        first: &str,
+        hops: usize,
+        hop: &str,
+        same_host: bool,
+    ) -> Result<(), String> {
+        let first = Url::parse(first).unwrap();
+        let hop = Url::parse(hop).unwrap();
+        judge_hop(policy, Some(&first), hops, &hop, 5, same_host).map_err(|e| match e {
+            HopError::Limit => "limit".to_string(),
+            HopError::Reason(r) => r,
+            HopError::Check(e) => e.to_string(),
+        })
+    }
+
+    #[test]
+    fn hops_are_judged() {
+        let public = Policy::public();
+        assert!(
+            judge(
+                &public,
+                "https://a.example/",
+                1,
+                "https://b.example/x",
+                false
+            )
+            .is_ok()
+        );
+        assert!(judge(&public, "http://a.example/", 1, "https://a.example/x", true).is_ok());
+        let err = judge(
+            &public,
+            "https://a.example/",
+            1,
+            "file:///etc/passwd",
+            false,
+        )
+        .unwrap_err();
+        assert!(err.contains("only http and https"), "{err}");
+        let err = judge(&public, "https://a.example/", 1, "http://a.example/", false).unwrap_err();
+        assert!(err.contains("https down to http"), "{err}");
+        let err = judge(&public, "https://a.example/", 1, "https://b.example/", true).unwrap_err();
+        assert!(err.contains("same host"), "{err}");
+        assert_eq!(
+            judge(
+                &public,
+                "https://a.example/",
+                6,
+                "https://a.example/",
+                false
+            )
+            .unwrap_err(),
+            "limit"
+        );
+        assert!(
+            judge(
+                &public,
+                "https://a.example/",
+                5,
+                "https://a.example/",
+                false
+            )
+            .is_ok()
+        );
+        let err = judge(
+            &public,
+            "https://a.example/",
+            1,
+            "https://[::ffff:169.254.169.254]/",
+            false,
+        )
+        .unwrap_err();
+        assert!(err.contains("link-local"), "{err}");
+        let open = Policy::public().with_allowed(AllowList::parse("169.254.169.254:443").unwrap());
+        assert!(
+            judge(
+                &open,
+                "https://a.example/",
+                1,
+                "https://169.254.169.254/",
+                false
+            )
+            .is_ok()
+        );
+    }
 }

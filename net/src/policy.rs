@@ -68,7 +68,12 @@ impl Policy {
 
     /// `port: None` means "the port is not known here" (reqwest's resolver): a host the allow-list
     /// names is then opened on any port, and [`Policy::check_url`] enforces the port rule instead.
-    fn check_addr_on(&self, host: &HostKey, port: Option<u16>, ip: IpAddr) -> Result<(), Error> {
+    pub(crate) fn check_addr_on(
+        &self,
+        host: &HostKey,
+        port: Option<u16>,
+        ip: IpAddr,
+    ) -> Result<(), Error> {
         if !self.refuse_special {
             return Ok(());
         }
@@ -324,7 +329,10 @@ mod tests {
         ));
         // Nothing is refused under the open policy, but the scheme still is.
         let open = Policy::open();
-        assert!(open.check_url(&url("http://127.0.0.1/"), HTTP_SCHEMES).is_ok());
+        assert!(
+            open.check_url(&url("http://127.0.0.1/"), HTTP_SCHEMES)
+                .is_ok()
+        );
         assert!(open.check_url(&url("file:///x"), HTTP_SCHEMES).is_err());
         // Messages never show a password.
         let err = policy
@@ -338,18 +346,30 @@ mod tests {
     fn allowed_literals_and_ports() {
         let allowed = AllowList::parse("127.0.0.1:9418,mirror.internal:8080,[::1]:*").unwrap();
         let policy = Policy::public().with_allowed(allowed);
-        assert!(policy.check_url(&url("git://127.0.0.1/x"), GIT_SCHEMES).is_ok());
+        assert!(
+            policy
+                .check_url(&url("git://127.0.0.1/x"), GIT_SCHEMES)
+                .is_ok()
+        );
         assert!(
             policy
                 .check_url(&url("git://127.0.0.1:9418/x"), GIT_SCHEMES)
                 .is_ok()
         );
-        assert!(policy.check_url(&url("http://0x7f.1:9418/"), GIT_SCHEMES).is_ok());
+        assert!(
+            policy
+                .check_url(&url("http://0x7f.1:9418/"), GIT_SCHEMES)
+                .is_ok()
+        );
         assert!(matches!(
             policy.check_url(&url("git://127.0.0.1:9419/x"), GIT_SCHEMES),
             Err(Error::Refused { .. })
         ));
-        assert!(policy.check_url(&url("http://[::1]:1/"), GIT_SCHEMES).is_ok());
+        assert!(
+            policy
+                .check_url(&url("http://[::1]:1/"), GIT_SCHEMES)
+                .is_ok()
+        );
         // The mapped spelling of an allowed IPv4 literal is another literal.
         assert!(
             policy
@@ -364,14 +384,24 @@ mod tests {
         let err = policy
             .check_url(&url("http://mirror.internal:22/"), GIT_SCHEMES)
             .unwrap_err();
-        assert!(matches!(err, Error::PortNotAllowed { port: 22, .. }), "{err}");
+        assert!(
+            matches!(err, Error::PortNotAllowed { port: 22, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("mirror.internal:22"), "{err}");
     }
 
     #[test]
     fn resolving_checks_literals_without_dns() {
         let policy = Policy::public();
-        for host in ["127.0.0.1", "0x7f.1", "[::1]", "::1", "::ffff:127.0.0.1", "10.1.2.3"] {
+        for host in [
+            "127.0.0.1",
+            "0x7f.1",
+            "[::1]",
+            "::1",
+            "::ffff:127.0.0.1",
+            "10.1.2.3",
+        ] {
             let err = policy.resolve(host, 80).expect_err(host);
             assert!(matches!(err, Error::Refused { .. }), "{host}: {err}");
         }

@@ -83,7 +83,10 @@ const fn v4(a: u8, b: u8, c: u8, d: u8, len: u8, kind: Kind) -> Range {
 const fn v6(segments: [u16; 8], len: u8, kind: Kind) -> Range {
     let [a, b, c, d, e, f, g, h] = segments;
     Range {
-        net: IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(a, b, c, d, e, f, g, h), len)),
+        net: IpNet::V6(Ipv6Net::new_assert(
+            Ipv6Addr::new(a, b, c, d, e, f, g, h),
+            len,
+        )),
         kind,
     }
 }
@@ -128,7 +131,8 @@ pub const IPV6: &[Range] = &[
 ];
 
 /// IPv6's global unicast space: an IPv6 address outside it (and outside [`EMBEDDING`]) is refused.
-pub const GLOBAL_UNICAST: Ipv6Net = Ipv6Net::new_assert(Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0), 3);
+pub const GLOBAL_UNICAST: Ipv6Net =
+    Ipv6Net::new_assert(Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0), 3);
 
 /// How an IPv6 address carries an IPv4 address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -207,7 +211,9 @@ pub fn classify(ip: IpAddr) -> Option<Refusal> {
 }
 
 fn classify_v4(ip: Ipv4Addr) -> Option<Range> {
-    IPV4.iter().find(|r| r.net.contains(&IpAddr::V4(ip))).copied()
+    IPV4.iter()
+        .find(|r| r.net.contains(&IpAddr::V4(ip)))
+        .copied()
 }
 
 fn classify_v6(ip: Ipv6Addr) -> Option<Refusal> {
@@ -406,7 +412,12 @@ mod tests {
 
     #[test]
     fn public_ipv6_passes() {
-        for ip in ["2606:4700:4700::1111", "2a00:1450:4001::1", "2001:200::1", "2c0f::1"] {
+        for ip in [
+            "2606:4700:4700::1111",
+            "2a00:1450:4001::1",
+            "2001:200::1",
+            "2c0f::1",
+        ] {
             assert_eq!(kind(ip), None, "{ip}");
         }
     }
