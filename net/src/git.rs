@@ -78,6 +78,7 @@ pub(crate) struct Inner {
     pub(crate) connect_timeout: Duration,
     pub(crate) io_timeout: Duration,
     pub(crate) max_redirects: usize,
+    extra_roots: Vec<reqwest::Certificate>,
     pub(crate) received: AtomicU64,
     pub(crate) requests: AtomicU64,
     failure: Mutex<Option<Error>>,
@@ -86,23 +87,56 @@ pub(crate) struct Inner {
     http: OnceLock<Result<HttpRuntime, String>>,
 }
 
-/// The git HTTP transport's client and the runtime that drives it on the libgit2 thread
-/// (a current-thread runtime: requests run inside `block_on`, on the calling thread).
+/// The git HTTP transport's client and the runtime behind it. The runtime's one worker thread drives
+/// the sockets and timers; the libgit2 thread polls each request's future itself (parking between
+/// polls), inside the runtime's context. So the transport works from any thread — a plain thread,
+/// tokio's blocking pool, even (blocking it) an async worker — with no nested `block_on`.
 pub(crate) struct HttpRuntime {
     runtime: Option<tokio::runtime::Runtime>,
     pub(crate) client: reqwest::Client,
 }
 
 impl HttpRuntime {
+    fn new(client: reqwest::Client) -> Result<HttpRuntime, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kiln-net-git-http")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(HttpRuntime {
+            runtime: Some(runtime),
+            client,
+        })
+    }
+
     /// Make a future inside the runtime's context (reqwest starts its timers when a request is
-    /// made) and run it to completion on this thread.
+    /// made) and poll it to completion on this thread.
     pub(crate) fn block_on<F: std::future::Future>(&self, make: impl FnOnce() -> F) -> F::Output {
+        use std::task::{Context, Poll, Wake, Waker};
+        struct Unpark(std::thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+            fn wake_by_ref(self: &Arc<Self>) {
+                self.0.unpark();
+            }
+        }
         let runtime = self
             .runtime
             .as_ref()
             .expect("the runtime lives as long as its owner");
         let _context = runtime.enter();
-        runtime.block_on(make())
+        let mut future = std::pin::pin!(make());
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
+            }
+            std::thread::park();
+        }
     }
 }
 
@@ -125,6 +159,7 @@ pub struct ScopeBuilder {
     connect_timeout: Duration,
     io_timeout: Duration,
     max_redirects: usize,
+    extra_roots: Vec<reqwest::Certificate>,
 }
 
 impl ScopeBuilder {
@@ -167,6 +202,13 @@ impl ScopeBuilder {
         self
     }
 
+    /// Certificate authorities trusted for `https://` besides the platform's (which honour
+    /// `SSL_CERT_FILE` and `SSL_CERT_DIR` on Linux).
+    pub fn root_certificates(mut self, roots: Vec<reqwest::Certificate>) -> ScopeBuilder {
+        self.extra_roots = roots;
+        self
+    }
+
     pub fn build(self) -> Scope {
         Scope {
             inner: Arc::new(Inner {
@@ -178,6 +220,7 @@ impl ScopeBuilder {
                 connect_timeout: self.connect_timeout,
                 io_timeout: self.io_timeout,
                 max_redirects: self.max_redirects,
+                extra_roots: self.extra_roots,
                 received: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
                 failure: Mutex::new(None),
@@ -199,6 +242,7 @@ impl Scope {
             connect_timeout: Duration::from_secs(10),
             io_timeout: Duration::from_secs(60),
             max_redirects: 5,
+            extra_roots: Vec::new(),
         }
     }
 
@@ -339,6 +383,7 @@ impl Inner {
                 read_timeout: Some(self.io_timeout),
                 user_agent: concat!("git/2.0 (kiln-net/", env!("CARGO_PKG_VERSION"), ")")
                     .to_string(),
+                extra_roots: self.extra_roots.clone(),
                 ..crate::http::Options::default()
             };
             // Redirects are followed by the transport itself, hop by hop.
@@ -346,14 +391,7 @@ impl Inner {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|e| e.to_string())?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            Ok(HttpRuntime {
-                runtime: Some(runtime),
-                client,
-            })
+            HttpRuntime::new(client)
         });
         built.as_ref().map_err(|e| Error::Setup(e.clone()))
     }

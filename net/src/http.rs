@@ -18,7 +18,7 @@ use crate::error::{Error, redact};
 use crate::policy::{HTTP_SCHEMES, Policy};
 
 /// Settings of a guarded client.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Options {
     /// The most redirects one request follows (default 5).
     pub max_redirects: usize,
@@ -31,6 +31,23 @@ pub struct Options {
     /// A limit on a whole request, response body included (default none).
     pub timeout: Option<Duration>,
     pub user_agent: String,
+    /// Certificate authorities trusted besides the platform's (a `--ca-bundle`, a TLS-inspecting
+    /// proxy's CA); the platform's roots honour `SSL_CERT_FILE` and `SSL_CERT_DIR` on Linux.
+    pub extra_roots: Vec<reqwest::Certificate>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("max_redirects", &self.max_redirects)
+            .field("same_host_only", &self.same_host_only)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("timeout", &self.timeout)
+            .field("user_agent", &self.user_agent)
+            .field("extra_roots", &self.extra_roots.len())
+            .finish()
+    }
 }
 
 impl Default for Options {
@@ -42,6 +59,7 @@ impl Default for Options {
             read_timeout: Some(Duration::from_secs(60)),
             timeout: None,
             user_agent: concat!("kiln/", env!("CARGO_PKG_VERSION")).to_string(),
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -71,6 +89,9 @@ pub fn client_builder(policy: &Policy, options: &Options) -> reqwest::ClientBuil
     }
     if let Some(total) = options.timeout {
         builder = builder.timeout(total);
+    }
+    if !options.extra_roots.is_empty() {
+        builder = builder.tls_certs_merge(options.extra_roots.clone());
     }
     builder
 }

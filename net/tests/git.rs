@@ -692,3 +692,16 @@ fn the_http_transport_runs_inside_spawn_blocking() {
         "{refs:?}"
     );
 }
+
+#[tokio::test]
+async fn the_http_transport_does_not_panic_on_an_async_worker() {
+    // Blocking a worker is the caller's mistake, but it must not panic (no nested block_on).
+    let f = fixture();
+    let server = git_http_server(&f.root, "unused");
+    let scope = Scope::new(policy_opening(&[format!("127.0.0.1:{}", server.port)]));
+    let refs = scope.run(|| ls_remote(&server.url("/public.git"))).unwrap();
+    assert!(
+        refs.iter().any(|(name, _)| name == "refs/heads/main"),
+        "{refs:?}"
+    );
+}

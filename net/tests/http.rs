@@ -249,3 +249,32 @@ async fn a_server_that_stops_sending_hits_the_read_timeout() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn a_client_builder_with_added_settings_keeps_the_guard() {
+    // The conda crate adds its own settings to the builder: the resolver stays the policy's.
+    let server = HttpServer::start(|_| Reply::status(200, "internal"));
+    let client = http::client_builder(&Policy::public(), &http::Options::default())
+        .default_headers(reqwest::header::HeaderMap::new())
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let e = client
+        .get(format!("http://localhost:{}/", server.port))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(http::guard_error(&e), Some(Error::Refused { .. })),
+        "{e:?}"
+    );
+    assert!(server.requests().is_empty());
+}
+
+#[test]
+fn policies_and_scopes_cross_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Policy>();
+    shareable::<kiln_net::git::Scope>();
+    shareable::<Error>();
+}
