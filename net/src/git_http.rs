@@ -2,9 +2,9 @@
 //! <repo>/info/refs?service=git-upload-pack` lists the refs, each negotiation round is one `POST
 //! <repo>/git-upload-pack` whose body is what libgit2 wrote before it reads.
 //!
-//! Every request goes through the scope's reqwest client (its resolver is the policy's), driven by
-//! a current-thread runtime on the libgit2 thread, and its body is streamed to libgit2 chunk by
-//! chunk, counted against the scope's budget as it arrives. Redirects are followed here, hop by hop, on the first request only (git's "initial" behaviour),
+//! Every request goes through the scope's reqwest client (its resolver is the policy's), polled on
+//! the libgit2 thread (see `git::HttpRuntime`), and its body is streamed to libgit2 chunk by chunk,
+//! counted against the scope's budget as it arrives. Redirects are followed here, hop by hop, on the first request only (git's "initial" behaviour),
 //! to the same host only, never from https down to http, each hop through `Policy::check_url`;
 //! the POSTs then go to the redirected repository URL. Credentials are asked for on a 401, bound to
 //! the origin of the URL they were asked for, and sent to that origin only.

@@ -16,6 +16,10 @@
 //! | [`http`] | the guarded reqwest client: [`http::guarded_client`], [`http::client_builder`], the policy's resolver and redirect policy |
 //! | [`git`] | libgit2 transports for `http`, `https`, `git` and the per-fetch [`git::Scope`] ([`git::with_scope`]) |
 //! | `git_http`, `git_proto` (private) | the smart-HTTP and `git://` subtransports behind [`git`] |
+//!
+//! Tests: unit tests next to the code (every range, the allow-list, `check_url`); `tests/http.rs`
+//! and `tests/git.rs` run real servers on 127.0.0.1 (`git daemon`, `git http-backend` behind a small
+//! HTTP server, redirectors, trickling servers) and name each hostile test after its attack.
 //! | [`error`] | [`Error`], one type for the crate; [`error::redact`] |
 //!
 //! ## What is refused
@@ -80,6 +84,7 @@
 //!
 //! ```no_run
 //! # fn demo() -> Result<(), kiln_net::Error> {
+//! // In kiln this runs in tokio::task::spawn_blocking.
 //! use std::time::Duration;
 //! use kiln_net::{Policy, git::{self, Credentials, Scope}};
 //! git::register()?; // once, at start-up
@@ -98,16 +103,44 @@
 //! ```
 //!
 //! [`git::register`] replaces libgit2's transports for `http://`, `https://` and `git://` in the whole
-//! process. The transports connect only inside [`git::with_scope`] / [`git::Scope::run`]: the scope is
-//! a thread-local, set for the duration of the closure, and libgit2 creates each transport on the
-//! calling thread (fetch, ls-remote, submodule update and clone alike), which takes the scope then.
-//! Outside a scope they refuse to connect ([`Error::NoScope`]). The scope carries the policy, the
-//! credential provider (called on a 401 with the exact URL requested; credentials go to that origin
-//! only, never across a redirect; a second 401 is [`Error::Authentication`]), and a byte budget and
-//! deadline shared by every request in it ([`Error::TooLarge`], [`Error::TimedOut`], enforced as
-//! bytes arrive). git HTTP redirects are followed on the first request only (info/refs), to the
-//! same host, each hop checked. Check submodule URLs with [`git::check_remote`] before updating them:
-//! `ssh://`, `file://` and local paths are libgit2's own transports, not guarded here.
+//! process (call it once at start-up; [`git::with_scope`] calls it too). From then on:
+//!
+//! - **Every libgit2 network call on those schemes needs a scope**, also on the command line (use
+//!   [`Policy::open`] there). The scope is a thread-local, set for the duration of the closure given
+//!   to [`git::with_scope`] / [`git::Scope::run`]. libgit2 creates its transport on the thread that
+//!   calls it — `Remote::connect_auth` (ls-remote), `Remote::fetch`, `Submodule::update` (which
+//!   clones or fetches the submodule on the same thread), `Repository::clone` — and the transport
+//!   takes the thread's scope then, for its whole life. Outside a scope the transports refuse to
+//!   connect ([`Error::NoScope`]); a scope on one thread is not another thread's.
+//! - **Errors**: [`git::Scope::run`] turns libgit2's error into the transport's own when one of the
+//!   guards stopped it: [`Error::Refused`], [`Error::PortNotAllowed`], [`Error::Redirect`],
+//!   [`Error::RedirectRefused`], [`Error::TooLarge`] `{ limit }`, [`Error::TimedOut`] `{ limit }`,
+//!   [`Error::Authentication`], [`Error::Stalled`], ...; anything else is [`Error::Git`].
+//! - **Credentials** come from [`git::ScopeBuilder::credentials`]: called on an HTTP 401 with the
+//!   exact URL being requested (after any redirect); what it returns is bound to that URL's origin
+//!   (scheme, host, port), sent to that origin only (for the rest of the scope, without asking again)
+//!   and never to another hop; a 401 to credentials already sent is an authentication error, with
+//!   no retry loop. libgit2's own `RemoteCallbacks::credentials` and `certificate_check` are not
+//!   called for these schemes (they still are for ssh).
+//! - **Budget and deadline** ([`git::ScopeBuilder::max_bytes`], [`git::ScopeBuilder::timeout`]) are
+//!   shared by every request of the scope (a fetch, its retries, its submodules), counted as bytes
+//!   arrive (HTTP response bodies; every byte of a `git://` connection); the deadline starts when the
+//!   scope is built. Once spent, every later request of the scope fails at once.
+//! - **Redirects** (git HTTP): followed on the first request only (`info/refs`, git's "initial"
+//!   behaviour), to the same host only (another port or an upgrade to https is the same host), never
+//!   from https down to http, at most [`git::ScopeBuilder::max_redirects`] hops, each through
+//!   [`Policy::check_url`]; the POSTs then go to the redirected repository URL.
+//! - **Depth-1 fetches** work over both transports (`FetchOptions::depth(1)`, also by SHA when the
+//!   server allows it).
+//! - **Threads**: the HTTP transport polls reqwest's futures on the libgit2 thread, with a small
+//!   runtime of its own (one worker thread per scope, made on first use) driving the sockets; it
+//!   works from a plain thread or tokio's blocking pool (`spawn_blocking`, as kiln does), and on an
+//!   async worker it blocks that worker (do not) but does not panic. `git://` uses blocking sockets.
+//! - **Not guarded here**: `ssh://`, scp-like `user@host:path`, `file://` and local paths stay
+//!   libgit2's own transports. Check every URL before handing it to libgit2 — a repository's and each
+//!   submodule's from `.gitmodules` — with [`git::check_remote`], which refuses them.
+//! - **TLS** is rustls with the platform's roots (on Linux they honour `SSL_CERT_FILE` and
+//!   `SSL_CERT_DIR`), plus [`git::ScopeBuilder::root_certificates`].
 
 pub mod allow;
 pub mod error;
