@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", kiln_sbom::collect::default_script());
+}
