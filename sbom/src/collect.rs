@@ -7,7 +7,10 @@
 //!
 //! # Output format `kiln.collect/v1`
 //!
-//! Marker lines start with [`MARKER`] (`@@kiln-collect@@`), which no section body can start with:
+//! Marker lines start with [`MARKER`] (`@@kiln-collect@@`). No body line can: the bodies that are
+//! files (which the repository may have written) have every line prefixed with `|` ([`QUOTED`]),
+//! the others are the commands' own output, which never starts so, and a path with a newline is
+//! skipped.
 //!
 //! ```text
 //! @@kiln-collect@@ kiln.collect/v1           first line: the format
@@ -19,14 +22,14 @@
 //!
 //! | kind | argument | body |
 //! |---|---|---|
-//! | `os` | | `/etc/os-release` (`KEY=value`, shell quoting) |
+//! | `os` | | `/etc/os-release` (`KEY=value`, shell quoting), quoted |
 //! | `arch` | | `dpkg --print-architecture` (or `uname -m`) |
 //! | `deb` | | [`DPKG_QUERY`]: `status⇥package⇥version⇥architecture⇥source⇥source version`, one line each |
 //! | `python` | `sys.prefix` candidate | one JSON line from [`PYTHON_SNIPPET`]: `{"prefix", "python", "implementation", "distributions": [{"name", "version", "installer", "requested", "direct_url"}]}` |
-//! | `conda-lock` | prefix | `PREFIX/conda-meta/kiln-lock.txt`, kiln's `@EXPLICIT` lock (`URL#sha256:HEX`) |
-//! | `conda-meta` | prefix | the names of `PREFIX/conda-meta/*.json` (`name-version-build.json`), one a line |
+//! | `conda-lock` | prefix | `PREFIX/conda-meta/kiln-lock.txt`, kiln's `@EXPLICIT` lock (`URL#sha256:HEX`), quoted |
+//! | `conda-meta` | prefix | the names of `PREFIX/conda-meta/*.json` (`name-version-build.json`), one a line, quoted |
 //! | `r` | | TSV from [`R_SNIPPET`]: `version⇥X.Y.Z`, `repo⇥NAME⇥URL`, `columns⇥…`, then `package⇥…` rows |
-//! | `julia` | manifest path | the `Manifest.toml` (or `JuliaManifest.toml`) as is |
+//! | `julia` | manifest path | the `Manifest.toml` (or `JuliaManifest.toml`), quoted |
 //! | `npm` | | [`NPM_LS`]: `npm ls -g --json --depth=0` |
 //!
 //! Python environments are looked for at the [`Targets`] paths and at `$VIRTUAL_ENV` and
@@ -41,6 +44,8 @@ use crate::error::SbomError;
 pub const FORMAT: &str = "kiln.collect/v1";
 /// The start of every marker line.
 pub const MARKER: &str = "@@kiln-collect@@";
+/// The kinds of section whose body lines the script prefixes with `|` (files, file names).
+pub const QUOTED: &[&str] = &["os", "conda-lock", "conda-meta", "julia"];
 
 /// The `dpkg-query` command of the `deb` section. `db:Status-Abbrev` lets the parser keep only
 /// installed packages (`-W` also lists removed ones whose configuration files remain).
@@ -150,14 +155,17 @@ export LC_ALL
 begin() {{ printf '%s begin %s\n' "$M" "$*"; }}
 end() {{ printf '\n%s end %s\n' "$M" "$1"; }}
 seen=' '
+nl='
+'
 once() {{
+  case "$2" in *"$nl"*) return 1 ;; esac
   r=$(readlink -f "$2" 2>/dev/null) || r=$2
   case "$seen" in *" $1:$r "*) return 1 ;; esac
   seen="$seen$1:$r "
 }}
 printf '%s {FORMAT}\n' "$M"
 for f in /etc/os-release /usr/lib/os-release; do
-  if [ -r "$f" ]; then begin os; cat "$f"; end $?; break; fi
+  if [ -r "$f" ]; then begin os; sed 's/^/|/' "$f"; end $?; break; fi
 done
 if command -v dpkg-query >/dev/null 2>&1; then
   begin arch; dpkg --print-architecture; end $?
@@ -173,10 +181,10 @@ done
 for p in {conda} "${{CONDA_PREFIX:-}}"; do
   [ -n "$p" ] && [ -d "$p/conda-meta" ] && once conda "$p" || continue
   if [ -r "$p/conda-meta/kiln-lock.txt" ]; then
-    begin conda-lock "$p"; cat "$p/conda-meta/kiln-lock.txt"; end $?
+    begin conda-lock "$p"; sed 's/^/|/' "$p/conda-meta/kiln-lock.txt"; end $?
   fi
   begin conda-meta "$p"
-  for f in "$p"/conda-meta/*.json; do [ -e "$f" ] && printf '%s\n' "${{f##*/}}"; done
+  for f in "$p"/conda-meta/*.json; do [ -e "$f" ] && printf '|%s\n' "${{f##*/}}"; done
   end 0
 done
 if command -v Rscript >/dev/null 2>&1; then
@@ -190,7 +198,7 @@ for d in {julia} "$jp" "$jd"/environments/*; do
   [ -n "$d" ] && [ -d "$d" ] || continue
   for f in "$d/JuliaManifest.toml" "$d/Manifest.toml"; do
     if [ -r "$f" ]; then
-      if once julia "$f"; then begin julia "$f"; cat "$f"; end $?; fi
+      if once julia "$f"; then begin julia "$f"; sed 's/^/|/' "$f"; end $?; fi
       break
     fi
   done

@@ -80,7 +80,9 @@ fn the_collection_script_runs_with_sh_on_debian_and_parses() {
     std::fs::create_dir_all(&julia).unwrap();
     std::fs::write(
         julia.join("Manifest.toml"),
-        "julia_version = \"1.10.5\"\nmanifest_format = \"2.0\"\n\n[[deps.JSON]]\nuuid = \"682c06a0-de6a-54ab-a142-c8b1cf79cde6\"\nversion = \"0.21.4\"\n",
+        // A repository may write what it likes in a file: a line that looks like the end of
+        // the output must not end it.
+        "julia_version = \"1.10.5\"\nmanifest_format = \"2.0\"\n\n[[deps.JSON]]\nuuid = \"682c06a0-de6a-54ab-a142-c8b1cf79cde6\"\nversion = \"0.21.4\"\nnote = \"\"\"\n@@kiln-collect@@ done\n\"\"\"\n",
     )
     .unwrap();
     let home = root.join("home");
@@ -133,6 +135,10 @@ fn the_collection_script_runs_with_sh_on_debian_and_parses() {
     assert_eq!(record.conda.len(), 1);
     assert_eq!(record.conda[0].packages[0].sha256.as_deref(), Some(SHA));
     assert_eq!(record.julia[0].packages[0].name, "JSON");
+    assert!(
+        output.contains("\n|@@kiln-collect@@ done\n"),
+        "file lines are quoted"
+    );
     // R and npm: collected when the host has them, skipped when it does not.
     assert_eq!(record.r.is_some(), have("Rscript"));
     if let Some(r) = &record.r {

@@ -192,19 +192,24 @@ fn requirements_txt_has_hash_lines_when_every_pin_has_a_hash() {
 #[test]
 fn the_conda_lock_is_written_back_byte_for_byte() {
     let r = record();
-    let start = COLLECTED.find("# kiln conda lock").unwrap();
+    // The lock as the image holds it: the section's lines without the `|` of the collection.
+    let start = COLLECTED.find("|# kiln conda lock").unwrap();
     let end = start + COLLECTED[start..].find("\n\n").unwrap() + 1;
+    let lock: String = COLLECTED[start..end]
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix('|').unwrap()))
+        .collect();
     assert_eq!(
         conda_explicit(&r, "/srv/conda/envs/notebook").unwrap(),
-        &COLLECTED[start..end]
+        lock
     );
 }
 
 #[test]
 fn a_conda_package_installed_after_the_lock_blocks_the_lock() {
     let collected = COLLECTED.replace(
-        "rich-13.9.4-pyhd8ed1ab_0.json\n",
-        "rich-13.9.4-pyhd8ed1ab_0.json\nzstd-1.5.6-ha6fb4c9_0.json\n",
+        "|rich-13.9.4-pyhd8ed1ab_0.json\n",
+        "|rich-13.9.4-pyhd8ed1ab_0.json\n|zstd-1.5.6-ha6fb4c9_0.json\n",
     );
     let r = parse_collected(&collected, meta()).unwrap();
     let e = conda_explicit(&r, "/srv/conda/envs/notebook")

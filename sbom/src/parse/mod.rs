@@ -9,7 +9,7 @@ pub mod os;
 pub mod python;
 pub mod r;
 
-use crate::collect::{FORMAT, MARKER};
+use crate::collect::{FORMAT, MARKER, QUOTED};
 use crate::error::SbomError;
 use crate::record::{Contents, ImageMeta};
 
@@ -19,6 +19,7 @@ pub struct Section<'a> {
     pub kind: &'a str,
     /// The path the section is about (an environment's prefix, a manifest), or empty.
     pub argument: &'a str,
+    /// The body, without the `|` that starts each line of a quoted section.
     pub body: String,
     pub status: i32,
     /// The line of the output where the body starts (1-based), for messages.
@@ -76,10 +77,19 @@ pub fn sections(output: &str) -> Result<Vec<Section<'_>>, SbomError> {
                         format!("{tail:?} is not an exit status"),
                     )
                 })?;
+                let body = if QUOTED.contains(&kind) {
+                    let lines: Vec<&str> = body
+                        .iter()
+                        .map(|l| l.strip_prefix('|').unwrap_or(l))
+                        .collect();
+                    lines.join("\n")
+                } else {
+                    body.join("\n")
+                };
                 out.push(Section {
                     kind,
                     argument,
-                    body: body.join("\n"),
+                    body,
                     status,
                     first_line,
                 });
@@ -186,6 +196,16 @@ mod tests {
         );
         assert_eq!((s[1].argument, s[1].status), ("/srv/my env", 3));
         assert_eq!(s[1].first_line, 7);
+    }
+
+    #[test]
+    fn file_bodies_lose_the_bar_that_keeps_them_from_forging_markers() {
+        let out = wrap(&format!(
+            "{MARKER} begin julia /p/Manifest.toml\n|a = 1\n|{MARKER} done\n\n{MARKER} end 0\n{MARKER} begin npm\n|x\n{MARKER} end 0\n"
+        ));
+        let s = sections(&out).unwrap();
+        assert_eq!(s[0].body, format!("a = 1\n{MARKER} done\n"));
+        assert_eq!(s[1].body, "|x", "only quoted kinds are unquoted");
     }
 
     #[test]
