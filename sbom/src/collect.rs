@@ -59,8 +59,9 @@ pub const PYTHON_SNIPPET: &str = r#"import importlib.metadata as md, json, platf
 seen = set()
 out = []
 for d in md.distributions():
-    name = d.metadata["Name"]
-    if not name:
+    name = d.metadata.get("Name")
+    version = d.metadata.get("Version")
+    if not name or not version:
         continue
     key = re.sub(r"[-_.]+", "-", name).lower()
     if key in seen:
@@ -76,7 +77,7 @@ for d in md.distributions():
         du = json.loads(du) if du else None
     except ValueError:
         du = None
-    out.append({"name": name, "version": d.version, "installer": (read("INSTALLER") or "").strip() or None, "requested": read("REQUESTED") is not None, "direct_url": du})
+    out.append({"name": name, "version": version, "installer": (read("INSTALLER") or "").strip() or None, "requested": read("REQUESTED") is not None, "direct_url": du})
 print(json.dumps({"prefix": sys.prefix, "python": platform.python_version(), "implementation": sys.implementation.name, "distributions": out}, sort_keys=True))
 "#;
 
