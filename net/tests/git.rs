@@ -2,6 +2,8 @@
 //! HTTP server that runs `git http-backend`. Each hostile test is named after the attack it tries
 //! and counts what the target received.
 
+#![allow(clippy::unwrap_used)] // In tests and benchmarks an unwrap is an assertion.
+
 mod common;
 
 use std::path::Path;

@@ -1,6 +1,8 @@
 //! The guarded reqwest client against real HTTP servers on 127.0.0.1: each hostile test is named
 //! after the attack it tries, and counts what the target server received (nothing, when refused).
 
+#![allow(clippy::unwrap_used)] // In tests and benchmarks an unwrap is an assertion.
+
 mod common;
 
 use std::time::{Duration, Instant};

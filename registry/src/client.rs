@@ -138,12 +138,18 @@ impl Registry {
         })
     }
 
-    fn reference(&self, reference: &str) -> Result<Reference, RegistryError> {
+    /// The raw `oci-client` client and its credentials, for the modules of this crate that speak
+    /// parts of the API this type does not wrap (referrers).
+    pub(crate) fn oci(&self) -> (&Client, &RegistryAuth) {
+        (&self.client, &self.auth)
+    }
+
+    pub(crate) fn reference(&self, reference: &str) -> Result<Reference, RegistryError> {
         validate(reference)
     }
 
     /// Run `op` with up to four attempts and exponential backoff for transient failures.
-    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, RegistryError>
+    pub(crate) async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, RegistryError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
@@ -183,7 +189,7 @@ impl Registry {
     }
 
     /// Authenticate for `operation` (a no-op for anonymous access).
-    async fn authorize(
+    pub(crate) async fn authorize(
         &self,
         reference: &Reference,
         operation: RegistryOperation,
@@ -330,7 +336,7 @@ fn describe(e: &OciDistributionError) -> String {
     }
 }
 
-fn is_not_found(reason: &str) -> bool {
+pub(crate) fn is_not_found(reason: &str) -> bool {
     let lower = reason.to_lowercase();
     lower.contains("404")
         || lower.contains("not found")

@@ -7,9 +7,11 @@ pub mod client;
 pub mod error;
 pub mod layer;
 pub mod name;
+pub mod referrers;
 
 pub use assemble::{Assembly, ConfigUpdate, NewLayer, assemble};
 pub use client::{Credentials, Registry};
 pub use error::RegistryError;
 pub use layer::Layer;
 pub use name::{environment_image_name, image_name};
+pub use referrers::{Artifact, Attached, CYCLONEDX_JSON, Descriptor, Discovery};
