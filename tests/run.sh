@@ -6,9 +6,12 @@
 #     /var/cache/kiln-hub/<version>, for JupyterHub 6.1.1 and 5.4.6); the hub tests start their own hubs from examples/hub/jupyterhub_config.py
 #   - the fixture conda channel (tests/conda/make-channel.sh: Debian's Python repackaged with
 #     py-rattler-build from PyPI; quick when unchanged), in /var/cache/kiln-conda-fixture/channel
+#   - the CycloneDX 1.6 schema validator (sbom/tests/make-validator.sh: cyclonedx-python-lib from PyPI
+#     into /var/cache/kiln-cyclonedx/venv)
 #   - from Debian when missing: git (its daemon serves the test repositories), debootstrap,
 #     docker-registry (CNCF Distribution; tests start their own on loopback), skopeo, htpasswd,
 #     chromium and chromium-driver (the web page test; its screenshot lands in test-artifacts/)
+# It first checks the code: cargo fmt --check and cargo clippy --all-targets -- -D warnings.
 # Usage: bash tests/run.sh   (CI runs exactly this through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +34,8 @@ if [ "${#need[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+cargo fmt --all --check
+cargo clippy --quiet --workspace --all-targets -- -D warnings
 bash tests/services/engine.sh
 bash examples/hub/install.sh >/dev/null
 KILN_JUPYTERHUB_VERSION=5.4.6 bash examples/hub/install.sh >/dev/null
@@ -38,5 +43,6 @@ cargo build --quiet --bin kiln
 "${CARGO_TARGET_DIR:-target}/debug/kiln" base bootstrap
 bash tests/conda/make-channel.sh /var/cache/kiln-conda-fixture/channel
 export KILN_TEST_CONDA_CHANNEL=/var/cache/kiln-conda-fixture/channel
+bash sbom/tests/make-validator.sh >/dev/null
 
 cargo test --workspace --no-fail-fast -- --test-threads 2

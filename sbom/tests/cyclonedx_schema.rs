@@ -13,7 +13,7 @@ const COLLECTED: &str = include_str!("fixtures/every-manager.collected");
 
 fn venv_python() -> PathBuf {
     let venv = std::env::var("KILN_CYCLONEDX_VENV")
-        .unwrap_or_else(|_| "/var/cache/kiln-helpers/venv".to_string());
+        .unwrap_or_else(|_| "/var/cache/kiln-cyclonedx/venv".to_string());
     let python = Path::new(&venv).join("bin/python");
     let ready = Command::new(&python)
         .args(["-c", "import cyclonedx.validation.json"])

@@ -1,9 +1,9 @@
 #!/bin/sh
 # Makes the Python venv whose CycloneDX library (cyclonedx-python-lib, with the official CycloneDX
 # JSON schemas and its validator) tests/cyclonedx_schema.rs runs. Does nothing when it is there.
-# The venv is $KILN_CYCLONEDX_VENV, by default /var/cache/kiln-helpers/venv. Needs python3 and PyPI.
+# The venv is $KILN_CYCLONEDX_VENV, by default /var/cache/kiln-cyclonedx/venv. Needs python3 and PyPI.
 set -eu
-venv=${KILN_CYCLONEDX_VENV:-/var/cache/kiln-helpers/venv}
+venv=${KILN_CYCLONEDX_VENV:-/var/cache/kiln-cyclonedx/venv}
 if "$venv/bin/python" -c 'import cyclonedx.validation.json' 2>/dev/null; then
   exit 0
 fi
