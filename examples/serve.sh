@@ -49,6 +49,8 @@ if [ "${1:-}" = "--hub" ]; then
 fi
 
 export KILN_LISTEN="${KILN_LISTEN:-127.0.0.1:8585}"
-export KILN_ALLOWED_HOSTS="${KILN_ALLOWED_HOSTS:-127.0.0.1}"
+export KILN_ALLOWED_HOSTS="${KILN_ALLOWED_HOSTS:-127.0.0.1:*}"
+# Host networking (this machine has no bridge): a development machine only (README, Security).
+export KILN_DEVELOPMENT="${KILN_DEVELOPMENT:-1}"
 echo "kiln: open http://$KILN_LISTEN/ and paste, for example, git://127.0.0.1:$git_port/python-requirements" >&2
 "$kiln" serve

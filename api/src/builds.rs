@@ -1,16 +1,20 @@
 //! The builds in flight: one build per repository and ref at a time, shared by every request for
-//! it, queued beyond the concurrency limit, recorded in the state database. Every watcher gets the
-//! log so far, then follows it live.
+//! it (a request with credentials shares only with requests with the same credentials), queued
+//! beyond the concurrency limit, bounded in number, time and log, recorded in the state database.
+//! Every watcher gets the log so far, then follows it live.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use kiln_builder::{BuildRequest, Event, EventSink, Phase, PushSettings};
+use kiln_builder::git::FetchSettings;
+use kiln_builder::{BuildRequest, Event, EventSink, Phase, PushSettings, Source};
 use kiln_buildpacks::PlanOptions;
+use sha2::Digest;
 use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::engine::ContainerEngine;
 use crate::error::StoreError;
@@ -21,32 +25,68 @@ use crate::store::{NewBuild, Store};
 /// How the service builds.
 #[derive(Clone, Debug, Default)]
 pub struct BuildSettings {
-    /// Builds running at once; more wait in a queue.
+    /// Builds running at once.
     pub max_builds: usize,
+    /// Builds waiting for a builder; more are refused.
+    pub max_queued: usize,
+    /// Builds one client's requests started that are running or waiting.
+    pub max_per_client: usize,
+    /// How long a build may run.
+    pub max_age: Duration,
+    /// Events kept per build.
+    pub max_log_lines: usize,
     pub plan_options: PlanOptions,
     /// Trusted by the steps that download.
-    pub ca_bundle: Option<PathBuf>,
+    pub ca_bundle: Option<std::path::PathBuf>,
     /// Where images are pushed; `None` keeps them in the engine.
     pub push: Option<PushSettings>,
+    /// What fetches may reach and bring, and the operator's credentials with their hosts.
+    pub fetch: FetchSettings,
 }
+
+/// Why a build was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "the build queue is full ({0} builds are waiting for a builder); try again in a few minutes"
+    )]
+    QueueFull(usize),
+    #[error(
+        "{client} has {count} builds running or waiting already; wait for one to finish and try again"
+    )]
+    TooManyForClient { client: IpAddr, count: usize },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Longest line kept in a log (longer ones are cut, with a mark).
+pub const MAX_LINE: usize = 4096;
 
 /// The events of one build, shared by its watchers.
 pub struct SharedBuild {
-    /// The build's id in the state database.
-    pub id: i64,
+    /// The build's id in the API: random, so that holding it is what lets one read the build.
+    pub id: String,
+    /// Its row in the state database.
+    pub row: i64,
     events: Mutex<Vec<Event>>,
     /// The number of events, bumped on every new one.
     count: watch::Sender<usize>,
     image: Mutex<Option<String>>,
+    cancel: CancellationToken,
+    /// The client whose request started it (counted against their builds).
+    client: IpAddr,
 }
 
 impl SharedBuild {
-    fn new(id: i64) -> Self {
+    fn new(id: String, row: i64, client: IpAddr) -> Self {
         SharedBuild {
             id,
+            row,
             events: Mutex::new(Vec::new()),
             count: watch::channel(0).0,
             image: Mutex::new(None),
+            cancel: CancellationToken::new(),
+            client,
         }
     }
 
@@ -102,47 +142,80 @@ pub struct Builds {
     engine: Arc<dyn ContainerEngine>,
     store: Arc<Store>,
     settings: BuildSettings,
-    /// In flight, by repository and ref. An async lock: the row is created while it is held, so
-    /// two requests for one repository never start two builds.
+    /// In flight, by repository, ref and credentials. An async lock: the row is created while it is
+    /// held, so two requests for one repository never start two builds.
     in_flight: tokio::sync::Mutex<HashMap<String, Arc<SharedBuild>>>,
     /// In flight, by id (for the JSON API's event streams).
-    by_id: Mutex<HashMap<i64, Arc<SharedBuild>>>,
+    by_id: Mutex<HashMap<String, Arc<SharedBuild>>>,
     queue: Arc<Semaphore>,
     /// Builds started since the service started.
     started: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Mixed into the fingerprint of credentials, so the fingerprint tells nothing about them.
+    salt: String,
 }
 
 /// Records a build's events in the state database, then hands them to the watchers: a watcher
-/// that sees `built` finds the build built.
+/// that sees `built` finds the build built. At most `max_lines` events are kept (the last, `built`
+/// or `failed`, always is); each line is cut at [`MAX_LINE`].
 struct Recorder {
     shared: Arc<SharedBuild>,
     store: Arc<Store>,
     seq: usize,
+    max_lines: usize,
+    dropped: u64,
 }
 
-impl EventSink for Recorder {
-    fn emit(&mut self, event: Event) {
+impl Recorder {
+    fn record(&mut self, event: Event) {
         let json = serde_json::to_value(&event).unwrap_or_default();
-        let (id, seq) = (self.shared.id, self.seq);
+        let (row, seq) = (self.shared.row, self.seq);
         self.seq += 1;
         let shared = self.shared.clone();
         match event.phase {
             Phase::Built | Phase::Failed => {
-                self.store.append(id, seq, &json, || {});
+                self.store.append(row, seq, &json, || {});
                 let (image, reason) = match event.phase {
                     Phase::Built => (event.image_name.clone(), None),
                     _ => (None, Some(event.message.trim_end().to_string())),
                 };
                 self.store
-                    .finish(id, image.as_deref(), reason.as_deref(), move || {
+                    .finish(row, image.as_deref(), reason.as_deref(), move || {
                         shared.push(event)
                     });
             }
             _ => self
                 .store
-                .append(id, seq, &json, move || shared.push(event)),
+                .append(row, seq, &json, move || shared.push(event)),
         }
+    }
+}
+
+impl EventSink for Recorder {
+    fn emit(&mut self, mut event: Event) {
+        let last = matches!(event.phase, Phase::Built | Phase::Failed);
+        if !last && self.seq >= self.max_lines {
+            if self.dropped == 0 {
+                self.record(Event::new(
+                    event.phase,
+                    format!(
+                        "… the log is longer than {} lines; later lines are not kept (KILN_MAX_LOG_LINES)",
+                        self.max_lines
+                    ),
+                ));
+            }
+            self.dropped += 1;
+            return;
+        }
+        if event.message.len() > MAX_LINE {
+            let mut end = MAX_LINE;
+            while !event.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            event.message.truncate(end);
+            event.message.push_str("… (cut)\n");
+        }
+        self.record(event);
     }
 }
 
@@ -152,8 +225,8 @@ impl Builds {
         store: Arc<Store>,
         settings: BuildSettings,
         metrics: Arc<Metrics>,
-    ) -> Builds {
-        Builds {
+    ) -> Result<Builds, kiln_builder::BuildError> {
+        Ok(Builds {
             queue: Arc::new(Semaphore::new(settings.max_builds.max(1))),
             engine,
             store,
@@ -162,11 +235,17 @@ impl Builds {
             by_id: Mutex::new(HashMap::new()),
             started: AtomicU64::new(0),
             metrics,
-        }
+            salt: kiln_builder::random::hex(16)?,
+        })
     }
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// What the builds' fetches may reach.
+    pub fn policy(&self) -> &kiln_net::Policy {
+        &self.settings.fetch.policy
     }
 
     pub fn push(&self) -> Option<&PushSettings> {
@@ -178,23 +257,66 @@ impl Builds {
         self.started.load(Ordering::SeqCst)
     }
 
-    /// The build of `spec`: joined when one is in flight, started otherwise.
-    pub async fn build(self: &Arc<Self>, spec: &Spec) -> Result<Arc<SharedBuild>, StoreError> {
-        let key = format!("{}@{}", spec.repo_url, spec.reference);
+    /// The key builds are shared by: the repository, the ref, and a fingerprint of the credentials
+    /// the request carried (empty without any).
+    fn key(&self, spec: &Spec) -> String {
+        let fingerprint = match &spec.source {
+            Source::Git(git) => git.credentials.as_ref().map(|c| {
+                let mut hash = sha2::Sha256::new();
+                for part in [self.salt.as_str(), &c.username, &c.secret] {
+                    hash.update(part.as_bytes());
+                    hash.update([0]);
+                }
+                hex::encode(hash.finalize())
+            }),
+            Source::Local(_) => None,
+        };
+        format!(
+            "{}@{}#{}",
+            spec.repo_url,
+            spec.reference,
+            fingerprint.unwrap_or_default()
+        )
+    }
+
+    /// The build of `spec`: joined when one is in flight for the same repository, ref and
+    /// credentials, started otherwise (unless the queue or the client's builds are full).
+    pub async fn build(
+        self: &Arc<Self>,
+        spec: &Spec,
+        client: IpAddr,
+    ) -> Result<Arc<SharedBuild>, Refusal> {
+        let key = self.key(spec);
         let mut in_flight = self.in_flight.lock().await;
         if let Some(existing) = in_flight.get(&key) {
             return Ok(existing.clone());
         }
-        let id = self
+        let running = self.settings.max_builds.max(1);
+        let waiting = in_flight.len().saturating_sub(running);
+        if waiting >= self.settings.max_queued && in_flight.len() >= running {
+            return Err(Refusal::QueueFull(waiting));
+        }
+        let mine = in_flight.values().filter(|b| b.client == client).count();
+        if self.settings.max_per_client > 0 && mine >= self.settings.max_per_client {
+            return Err(Refusal::TooManyForClient {
+                client,
+                count: mine,
+            });
+        }
+        let id =
+            kiln_builder::random::hex(16).map_err(|e| StoreError::NotCommitted(e.to_string()))?;
+        let row = self
             .store
             .create(NewBuild {
+                id: &id,
                 provider: &spec.provider,
                 spec: &spec.raw,
                 repo_url: &spec.repo_url,
                 reference: &spec.reference,
+                private: spec.private(),
             })
             .await?;
-        let shared = Arc::new(SharedBuild::new(id));
+        let shared = Arc::new(SharedBuild::new(id.clone(), row, client));
         in_flight.insert(key.clone(), shared.clone());
         drop(in_flight);
         lock(&self.by_id).insert(id, shared.clone());
@@ -213,33 +335,73 @@ impl Builds {
             shared: shared.clone(),
             store: self.store.clone(),
             seq: 0,
+            max_lines: self.settings.max_log_lines.max(10),
+            dropped: 0,
         };
         if self.queue.available_permits() == 0 {
             recorder.emit(Event::new(Phase::Waiting, "Waiting for a free builder"));
         }
-        let permit = self.queue.clone().acquire_owned().await;
+        let permit = tokio::select! {
+            permit = self.queue.clone().acquire_owned() => permit.ok(),
+            _ = shared.cancel.cancelled() => None,
+        };
         let request = BuildRequest {
             source: Some(spec.source.clone()),
             reference: Some(spec.reference.clone()),
             push: self.settings.push.clone(),
             ca_bundle: self.settings.ca_bundle.clone(),
             plan_options: self.settings.plan_options.clone(),
+            fetch: self.settings.fetch.clone(),
             ..BuildRequest::default()
         };
-        let result = self.engine.build(request, &mut recorder).await;
-        let (image, reason) = match result {
-            Ok(built) => (Some(built.image), None),
-            Err(e) => (None, Some(e.to_string())),
+        let max_age = self.settings.max_age.max(Duration::from_secs(1));
+        // The build's future owns its connection to the engine: dropping it (on the deadline, or
+        // when the operator cancels) ends the engine's build.
+        let outcome = match permit {
+            None => Err("the build was cancelled before it started".to_string()),
+            Some(_) => tokio::select! {
+                result = self.engine.build(request, &mut recorder) => result.map_err(|e| e.to_string()).map(|b| b.image),
+                _ = tokio::time::sleep(max_age) => {
+                    let message = format!(
+                        "the build ran longer than the limit of {} s and was stopped (KILN_BUILD_MAX_AGE)",
+                        max_age.as_secs()
+                    );
+                    recorder.emit(Event::failed(message.clone()));
+                    Err(message)
+                }
+                _ = shared.cancel.cancelled() => {
+                    let message = "the build was cancelled by the operator".to_string();
+                    recorder.emit(Event::failed(message.clone()));
+                    Err(message)
+                }
+            },
         };
+        let (image, reason) = match outcome {
+            Ok(image) => (Some(image), None),
+            Err(reason) => (None, Some(reason)),
+        };
+        if recorder.dropped > 0 {
+            tracing::info!(build = %shared.id, dropped = recorder.dropped, "log lines not kept");
+        }
         *lock(&shared.image) = image.clone();
-        drop(permit);
-        self.finished(&key, shared.id, image, reason, started_at)
+        self.finished(&key, &shared, image, reason, started_at)
             .await;
     }
 
     /// A build in flight, by id.
-    pub fn live(&self, id: i64) -> Option<Arc<SharedBuild>> {
-        lock(&self.by_id).get(&id).cloned()
+    pub fn live(&self, id: &str) -> Option<Arc<SharedBuild>> {
+        lock(&self.by_id).get(id).cloned()
+    }
+
+    /// Stop a build in flight; `false` when no build has that id.
+    pub fn cancel(&self, id: &str) -> bool {
+        match self.live(id) {
+            Some(build) => {
+                build.cancel.cancel();
+                true
+            }
+            None => false,
+        }
     }
 
     /// A finished build leaves the table: the next request checks the engine or registry again,
@@ -247,7 +409,7 @@ impl Builds {
     async fn finished(
         &self,
         key: &str,
-        id: i64,
+        shared: &SharedBuild,
         image: Option<String>,
         reason: Option<String>,
         started_at: Instant,
@@ -257,13 +419,13 @@ impl Builds {
         // without one (the store keeps the first outcome).
         if let Err(e) = self
             .store
-            .finish_now(id, image.as_deref(), reason.as_deref())
+            .finish_now(shared.row, image.as_deref(), reason.as_deref())
             .await
         {
-            tracing::error!(build = id, "cannot store the outcome of a build: {e}");
+            tracing::error!(build = %shared.id, "cannot store the outcome of a build: {e}");
         }
         self.in_flight.lock().await.remove(key);
-        lock(&self.by_id).remove(&id);
+        lock(&self.by_id).remove(&shared.id);
         let m = &self.metrics;
         m.builds_in_progress.fetch_sub(1, Ordering::SeqCst);
         m.build_ms_sum

@@ -6,9 +6,14 @@
 //! - `gist`: `<user>/<id>[/<ref>]`
 //!
 //! Specs are read from the raw (still percent-encoded) path, so an escaped URL keeps its slashes.
+//! They are judged after decoding: a name that decodes to a path (`x%2F..%2Fevil`) is refused, and
+//! credentials in a `git` URL are split off: they never appear in the spec kiln stores, shows or
+//! sends on.
 
 use kiln_builder::Source;
-use percent_encoding::percent_decode_str;
+use kiln_builder::git::check_url;
+use kiln_net::Policy;
+use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 /// Why a spec cannot be built; shown to the caller as it is.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -19,14 +24,66 @@ pub struct SpecError(pub String);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spec {
     pub provider: String,
-    /// The raw spec as requested (for `binder_request`).
+    /// The spec as requested, without credentials (for `binder_request`, the records, the API).
     pub raw: String,
+    /// The same, decoded: what allowed and banned patterns are compared with.
+    pub decoded: String,
+    /// The repository, with any credentials it carried.
     pub source: Source,
+    /// The repository URL, without credentials.
     pub repo_url: String,
     pub reference: String,
 }
 
+impl Spec {
+    /// Whether the request carried credentials: a private build, never shared with a request that
+    /// lacks the same credentials and never listed.
+    pub fn private(&self) -> bool {
+        matches!(&self.source, Source::Git(git) if git.credentials.is_some())
+    }
+}
+
 const MAX_SPEC: usize = 2048;
+
+fn decode(s: &str) -> Result<String, SpecError> {
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| SpecError("the spec is not valid UTF-8".into()))
+}
+
+/// An owner, repository or gist name: letters, digits, `-`, `_` and `.`, never `.` or `..`.
+fn name(part: &str, what: &str) -> Result<String, SpecError> {
+    let decoded = decode(part)?;
+    let plain = !decoded.is_empty()
+        && decoded != "."
+        && decoded != ".."
+        && decoded
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if plain {
+        Ok(decoded)
+    } else {
+        Err(SpecError(format!(
+            "{decoded:?} is not a valid {what}: letters, digits, '-', '_' and '.' only"
+        )))
+    }
+}
+
+/// A path of names (a GitLab namespace), none of them `.` or `..`.
+fn namespace(part: &str) -> Result<String, SpecError> {
+    let decoded = decode(part)?;
+    if decoded.is_empty()
+        || decoded
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == ".." || p.chars().any(|c| c.is_control()))
+    {
+        return Err(SpecError(format!(
+            "{decoded:?} is not a valid namespace: group/project, without . or .. parts"
+        )));
+    }
+    Ok(decoded)
+}
 
 pub fn parse(provider: &str, raw: &str) -> Result<Spec, SpecError> {
     if raw.len() > MAX_SPEC {
@@ -39,23 +96,17 @@ pub fn parse(provider: &str, raw: &str) -> Result<Spec, SpecError> {
             "the spec holds a path traversal or control characters".into(),
         ));
     }
-    let decode = |s: &str| {
-        percent_decode_str(s)
-            .decode_utf8()
-            .map(|c| c.into_owned())
-            .map_err(|_| SpecError("the spec is not valid UTF-8".into()))
-    };
     let parts: Vec<&str> = raw.split('/').collect();
     let (repo_url, reference) = match provider {
         "gh" => {
-            if parts.len() < 3 || parts[..2].iter().any(|p| p.is_empty()) {
+            if parts.len() < 3 {
                 return Err(SpecError("a gh spec is <owner>/<repo>/<ref>".into()));
             }
             (
                 format!(
                     "https://github.com/{}/{}",
-                    decode(parts[0])?,
-                    decode(parts[1])?
+                    name(parts[0], "GitHub owner")?,
+                    name(parts[1], "GitHub repository")?
                 ),
                 decode(&parts[2..].join("/"))?,
             )
@@ -67,7 +118,7 @@ pub fn parse(provider: &str, raw: &str) -> Result<Spec, SpecError> {
                 ));
             }
             (
-                format!("https://gitlab.com/{}", decode(parts[0])?),
+                format!("https://gitlab.com/{}", namespace(parts[0])?),
                 decode(&parts[1..].join("/"))?,
             )
         }
@@ -80,14 +131,14 @@ pub fn parse(provider: &str, raw: &str) -> Result<Spec, SpecError> {
             (decode(parts[0])?, decode(&parts[1..].join("/"))?)
         }
         "gist" => {
-            if parts.len() < 2 || parts[..2].iter().any(|p| p.is_empty()) {
+            if parts.len() < 2 {
                 return Err(SpecError("a gist spec is <user>/<id>[/<ref>]".into()));
             }
             (
                 format!(
                     "https://gist.github.com/{}/{}",
-                    decode(parts[0])?,
-                    decode(parts[1])?
+                    name(parts[0], "gist user")?,
+                    name(parts[1], "gist id")?
                 ),
                 decode(&parts[2..].join("/"))?,
             )
@@ -98,6 +149,12 @@ pub fn parse(provider: &str, raw: &str) -> Result<Spec, SpecError> {
             )));
         }
     };
+    if reference
+        .split('/')
+        .any(|p| p == ".." || p.chars().any(|c| c.is_control()))
+    {
+        return Err(SpecError(format!("{reference:?} is not a valid ref")));
+    }
     let reference = if reference.is_empty() {
         "HEAD".to_string()
     } else {
@@ -115,7 +172,17 @@ pub fn parse(provider: &str, raw: &str) -> Result<Spec, SpecError> {
         .any(|s| url.starts_with(s))
     {
         return Err(SpecError(format!(
-            "{url:?} is not a remote git URL (https, http, git or ssh); local paths and file:// are refused"
+            "{:?} is not a remote git URL (https, http, git or ssh); local paths and file:// are refused",
+            kiln_builder::source::redact(&url)
+        )));
+    }
+    if url
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest.split('/').any(|p| p == ".." || p == "."))
+    {
+        return Err(SpecError(format!(
+            "{:?} holds a path traversal",
+            kiln_builder::source::redact(&url)
         )));
     }
     let source = Source::parse(&url).map_err(|e| SpecError(e.to_string()))?;
@@ -124,55 +191,57 @@ pub fn parse(provider: &str, raw: &str) -> Result<Spec, SpecError> {
             "local folders cannot be built through the service".into(),
         ));
     };
+    let repo_url = source.to_string();
+    // The spec without credentials: a `git` spec that carried some is re-escaped without them.
+    let raw = match (
+        provider,
+        matches!(&source, Source::Git(g) if g.credentials.is_some()),
+    ) {
+        ("git", true) => format!(
+            "{}/{}",
+            utf8_percent_encode(&repo_url, NON_ALPHANUMERIC),
+            parts[1..].join("/")
+        ),
+        _ => raw.to_string(),
+    };
+    let decoded = match provider {
+        "git" => format!("{repo_url}/{reference}"),
+        _ => decode(&raw)?,
+    };
     Ok(Spec {
         provider: provider.to_string(),
-        raw: raw.to_string(),
-        repo_url: source.to_string(),
+        raw,
+        decoded,
+        repo_url,
         source,
         reference,
     })
 }
 
-/// Whether the repository's host is allowed: hosts that resolve to loopback, private, link-local
-/// or unspecified addresses are refused unless the operator lists them (`KILN_ALLOWED_HOSTS`).
-pub async fn check_host(repo_url: &str, allowed: &[String]) -> Result<(), SpecError> {
-    let url = url::Url::parse(repo_url).map_err(|e| SpecError(format!("invalid URL: {e}")))?;
-    let host = url
-        .host_str()
-        .ok_or_else(|| SpecError("the URL has no host".into()))?
-        .trim_matches(['[', ']'])
-        .to_string();
-    if allowed.iter().any(|a| a == &host) {
+/// Whether the repository may be fetched under `policy`: its URL checked, and a name resolved now
+/// (all its addresses checked) so that a refusal comes at once, with a clear message. The fetch
+/// itself connects only to checked addresses again: this is the early answer, not the guard.
+pub async fn check_reachable(repo_url: &str, policy: &Policy) -> Result<(), SpecError> {
+    check_url(policy, repo_url).map_err(|e| SpecError(e.to_string()))?;
+    let Ok(url) = url::Url::parse(repo_url) else {
+        return Ok(());
+    };
+    if policy.is_open() || !matches!(url.scheme(), "http" | "https" | "git") {
         return Ok(());
     }
-    let port = url.port_or_known_default().unwrap_or(9418);
-    let addrs = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|e| SpecError(format!("cannot resolve {host}: {e}")))?;
-    for addr in addrs {
-        let ip = addr.ip();
-        let private = match ip {
-            std::net::IpAddr::V4(v4) => {
-                v4.is_loopback()
-                    || v4.is_private()
-                    || v4.is_link_local()
-                    || v4.is_unspecified()
-                    || v4.is_broadcast()
-            }
-            std::net::IpAddr::V6(v6) => {
-                v6.is_loopback()
-                    || v6.is_unspecified()
-                    || (v6.segments()[0] & 0xfe00) == 0xfc00
-                    || (v6.segments()[0] & 0xffc0) == 0xfe80
-            }
-        };
-        if private {
-            return Err(SpecError(format!(
-                "{host} resolves to {ip}, a loopback, private or link-local address; the operator can allow it with KILN_ALLOWED_HOSTS"
-            )));
-        }
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default().or(Some(9418)))
+    else {
+        return Ok(());
+    };
+    let host = host.trim_matches(['[', ']']);
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(()); // an IP literal was judged by check_url
     }
-    Ok(())
+    policy
+        .resolve_async(host, port)
+        .await
+        .map(|_| ())
+        .map_err(|e| SpecError(e.to_string()))
 }
 
 #[cfg(test)]
@@ -187,6 +256,7 @@ mod tests {
         let s = parse("git", "git%3A%2F%2F127.0.0.1%3A9418%2Frepo/HEAD").unwrap();
         assert_eq!(s.repo_url, "git://127.0.0.1:9418/repo");
         assert_eq!(s.reference, "HEAD");
+        assert_eq!(s.decoded, "git://127.0.0.1:9418/repo/HEAD");
         let s = parse("gl", "group%2Fproject/main").unwrap();
         assert_eq!(s.repo_url, "https://gitlab.com/group/project");
         assert!(parse("zz", "a/b/c").is_err());
@@ -196,14 +266,65 @@ mod tests {
         assert!(parse("gh", "only-owner").is_err());
     }
 
+    #[test]
+    fn encoded_traversal_is_refused() {
+        for (provider, spec) in [
+            ("gh", "ok/x%2F..%2F..%2Fevil%2Fr/HEAD"),
+            ("gh", "%2E%2E/x/HEAD"),
+            ("gh", "ok%2Fevil/r/HEAD"),
+            ("gl", "ok%2F..%2Fevil/HEAD"),
+            ("gist", "u/%2E%2E/HEAD"),
+            ("git", "https%3A%2F%2Fh.example%2Fok%2F..%2Fevil/HEAD"),
+            ("gh", "ok/r/main%2F..%2F..%2Fx"),
+        ] {
+            assert!(parse(provider, spec).is_err(), "{provider}/{spec}");
+        }
+    }
+
+    #[test]
+    fn credentials_are_split_off_the_spec() {
+        let s = parse(
+            "git",
+            "https%3A%2F%2Falice%3As3cret-token%40git.example%2Fteam%2Frepo.git/main",
+        )
+        .unwrap();
+        assert!(s.private());
+        for shown in [&s.raw, &s.decoded, &s.repo_url] {
+            assert!(
+                !shown.contains("s3cret") && !shown.contains("alice"),
+                "{shown}"
+            );
+        }
+        assert_eq!(s.repo_url, "https://git.example/team/repo.git");
+        assert!(!parse("gh", "o/r/HEAD").unwrap().private());
+    }
+
     #[tokio::test]
     async fn private_hosts_are_refused_unless_allowed() {
-        assert!(check_host("git://127.0.0.1:9418/x", &[]).await.is_err());
+        let public = Policy::public();
+        for refused in [
+            "git://127.0.0.1:9418/x",
+            "http://10.1.2.3/x",
+            "http://[::ffff:127.0.0.1]/x",
+            "http://100.64.0.1/x",
+            "http://localhost/x",
+        ] {
+            assert!(
+                check_reachable(refused, &public).await.is_err(),
+                "{refused}"
+            );
+        }
+        let allowed =
+            Policy::public().with_allowed(kiln_net::AllowList::parse("127.0.0.1:*").unwrap());
         assert!(
-            check_host("git://127.0.0.1:9418/x", &["127.0.0.1".into()])
+            check_reachable("git://127.0.0.1:9418/x", &allowed)
                 .await
                 .is_ok()
         );
-        assert!(check_host("http://10.1.2.3/x", &[]).await.is_err());
+        assert!(
+            check_reachable("ssh://git@github.com/x", &public)
+                .await
+                .is_err()
+        );
     }
 }

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use kiln_builder::PushSettings;
+use kiln_builder::git::{FetchLimits, FetchSettings, OperatorCredentials};
 
-use crate::admission::RateLimiter;
+use crate::admission::{RateLimiter, Streams};
 use crate::builds::{BuildSettings, Builds};
 use crate::config::Config;
 use crate::engine::ContainerEngine;
@@ -20,6 +21,7 @@ pub struct AppState {
     pub builds: Arc<Builds>,
     pub launchers: Launchers,
     pub limiter: RateLimiter,
+    pub streams: Streams,
     pub metrics: Arc<Metrics>,
 }
 
@@ -43,17 +45,22 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         let settings = BuildSettings {
             max_builds: config.max_builds,
+            max_queued: config.max_queued_builds,
+            max_per_client: config.max_builds_per_client,
+            max_age: std::time::Duration::from_secs(config.build_max_age_seconds),
+            max_log_lines: config.max_log_lines,
             plan_options: kiln_buildpacks::PlanOptions::default()
                 .with_jupyterhub(&config.jupyterhub_version),
             ca_bundle: config.ca_bundle.clone(),
             push,
+            fetch: fetch_settings(&config)?,
         };
         let builds = Arc::new(Builds::new(
             engine.clone(),
             store.clone(),
             settings,
             metrics.clone(),
-        ));
+        )?);
         let launchers = Launchers::new(config.clone(), store, engine.clone(), metrics.clone())?;
         Ok(Arc::new(AppState {
             config,
@@ -61,7 +68,27 @@ impl AppState {
             builds,
             launchers,
             limiter: RateLimiter::default(),
+            streams: Streams::default(),
             metrics,
         }))
     }
+}
+
+/// What the service's fetches may reach: no private network but the hosts the operator allows;
+/// the operator's git credentials only for the hosts named for them.
+fn fetch_settings(config: &Config) -> Result<FetchSettings, StartError> {
+    let mut operator = OperatorCredentials::from_env(None)?;
+    operator.hosts =
+        kiln_net::AllowList::from_entries(config.git_credential_hosts.iter().map(String::as_str))
+            .map_err(|e| ConfigError::Invalid(format!("KILN_GIT_CREDENTIAL_HOSTS: {e}")))?;
+    Ok(FetchSettings {
+        limits: FetchLimits {
+            max_bytes: config.max_repo_bytes,
+            max_files: config.max_repo_files,
+            timeout: std::time::Duration::from_secs(config.fetch_timeout_seconds),
+            ..FetchLimits::default()
+        },
+        policy: kiln_net::Policy::public().with_allowed(config.allowed_hosts.clone()),
+        operator,
+    })
 }

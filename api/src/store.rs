@@ -19,7 +19,14 @@ use crate::error::StoreError;
 /// One build as stored.
 #[derive(Clone, Debug, Serialize)]
 pub struct BuildRecord {
-    pub id: i64,
+    /// The build's id in the API (random).
+    pub id: String,
+    /// Its row in the database.
+    #[serde(skip)]
+    pub row: i64,
+    /// A build from a request with credentials: never listed.
+    #[serde(skip)]
+    pub private: bool,
     pub provider: String,
     pub spec: String,
     pub repo_url: String,
@@ -47,6 +54,9 @@ pub struct HubServer {
 /// What a build starts as.
 #[derive(Clone, Debug)]
 pub struct NewBuild<'a> {
+    /// Its id in the API.
+    pub id: &'a str,
+    pub private: bool,
     pub provider: &'a str,
     pub spec: &'a str,
     pub repo_url: &'a str,
@@ -74,6 +84,8 @@ struct Write {
 
 enum Op {
     Create {
+        id: String,
+        private: bool,
         provider: String,
         spec: String,
         repo_url: String,
@@ -108,6 +120,8 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+const COLUMNS: &str = "public_id, id, private, provider, spec, repo_url, ref, status, image, reason, started, finished";
+
 const SCHEMA: &str = "PRAGMA journal_mode = WAL;
      PRAGMA synchronous = NORMAL;
      CREATE TABLE IF NOT EXISTS builds (
@@ -136,6 +150,7 @@ impl Store {
             reason: e.to_string(),
         })?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         recover(&conn)?;
         let (writer, queue) = mpsc::channel();
         std::thread::Builder::new()
@@ -209,6 +224,8 @@ impl Store {
     /// Record a new running build; returns its id.
     pub async fn create(&self, build: NewBuild<'_>) -> Result<i64, StoreError> {
         self.write(Op::Create {
+            id: build.id.into(),
+            private: build.private,
             provider: build.provider.into(),
             spec: build.spec.into(),
             repo_url: build.repo_url.into(),
@@ -263,11 +280,13 @@ impl Store {
         .map(|_| ())
     }
 
-    pub async fn get(&self, id: i64) -> Result<Option<BuildRecord>, StoreError> {
+    /// A build by its API id.
+    pub async fn get(&self, id: &str) -> Result<Option<BuildRecord>, StoreError> {
+        let id = id.to_string();
         self.read(move |conn| {
             Ok(conn
                 .query_row(
-                    "SELECT id, provider, spec, repo_url, ref, status, image, reason, started, finished FROM builds WHERE id = ?1",
+                    &format!("SELECT {COLUMNS} FROM builds WHERE public_id = ?1"),
                     [id],
                     record,
                 )
@@ -305,15 +324,16 @@ impl Store {
         .await
     }
 
-    /// Images built, newest first (for communities curating their defaults).
-    pub async fn images(&self) -> Result<Vec<BuildRecord>, StoreError> {
-        self.read(|conn| {
-            let mut statement = conn.prepare_cached(
-                "SELECT id, provider, spec, repo_url, ref, status, image, reason, started, finished FROM builds
-                 WHERE status = 'built' ORDER BY finished DESC, id DESC LIMIT 1000",
-            )?;
+    /// Images built, newest first; builds from requests with credentials only when
+    /// `with_private` (the operator).
+    pub async fn images(&self, with_private: bool) -> Result<Vec<BuildRecord>, StoreError> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM builds
+                 WHERE status = 'built' AND (private = 0 OR ?1) ORDER BY finished DESC, id DESC LIMIT 1000"
+            ))?;
             let rows = statement
-                .query_map([], record)?
+                .query_map([with_private], record)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
@@ -346,6 +366,28 @@ impl Store {
         })
         .await
     }
+}
+
+/// Databases of earlier versions get the columns added since: a random public id for every build
+/// (integer ids were guessable) and the private flag.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('builds')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if !columns.iter().any(|c| c == "public_id") {
+        conn.execute_batch(
+            "ALTER TABLE builds ADD COLUMN public_id TEXT;
+             UPDATE builds SET public_id = lower(hex(randomblob(16))) WHERE public_id IS NULL;",
+        )?;
+    }
+    if !columns.iter().any(|c| c == "private") {
+        conn.execute_batch("ALTER TABLE builds ADD COLUMN private INTEGER NOT NULL DEFAULT 0;")?;
+    }
+    conn.execute_batch(
+        "CREATE UNIQUE INDEX IF NOT EXISTS builds_public_id ON builds (public_id);",
+    )?;
+    Ok(())
 }
 
 /// Builds left running by a previous process are failed, with the reason as their last event.
@@ -425,14 +467,16 @@ fn write_loop(mut conn: Connection, queue: mpsc::Receiver<Write>) {
 fn apply(conn: &Connection, op: &Op) -> Result<i64, StoreError> {
     match op {
         Op::Create {
+            id,
+            private,
             provider,
             spec,
             repo_url,
             reference,
         } => {
             conn.execute(
-                "INSERT INTO builds (provider, spec, repo_url, ref, status, started) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
-                params![provider, spec, repo_url, reference, now()],
+                "INSERT INTO builds (public_id, private, provider, spec, repo_url, ref, status, started) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
+                params![id, private, provider, spec, repo_url, reference, now()],
             )?;
             Ok(conn.last_insert_rowid())
         }
@@ -471,15 +515,17 @@ fn apply(conn: &Connection, op: &Op) -> Result<i64, StoreError> {
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRecord> {
     Ok(BuildRecord {
         id: r.get(0)?,
-        provider: r.get(1)?,
-        spec: r.get(2)?,
-        repo_url: r.get(3)?,
-        reference: r.get(4)?,
-        status: r.get(5)?,
-        image: r.get(6)?,
-        reason: r.get(7)?,
-        started: r.get(8)?,
-        finished: r.get(9)?,
+        row: r.get(1)?,
+        private: r.get(2)?,
+        provider: r.get(3)?,
+        spec: r.get(4)?,
+        repo_url: r.get(5)?,
+        reference: r.get(6)?,
+        status: r.get(7)?,
+        image: r.get(8)?,
+        reason: r.get(9)?,
+        started: r.get(10)?,
+        finished: r.get(11)?,
     })
 }
 
@@ -489,6 +535,8 @@ mod tests {
 
     fn build<'a>(spec: &'a str, url: &'a str) -> NewBuild<'a> {
         NewBuild {
+            id: spec,
+            private: false,
             provider: "gh",
             spec,
             repo_url: url,
@@ -520,13 +568,16 @@ mod tests {
         rx.await.unwrap();
         drop(store);
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.get(done).await.unwrap().unwrap().status, "built");
-        let failed = store.get(running).await.unwrap().unwrap();
+        assert_eq!(
+            store.get("a/b/HEAD").await.unwrap().unwrap().status,
+            "built"
+        );
+        let failed = store.get("c/d/HEAD").await.unwrap().unwrap();
         assert_eq!(failed.status, "failed");
         assert!(failed.reason.unwrap().contains("stopped"));
         let events = store.events(running, 0, EVENT_PAGE).await.unwrap();
         assert_eq!(events.last().unwrap()["phase"], "failed");
-        assert_eq!(store.images().await.unwrap().len(), 1);
+        assert_eq!(store.images(false).await.unwrap().len(), 1);
     }
 
     #[tokio::test]
@@ -562,6 +613,10 @@ mod tests {
         let path = dir.path().join("state.db");
         let store = Store::open(&path).unwrap();
         store.create(build("a/b/HEAD", "u")).await.unwrap();
+        assert!(
+            store.create(build("a/b/HEAD", "u")).await.is_err(),
+            "ids are unique"
+        );
         // Another process makes the table unusable under the store.
         let other = Connection::open(&path).unwrap();
         other

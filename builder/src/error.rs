@@ -11,9 +11,12 @@ pub enum BuildError {
     Unreachable { url: String, reason: String },
 
     #[error(
-        "authentication to {url} failed; give credentials in the environment (KILN_GIT_USERNAME and KILN_GIT_PASSWORD) or through a git credential helper"
+        "authentication to {url} failed; give credentials in the URL, or in the environment (KILN_GIT_USERNAME and KILN_GIT_PASSWORD, or a git credential helper) for the hosts named in KILN_GIT_CREDENTIAL_HOSTS"
     )]
     Authentication { url: String },
+
+    #[error("kiln does not fetch {url}: {reason}")]
+    Refused { url: String, reason: String },
 
     #[error("{url} has no branch, tag or commit {reference:?}{hint}")]
     UnknownRef {

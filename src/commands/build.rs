@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use kiln_builder::git::{FetchLimits, LibGit};
+use kiln_builder::git::{FetchLimits, FetchSettings, LibGit, OperatorCredentials};
 use kiln_builder::{BuildRequest, Built, Engine, EngineSettings, Source};
 
 use crate::commands::plan::PlanArgs;
@@ -179,6 +179,10 @@ impl BuildArgs {
                 Some(settings)
             }
         };
+        let operator = OperatorCredentials::from_env(match &source {
+            Source::Git(git) => Some(git.url.as_str()),
+            Source::Local(_) => None,
+        })?;
         let request = BuildRequest {
             source: Some(source),
             reference: self.reference.clone(),
@@ -188,10 +192,17 @@ impl BuildArgs {
             labels: self.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
             no_cache: self.no_cache,
             ca_bundle: self.ca_bundle.clone(),
-            limits: FetchLimits {
-                max_bytes: self.max_repo_bytes,
-                max_files: self.max_repo_files,
-                timeout: Duration::from_secs(self.fetch_timeout),
+            fetch: FetchSettings {
+                limits: FetchLimits {
+                    max_bytes: self.max_repo_bytes,
+                    max_files: self.max_repo_files,
+                    timeout: Duration::from_secs(self.fetch_timeout),
+                    ..FetchLimits::default()
+                },
+                // The command line is the operator's: any address, and their credentials for the
+                // host they name (and those of KILN_GIT_CREDENTIAL_HOSTS).
+                policy: kiln_net::Policy::open(),
+                operator,
             },
             push,
             locked: self.locked.clone(),

@@ -21,6 +21,13 @@ impl ServeCommand {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let config = Config::load(self.config.as_deref())?;
         let engine = Engine::connect(EngineSettings::from_env()).await?;
+        if engine.settings.host_network() && !config.development {
+            anyhow::bail!(
+                "KILN_NETWORK=host lets every build and session reach this machine's loopback services \
+                 (the registry, the hub's API, kiln itself): a public service must run them on an \
+                 isolated network. On a development machine, set KILN_DEVELOPMENT=1 to allow it"
+            );
+        }
         let listen = config.listen;
         let store = kiln_api::store::Store::open(&config.state)?;
         let state = AppState::new(config, Arc::new(engine), store)?;

@@ -3,7 +3,7 @@
 
 use crate::support::git_http::GitHttpServer;
 use crate::support::*;
-use kiln_builder::git::{FetchLimits, GitBackend, LibGit};
+use kiln_builder::git::{FetchSettings, GitBackend, LibGit};
 use kiln_builder::source::{GitSource, Source};
 
 fn source(url: &str) -> GitSource {
@@ -25,7 +25,12 @@ fn resolves_branches_tags_and_shas_without_cloning() {
     git(&dir, &["checkout", "--quiet", "main"]);
     let main = server.commit("refs", &[("c.txt", "3")], "on main");
     let src = source(&server.url("refs"));
-    let resolve = |r: Option<&str>| LibGit.resolve(&src, r).unwrap().commit;
+    let resolve = |r: Option<&str>| {
+        LibGit
+            .resolve(&src, r, &FetchSettings::default())
+            .unwrap()
+            .commit
+    };
     assert_eq!(resolve(None), main, "HEAD");
     assert_eq!(resolve(Some("main")), main);
     assert_eq!(resolve(Some("dev")), dev);
@@ -37,7 +42,10 @@ fn resolves_branches_tags_and_shas_without_cloning() {
     assert_eq!(resolve(Some("light")), first);
     assert_eq!(resolve(Some(&dev[..8])), dev, "a short SHA at a branch tip");
     assert_eq!(resolve(Some(&first)), first, "a full SHA");
-    let err = LibGit.resolve(&src, Some("nope")).unwrap_err().to_string();
+    let err = LibGit
+        .resolve(&src, Some("nope"), &FetchSettings::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("it has: dev, light, main, v1"), "{err}");
 }
 
@@ -62,14 +70,16 @@ fn fetches_exactly_one_commit_shallowly_with_submodules() {
 
     let src = source(&server.url("project"));
     let dest = tempfile::tempdir().unwrap();
-    let resolved = LibGit.resolve(&src, None).unwrap();
+    let resolved = LibGit
+        .resolve(&src, None, &FetchSettings::default())
+        .unwrap();
     assert_eq!(resolved.commit, three);
     let time = LibGit
         .fetch(
             &src,
             &resolved,
             &dest.path().join("repo"),
-            &FetchLimits::default(),
+            &FetchSettings::default(),
         )
         .unwrap();
     assert_eq!(time, 1_767_323_045, "the commit time");
@@ -83,13 +93,15 @@ fn fetches_exactly_one_commit_shallowly_with_submodules() {
 
     // An older commit, by its full SHA (not the tip of any ref).
     let dest = tempfile::tempdir().unwrap();
-    let resolved = LibGit.resolve(&src, Some(&two)).unwrap();
+    let resolved = LibGit
+        .resolve(&src, Some(&two), &FetchSettings::default())
+        .unwrap();
     LibGit
         .fetch(
             &src,
             &resolved,
             &dest.path().join("repo"),
-            &FetchLimits::default(),
+            &FetchSettings::default(),
         )
         .unwrap();
     assert!(dest.path().join("repo/two.txt").exists());
@@ -102,7 +114,9 @@ fn file_urls_are_fetched_too() {
     let commit = server.commit("local", &[("a.txt", "1")], "first");
     let url = format!("file://{}", server.repo_dir("local").display());
     let src = source(&url);
-    let resolved = LibGit.resolve(&src, Some("main")).unwrap();
+    let resolved = LibGit
+        .resolve(&src, Some("main"), &FetchSettings::default())
+        .unwrap();
     assert_eq!(resolved.commit, commit);
     let dest = tempfile::tempdir().unwrap();
     LibGit
@@ -110,7 +124,7 @@ fn file_urls_are_fetched_too() {
             &src,
             &resolved,
             &dest.path().join("repo"),
-            &FetchLimits::default(),
+            &FetchSettings::default(),
         )
         .unwrap();
     assert!(dest.path().join("repo/a.txt").exists());
@@ -130,7 +144,10 @@ fn private_repository_needs_credentials_and_never_shows_them() {
     let url = format!("{}/private", server.url());
 
     // Without credentials: a clear authentication error.
-    let err = LibGit.resolve(&source(&url), None).unwrap_err().to_string();
+    let err = LibGit
+        .resolve(&source(&url), None, &FetchSettings::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("authentication to"), "{err}");
     assert!(server.unauthorized_count() > 0);
 
@@ -139,15 +156,23 @@ fn private_repository_needs_credentials_and_never_shows_them() {
     let src = source(&with_secret);
     assert_eq!(src.url, url, "the URL kept for display has no credentials");
     assert!(!format!("{src:?}").contains("s3cret"));
-    assert_eq!(LibGit.resolve(&src, None).unwrap().commit, commit);
+    assert_eq!(
+        LibGit
+            .resolve(&src, None, &FetchSettings::default())
+            .unwrap()
+            .commit,
+        commit
+    );
     let dest = tempfile::tempdir().unwrap();
-    let resolved = LibGit.resolve(&src, None).unwrap();
+    let resolved = LibGit
+        .resolve(&src, None, &FetchSettings::default())
+        .unwrap();
     LibGit
         .fetch(
             &src,
             &resolved,
             &dest.path().join("repo"),
-            &FetchLimits::default(),
+            &FetchSettings::default(),
         )
         .unwrap();
     assert!(dest.path().join("repo/requirements.txt").exists());

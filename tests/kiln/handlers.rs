@@ -107,7 +107,8 @@ fn rate_limits_spec_patterns_and_the_build_token() {
             .head(&format!("{path}?build_only=true&build_token=wrong"), "")
             .starts_with("HTTP/1.1 403")
     );
-    // With the token, as a query parameter or a bearer token: accepted (and counted).
+    // With the token, as a query parameter or a bearer token: accepted, and (as BinderHub's build
+    // token does) not counted against the rate limit.
     assert!(
         service
             .head(
@@ -127,6 +128,9 @@ fn rate_limits_spec_patterns_and_the_build_token() {
     // The JSON API needs the token too.
     let body = serde_json::json!({"provider": "gh", "spec": "org/repo/HEAD"});
     assert_eq!(service.json("POST", "/api/builds", Some(body)).0, 403);
+    // Counted so far: the banned spec; two plain requests are still admitted.
+    assert!(service.head(&path, "").starts_with("HTTP/1.1 200"));
+    assert!(service.head(&path, "").starts_with("HTTP/1.1 200"));
     // The fourth counted request from this address: 429 with BinderHub's headers.
     let limited = service.head(&path, "");
     assert!(limited.starts_with("HTTP/1.1 429"), "{limited}");
@@ -214,13 +218,13 @@ fn json_api_replays_and_resumes_after_last_event_id() {
         Some(serde_json::json!({"provider": "git", "spec": spec})),
     );
     assert_eq!(status, 202, "{started}");
-    let id = started["id"].as_i64().unwrap();
-    let events = service.api_events(id, None);
+    let id = started["id"].as_str().unwrap().to_string();
+    let events = service.api_events(&id, None);
     // fetching, 1200 lines, built: more than two pages of the store's replay.
     assert_eq!(events.len(), 1202);
     let ids: Vec<u64> = events.iter().map(|(i, _)| *i).collect();
     assert_eq!(ids, (0..1202).collect::<Vec<u64>>(), "ids count up from 0");
-    let resumed = service.api_events(id, Some(700));
+    let resumed = service.api_events(&id, Some(700));
     assert_eq!(resumed.first().unwrap().0, 701);
     assert_eq!(resumed.len(), 501);
     let (status, record) = service.json("GET", &format!("/api/builds/{id}"), None);
@@ -239,8 +243,8 @@ fn a_last_event_id_past_the_end_does_not_overflow() {
         "/api/builds",
         Some(serde_json::json!({"provider": "git", "spec": spec})),
     );
-    let id = started["id"].as_i64().unwrap();
-    service.api_events(id, None);
+    let id = started["id"].as_str().unwrap().to_string();
+    service.api_events(&id, None);
     let (status, response) = service.request(
         "GET",
         &format!("/api/builds/{id}/events"),

@@ -21,13 +21,13 @@ fn json_api_builds_resumes_and_lists_images() {
         Some(serde_json::json!({"provider": "git", "spec": spec})),
     );
     assert_eq!(status, 202, "{started}");
-    let id = started["id"].as_i64().unwrap();
-    let events = service.api_events(id, None);
+    let id = started["id"].as_str().unwrap().to_string();
+    let events = service.api_events(&id, None);
     let (last_id, last) = events.last().unwrap();
     assert_eq!(last["phase"], "built", "{last}");
     assert!(events.len() >= 3);
     // Resume after the second event: only what follows.
-    let resumed = service.api_events(id, Some(events[1].0));
+    let resumed = service.api_events(&id, Some(events[1].0));
     assert_eq!(resumed.first().unwrap().0, events[2].0);
     assert_eq!(resumed.last().unwrap().0, *last_id);
     let (status, record) = service.json("GET", &format!("/api/builds/{id}"), None);
@@ -84,7 +84,7 @@ fn a_restart_mid_build_marks_it_failed_and_the_next_request_builds() {
         "/api/builds",
         Some(serde_json::json!({"provider": "git", "spec": spec})),
     );
-    let id = started["id"].as_i64().unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
     // Follow the build until the slow step runs, then stop the service hard.
     let mut stream = TcpStream::connect(("127.0.0.1", service.port)).unwrap();
     stream
@@ -120,7 +120,7 @@ fn a_restart_mid_build_marks_it_failed_and_the_next_request_builds() {
             .contains("stopped while this build was running"),
         "{record}"
     );
-    let replay = service.api_events(id, None);
+    let replay = service.api_events(&id, None);
     assert_eq!(replay.last().unwrap().1["phase"], "failed");
     // The next request builds.
     let (_, again) = service.json(
@@ -128,9 +128,9 @@ fn a_restart_mid_build_marks_it_failed_and_the_next_request_builds() {
         "/api/builds",
         Some(serde_json::json!({"provider": "git", "spec": spec})),
     );
-    let next = again["id"].as_i64().unwrap();
+    let next = again["id"].as_str().unwrap().to_string();
     assert_ne!(next, id);
-    let events = service.api_events(next, None);
+    let events = service.api_events(&next, None);
     assert_eq!(events.last().unwrap().1["phase"], "built", "{events:?}");
 }
 
@@ -249,7 +249,10 @@ fn simultaneous_requests_share_one_build() {
     let state = tempfile::tempdir().unwrap();
     let service = std::sync::Arc::new(Service::start_with(
         &state.path().join("state.db"),
-        &[("KILN_RATE_LIMIT", "0")],
+        &[
+            ("KILN_RATE_LIMIT", "0"),
+            ("KILN_MAX_STREAMS_PER_CLIENT", "0"),
+        ],
     ));
     let before = service.builds_started();
     let path = format!(
@@ -308,7 +311,7 @@ fn refused_sources_and_bad_specs_end_in_a_failed_event() {
         ),
         (
             "/build/git/http%3A%2F%2F10.1.2.3%2Frepo/HEAD",
-            "private or link-local address",
+            "is a private address",
         ),
         ("/build/zz/a/b/c", "unknown provider"),
         ("/build/gh/a/../b", "path traversal"),

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use kiln_builder::engine::Resources;
 use kiln_builder::run::{RunRequest, wait_until_ready};
 
 use crate::engine::ContainerEngine;
@@ -13,19 +14,26 @@ use crate::error::LaunchError;
 struct Running {
     id: String,
     request: RunRequest,
+    started: Instant,
     idle_since: Option<Instant>,
 }
 
 /// The sessions on the service's engine.
 pub struct Local {
     engine: Arc<dyn ContainerEngine>,
+    /// What every session runs with: memory, CPUs, processes, no capabilities.
+    resources: Resources,
+    /// How long a session may run at all.
+    max_age: Duration,
     running: Mutex<Vec<Running>>,
 }
 
 impl Local {
-    pub fn new(engine: Arc<dyn ContainerEngine>) -> Local {
+    pub fn new(engine: Arc<dyn ContainerEngine>, resources: Resources, max_age: Duration) -> Local {
         Local {
             engine,
+            resources,
+            max_age,
             running: Mutex::new(Vec::new()),
         }
     }
@@ -50,7 +58,8 @@ impl Local {
         image: &str,
         timeout: Duration,
     ) -> Result<(String, String), LaunchError> {
-        let request = RunRequest::jupyter(image)?;
+        let mut request = RunRequest::jupyter(image)?;
+        request.resources = self.resources.clone();
         let id = self.engine.start_session(&request).await?;
         if !wait_until_ready(&request, timeout).await {
             self.engine.remove_session(&id).await;
@@ -62,6 +71,7 @@ impl Local {
         self.running().push(Running {
             id,
             request,
+            started: Instant::now(),
             idle_since: None,
         });
         Ok(answer)
@@ -75,7 +85,8 @@ impl Local {
         }
     }
 
-    /// Stop sessions that have had no connection and no kernel for `idle`.
+    /// Stop sessions that have had no connection and no kernel for `idle`, and sessions older than
+    /// the maximum age, busy or not.
     pub async fn cull_idle(self: Arc<Self>, idle: Duration) {
         let idle = idle.max(Duration::from_secs(1));
         let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
@@ -96,6 +107,10 @@ impl Local {
                 let now = Instant::now();
                 for (id, is_busy) in busy {
                     if let Some(r) = running.iter_mut().find(|r| r.id == id) {
+                        if now.duration_since(r.started) >= self.max_age {
+                            stop.push(id);
+                            continue;
+                        }
                         match (is_busy, r.idle_since) {
                             (true, _) => r.idle_since = None,
                             (false, None) => r.idle_since = Some(now),
@@ -109,7 +124,7 @@ impl Local {
             }
             // Sessions leave the list only once removed, so a shutdown meanwhile still removes them.
             for id in &stop {
-                tracing::info!(%id, "stopping an idle session");
+                tracing::info!(%id, "stopping an idle or aged-out session");
                 self.engine.remove_session(id).await;
             }
             self.running().retain(|r| !stop.contains(&r.id));

@@ -151,8 +151,22 @@ impl Launchers {
         engine: Arc<dyn ContainerEngine>,
         metrics: Arc<Metrics>,
     ) -> Result<Launchers, crate::error::ConfigError> {
+        let resources = kiln_builder::engine::Resources {
+            memory: i64::try_from(config.session_memory_limit)
+                .ok()
+                .filter(|m| *m > 0),
+            nano_cpus: Some((config.session_cpu_limit * 1e9) as i64).filter(|c| *c > 0),
+            pids: i64::try_from(config.session_pids_limit)
+                .ok()
+                .filter(|p| *p > 0),
+            locked_down: true,
+        };
         Ok(Launchers {
-            local: Arc::new(Local::new(engine)),
+            local: Arc::new(Local::new(
+                engine,
+                resources,
+                Duration::from_secs(config.session_max_age_seconds),
+            )),
             hub: JupyterHub::new(&config, store)?.map(Arc::new),
             config,
             metrics,
@@ -199,6 +213,25 @@ impl Launchers {
         };
         images.extend(self.starting().iter().cloned());
         Ok(images)
+    }
+
+    /// Why no session can start now, when the total is full (checked before a build for a launch,
+    /// as BinderHub does). A hub without a quota set is not asked.
+    pub async fn total_quota_refusal(&self) -> Option<String> {
+        if self.hub.is_some() && self.config.max_sessions.is_none() {
+            return None;
+        }
+        let running = self.sessions().await.ok()?;
+        let max = match &self.hub {
+            Some(_) => self.config.max_sessions?,
+            None => self.config.max_sessions.unwrap_or(8),
+        };
+        (running.len() >= max).then(|| {
+            format!(
+                "Too many sessions are running on this service ({} of {max}); try again later",
+                running.len()
+            )
+        })
     }
 
     /// The hub's version and whether its major version matches the images' `jupyterhub`

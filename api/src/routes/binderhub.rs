@@ -12,9 +12,10 @@ use axum::routing::get;
 use kiln_builder::{Event, Phase};
 use tokio::sync::mpsc;
 
-use crate::admission::{Caller, admit};
+use super::api_error;
+use crate::admission::{Caller, admit, open_stream, spec_refused};
 use crate::launch::LaunchRequest;
-use crate::spec;
+use crate::spec::{self, Spec};
 use crate::sse;
 use crate::state::AppState;
 
@@ -47,45 +48,49 @@ async fn build(
     }
     // The raw path, still percent-encoded: an escaped repository URL keeps its slashes.
     let rest = uri.path().strip_prefix("/build/").unwrap_or_default();
-    let (provider, raw_spec) = rest
-        .split_once('/')
-        .map(|(p, s)| (p.to_string(), s.to_string()))
-        .unwrap_or_default();
+    let (provider, raw_spec) = rest.split_once('/').unwrap_or_default();
     let build_only = matches!(query.build_only.as_deref(), Some("true") | Some("1"));
-    if let Err(response) = admit(
-        &state.config,
-        &state.limiter,
-        &caller,
-        &provider,
-        &raw_spec,
-        build_only,
-    ) {
+    if let Err(response) = admit(&state, &caller, build_only) {
         return *response;
+    }
+    let ticket = match open_stream(&state, &caller) {
+        Ok(ticket) => ticket,
+        Err(response) => return *response,
+    };
+    let (tx, rx) = mpsc::channel::<SseEvent>(256);
+    // A spec that cannot be parsed is a `failed` event (BinderHub's client shows those, not bodies).
+    let spec = match spec::parse(provider, raw_spec) {
+        Ok(spec) => spec,
+        Err(e) => {
+            let _ = tx.try_send(sse::data(&Event::failed(e.to_string())));
+            return sse::stream(rx);
+        }
+    };
+    if let Some(reason) = spec_refused(&state.config, &spec) {
+        return api_error(StatusCode::FORBIDDEN, reason);
     }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1")
         .to_string();
-    let (tx, rx) = mpsc::channel::<SseEvent>(256);
     tokio::spawn(async move {
         let request = StreamRequest {
-            provider,
-            raw_spec,
+            spec,
             build_only,
             host,
             caller,
         };
         // An error means the client went away.
         let _ = stream_build(state, request, tx).await;
+        drop(ticket);
     });
     sse::stream(rx)
 }
 
 /// One `/build` request, admitted.
 struct StreamRequest {
-    provider: String,
-    raw_spec: String,
+    spec: Spec,
     build_only: bool,
     host: String,
     caller: Caller,
@@ -101,14 +106,18 @@ async fn stream_build(
         let tx = tx.clone();
         async move { tx.send(sse::data(&event)).await.map_err(|_| ()) }
     };
-    let spec = match spec::parse(&request.provider, &request.raw_spec) {
-        Ok(spec) => spec,
-        Err(e) => return send(Event::failed(e.to_string())).await,
-    };
-    if let Err(e) = spec::check_host(&spec.repo_url, &state.config.allowed_hosts).await {
+    let spec = &request.spec;
+    if let Err(e) = spec::check_reachable(&spec.repo_url, state.builds.policy()).await {
         return send(Event::failed(e.to_string())).await;
     }
-    let shared = match state.builds.build(&spec).await {
+    // A launch needs a session: when none is free, nothing is built for it (as BinderHub checks
+    // its quota before building).
+    if !request.build_only
+        && let Some(refusal) = state.launchers.total_quota_refusal().await
+    {
+        return send(Event::failed(refusal)).await;
+    }
+    let shared = match state.builds.build(spec, request.caller.address).await {
         Ok(shared) => shared,
         Err(e) => return send(Event::failed(e.to_string())).await,
     };
@@ -150,7 +159,7 @@ async fn stream_build(
         })
     };
     let launch = LaunchRequest {
-        spec: &spec,
+        spec,
         image: &image,
         host: &request.host,
         caller_token: request.caller.hub_token(&state.config),

@@ -13,7 +13,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::api_error;
-use crate::admission::{Caller, admit};
+use crate::admission::{Caller, admit, open_stream, spec_refused};
+use crate::builds::Refusal;
 use crate::spec;
 use crate::sse;
 use crate::state::AppState;
@@ -22,7 +23,7 @@ use crate::store::EVENT_PAGE;
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/builds", post(start_build))
-        .route("/api/builds/{id}", get(build_status))
+        .route("/api/builds/{id}", get(build_status).delete(cancel_build))
         .route("/api/builds/{id}/events", get(build_events))
         .route("/api/images", get(images))
 }
@@ -40,28 +41,27 @@ async fn start_build(
     Json(request): Json<StartBuild>,
 ) -> Response {
     // Programs build without launching: the build token applies as for build_only.
-    if let Err(response) = admit(
-        &state.config,
-        &state.limiter,
-        &caller,
-        &request.provider,
-        &request.spec,
-        true,
-    ) {
+    if let Err(response) = admit(&state, &caller, true) {
         return *response;
     }
     let spec = match spec::parse(&request.provider, &request.spec) {
         Ok(spec) => spec,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    if let Err(e) = spec::check_host(&spec.repo_url, &state.config.allowed_hosts).await {
+    if let Some(reason) = spec_refused(&state.config, &spec) {
+        return api_error(StatusCode::FORBIDDEN, reason);
+    }
+    if let Err(e) = spec::check_reachable(&spec.repo_url, state.builds.policy()).await {
         return api_error(StatusCode::FORBIDDEN, e.to_string());
     }
-    let shared = match state.builds.build(&spec).await {
+    let shared = match state.builds.build(&spec, caller.address).await {
         Ok(shared) => shared,
+        Err(e @ (Refusal::QueueFull(_) | Refusal::TooManyForClient { .. })) => {
+            return api_error(StatusCode::TOO_MANY_REQUESTS, e.to_string());
+        }
         Err(e) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let id = shared.id;
+    let id = &shared.id;
     (
         StatusCode::ACCEPTED,
         Json(json!({"id": id, "status": "running", "events": format!("/api/builds/{id}/events")})),
@@ -69,18 +69,43 @@ async fn start_build(
         .into_response()
 }
 
-/// `GET /api/builds/<id>`: a build's status.
-async fn build_status(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> Response {
-    match state.builds.store().get(id).await {
+/// `GET /api/builds/<id>`: a build's status (whoever holds its id may read it).
+async fn build_status(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match state.builds.store().get(&id).await {
         Ok(Some(record)) => Json(record).into_response(),
         Ok(None) => api_error(StatusCode::NOT_FOUND, format!("no build {id}")),
         Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-/// `GET /api/images`: the images built, newest first.
-async fn images(State(state): State<Arc<AppState>>) -> Response {
-    match state.builds.store().images().await {
+/// `DELETE /api/builds/<id>`: stop a build (the operator only).
+async fn cancel_build(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Response {
+    if !caller.is_operator(&state.config) {
+        return api_error(
+            StatusCode::FORBIDDEN,
+            "cancelling a build needs the operator's build token",
+        );
+    }
+    if state.builds.cancel(&id) {
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({"id": id, "status": "cancelling"})),
+        )
+            .into_response()
+    } else {
+        api_error(StatusCode::NOT_FOUND, format!("no build {id} is running"))
+    }
+}
+
+/// `GET /api/images`: the images built, newest first; builds from requests with credentials only
+/// for the operator.
+async fn images(State(state): State<Arc<AppState>>, caller: Caller) -> Response {
+    let operator = caller.is_operator(&state.config);
+    match state.builds.store().images(operator).await {
         Ok(images) => Json(json!({"images": images})).into_response(),
         Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -91,14 +116,19 @@ async fn images(State(state): State<Arc<AppState>>) -> Response {
 /// database, a page at a time.
 async fn build_events(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<i64>,
+    caller: Caller,
+    Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    match state.builds.store().get(id).await {
-        Ok(Some(_)) => {}
+    let row = match state.builds.store().get(&id).await {
+        Ok(Some(record)) => record.row,
         Ok(None) => return api_error(StatusCode::NOT_FOUND, format!("no build {id}")),
         Err(e) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    };
+    let ticket = match open_stream(&state, &caller) {
+        Ok(ticket) => ticket,
+        Err(response) => return *response,
+    };
     let from = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -108,8 +138,9 @@ async fn build_events(
         .min(i64::MAX as usize);
     let (tx, rx) = mpsc::channel::<SseEvent>(256);
     tokio::spawn(async move {
+        let _ticket = ticket;
         let mut next = from;
-        if let Some(shared) = state.builds.live(id) {
+        if let Some(shared) = state.builds.live(&id) {
             while let Some(events) = shared.next(next).await {
                 for event in events {
                     if tx.send(sse::numbered(next, &event)).await.is_err() {
@@ -121,10 +152,10 @@ async fn build_events(
         }
         // Whatever the database has beyond that (all of it for a finished build).
         loop {
-            let page = match state.builds.store().events(id, next, EVENT_PAGE).await {
+            let page = match state.builds.store().events(row, next, EVENT_PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
-                    tracing::error!(build = id, "cannot replay a build's events: {e}");
+                    tracing::error!(build = %id, "cannot replay a build's events: {e}");
                     return;
                 }
             };

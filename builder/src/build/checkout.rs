@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::BuildError;
 use crate::events::{Event, EventSink, Phase};
-use crate::git::{FetchLimits, GitBackend, Resolved};
+use crate::git::{FetchSettings, GitBackend, Resolved};
 use crate::source::Source;
 
 /// The repository, fetched or as it is.
@@ -27,6 +27,7 @@ pub async fn resolve(
     git: &Arc<dyn GitBackend>,
     source: &Source,
     reference: Option<&str>,
+    settings: &FetchSettings,
     sink: &mut dyn EventSink,
 ) -> Result<Option<Resolved>, BuildError> {
     let Source::Git(git_source) = source else {
@@ -40,15 +41,17 @@ pub async fn resolve(
             git_source.url
         ),
     ));
-    let (git, git_source, reference) = (
+    let (git, git_source, reference, settings) = (
         git.clone(),
         git_source.clone(),
         reference.map(str::to_string),
+        settings.clone(),
     );
-    let resolved =
-        tokio::task::spawn_blocking(move || git.resolve(&git_source, reference.as_deref()))
-            .await
-            .map_err(|e| BuildError::Invalid(format!("ref resolution stopped: {e}")))??;
+    let resolved = tokio::task::spawn_blocking(move || {
+        git.resolve(&git_source, reference.as_deref(), &settings)
+    })
+    .await
+    .map_err(|e| BuildError::Invalid(format!("ref resolution stopped: {e}")))??;
     sink.emit(Event::new(
         Phase::Fetching,
         format!("Resolved to commit {}", resolved.commit),
@@ -61,7 +64,7 @@ pub async fn fetch(
     git: &Arc<dyn GitBackend>,
     source: &Source,
     resolved: Option<Resolved>,
-    limits: &FetchLimits,
+    settings: &FetchSettings,
     sink: &mut dyn EventSink,
 ) -> Result<Checkout, BuildError> {
     match (source, resolved) {
@@ -88,15 +91,15 @@ pub async fn fetch(
                 Phase::Fetching,
                 format!("Fetching commit {} (shallow)", resolved.commit),
             ));
-            let (git, task_source, task_resolved, task_dest, limits) = (
+            let (git, task_source, task_resolved, task_dest, settings) = (
                 git.clone(),
                 git_source.clone(),
                 resolved.clone(),
                 dest.clone(),
-                limits.clone(),
+                settings.clone(),
             );
             let time = tokio::task::spawn_blocking(move || {
-                git.fetch(&task_source, &task_resolved, &task_dest, &limits)
+                git.fetch(&task_source, &task_resolved, &task_dest, &settings)
             })
             .await
             .map_err(|e| BuildError::Invalid(format!("fetch stopped: {e}")))??;

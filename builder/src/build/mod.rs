@@ -27,7 +27,7 @@ use kiln_buildpacks::{BuildPlan, PlanOptions};
 use crate::engine::Engine;
 use crate::error::BuildError;
 use crate::events::{Event, EventSink, Phase};
-use crate::git::{FetchLimits, GitBackend};
+use crate::git::{FetchSettings, GitBackend};
 use crate::source::Source;
 use job::Job;
 
@@ -52,7 +52,8 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// PEM bundle trusted by the steps that download (from `--ca-bundle` or `SSL_CERT_FILE`).
     pub ca_bundle: Option<PathBuf>,
-    pub limits: FetchLimits,
+    /// What fetches may reach and bring, and whose credentials they may use.
+    pub fetch: FetchSettings,
     pub push: Option<PushSettings>,
     /// Install the conda lock stored in this image instead of solving (`--locked IMAGE`).
     pub locked: Option<String>,
@@ -72,7 +73,7 @@ impl std::fmt::Debug for BuildRequest {
             .field("labels", &self.labels)
             .field("no_cache", &self.no_cache)
             .field("ca_bundle", &self.ca_bundle)
-            .field("limits", &self.limits)
+            .field("fetch", &self.fetch)
             .field("push", &self.push)
             .field("locked", &self.locked)
             .finish_non_exhaustive()
@@ -132,7 +133,14 @@ async fn run(
     engine.check_network().await?;
 
     // 1. Resolve: an image built from this commit is reused before anything is fetched.
-    let resolved = checkout::resolve(&git, &source, request.reference.as_deref(), sink).await?;
+    let resolved = checkout::resolve(
+        &git,
+        &source,
+        request.reference.as_deref(),
+        &request.fetch,
+        sink,
+    )
+    .await?;
     if let (Some(resolved), Source::Git(git_source)) = (&resolved, &source) {
         let name = labels::image_name(request, &source, Some(&resolved.commit), None)?;
         if !request.no_cache
@@ -154,7 +162,7 @@ async fn run(
     }
 
     // 2. Fetch exactly that commit, or take the folder as it is.
-    let checkout = checkout::fetch(&git, &source, resolved, &request.limits, sink).await?;
+    let checkout = checkout::fetch(&git, &source, resolved, &request.fetch, sink).await?;
 
     // 3. Plan; a conda environment's lock completes the plan and its environment key.
     let mut plan = kiln_buildpacks::plan(&checkout.dir, &request.plan_options)?;

@@ -163,7 +163,8 @@ impl InProcess {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::load(None).unwrap();
         config.state = dir.path().join("state.db");
-        config.allowed_hosts = vec!["127.0.0.1".into()];
+        config.allowed_hosts = kiln_net::AllowList::parse("127.0.0.1:*").unwrap();
+        config.development = true;
         config.image_prefix = None;
         config.hub_url = None;
         config.hub_api_token = None;

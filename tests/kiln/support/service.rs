@@ -48,7 +48,8 @@ impl Service {
             .arg("serve")
             .env("KILN_STATE", state)
             .env("KILN_LISTEN", format!("127.0.0.1:{port}"))
-            .env("KILN_ALLOWED_HOSTS", "127.0.0.1")
+            .env("KILN_ALLOWED_HOSTS", "127.0.0.1:*")
+            .env("KILN_DEVELOPMENT", "1")
             .env_remove("KILN_IMAGE_PREFIX")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -83,7 +84,11 @@ impl Http {
     }
 
     /// Read `/api/builds/<id>/events` until `built` or `failed`: (id, event) pairs.
-    pub fn api_events(&self, id: i64, last_event_id: Option<u64>) -> Vec<(u64, serde_json::Value)> {
+    pub fn api_events(
+        &self,
+        id: &str,
+        last_event_id: Option<u64>,
+    ) -> Vec<(u64, serde_json::Value)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(300)))
