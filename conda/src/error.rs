@@ -36,6 +36,14 @@ pub enum CondaError {
     #[error("installing the conda environment failed: {0}")]
     Install(String),
 
+    #[error("kiln does not fetch {url}: {reason}")]
+    Refused { url: String, reason: String },
+
+    #[error(
+        "the conda package {package} would write outside its environment ({path}); kiln refuses to install it"
+    )]
+    Escapes { package: String, path: String },
+
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rattler::install::{Installer, LinkOptions};
 use rattler_cache::package_cache::{CacheKey, PackageCache};
 use rattler_conda_types::package::{
-    CondaArchiveIdentifier, DistArchiveIdentifier, IndexJson, PackageFile,
+    CondaArchiveIdentifier, DistArchiveIdentifier, IndexJson, PackageFile, PathsJson,
 };
 use rattler_conda_types::{MatchSpec, PackageRecord, ParseStrictness, RepoDataRecord, Subdir};
 use url::Url;
@@ -66,7 +66,7 @@ pub async fn install(
         )
     })?;
     let cache = PackageCache::new(settings.package_cache_dir());
-    let client = settings.client();
+    let client = settings.client()?;
 
     // Download and extract every package (in parallel), checking its sha256.
     let started = Instant::now();
@@ -80,6 +80,7 @@ pub async fn install(
         })?;
         let key = CacheKey::from(identifier).with_sha256(sha256);
         let fetch_url = settings.fetch_url(&package.url);
+        settings.check_url(&fetch_url)?;
         let (cache, client, package) = (cache.clone(), client.clone(), package.clone());
         tasks.spawn(async move {
             let result = cache
@@ -94,6 +95,7 @@ pub async fn install(
             joined.map_err(|e| CondaError::Install(format!("a download stopped: {e}")))?;
         let metadata = result.map_err(|e| download_error(&package.url, &package.sha256, &e))?;
         let dir = metadata.path().to_path_buf();
+        check_paths(&dir, &package.name)?;
         let index_json = IndexJson::from_package_directory(&dir).map_err(|e| {
             CondaError::io(format!("reading info/index.json of {}", package.url), e)
         })?;
@@ -140,6 +142,9 @@ pub async fn install(
         .with_download_client(client)
         .with_target_platform(Subdir::Linux64)
         .with_execute_link_scripts(false)
+        // A package's links must stay inside the environment: one that pointed out of it could make
+        // a later file land on the host while the environment is staged.
+        .with_external_symlink_policy(rattler::install::ExternalSymlinkPolicy::Deny)
         .with_link_options(LinkOptions {
             allow_symbolic_links: Some(true),
             allow_hard_links: Some(false),
@@ -161,6 +166,27 @@ pub async fn install(
     })
 }
 
+/// Every path a package installs must be a plain relative path: rattler joins it to the package
+/// folder and to the environment as it is, so `../x` or `/etc/x` would read or write the host.
+fn check_paths(dir: &Path, package: &str) -> Result<(), CondaError> {
+    let paths = PathsJson::from_package_directory_with_deprecated_fallback(dir)
+        .map_err(|e| CondaError::io(format!("reading info/paths.json of {package}"), e))?;
+    for entry in &paths.paths {
+        let path = &entry.relative_path;
+        let plain = !path.as_os_str().is_empty()
+            && path
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain {
+            return Err(CondaError::Escapes {
+                package: package.to_string(),
+                path: path.display().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The channel part of a canonical package URL (`https://host/channel/`).
 fn channel_of(url: &Url) -> Option<String> {
     let mut channel = url.clone();
@@ -179,7 +205,7 @@ fn download_error(
             e.downcast_ref::<rattler_package_streaming::ExtractError>()
         {
             return CondaError::Sha256Mismatch {
-                url: url.to_string(),
+                url: kiln_net::error::redact(url),
                 expected: expected.to_string(),
                 actual: actual.clone(),
             };
@@ -200,13 +226,13 @@ fn download_error(
             .filter(|hex| hex.len() == 64)
     {
         return CondaError::Sha256Mismatch {
-            url: url.to_string(),
+            url: kiln_net::error::redact(url),
             expected: expected.to_string(),
             actual,
         };
     }
     CondaError::Download {
-        url: url.to_string(),
+        url: kiln_net::error::redact(url),
         reason: chain(error),
     }
 }

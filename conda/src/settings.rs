@@ -23,6 +23,10 @@ pub struct CondaSettings {
     pub virtual_packages: Vec<(String, String, String)>,
     /// Longest wait for a connection to a channel.
     pub connect_timeout: Duration,
+    /// What channels and package URLs may be fetched from: [`kiln_net::Policy::open`] on the
+    /// command line, the service's public policy there. Mirror hosts are the operator's and are
+    /// always allowed.
+    pub policy: kiln_net::Policy,
 }
 
 impl CondaSettings {
@@ -52,6 +56,7 @@ impl CondaSettings {
             mirrors,
             virtual_packages,
             connect_timeout: Duration::from_secs(10),
+            policy: kiln_net::Policy::open(),
         })
     }
 
@@ -63,7 +68,38 @@ impl CondaSettings {
             virtual_packages: parse_virtual_packages(DEFAULT_VIRTUAL_PACKAGES)
                 .expect("the default virtual packages parse"),
             connect_timeout: Duration::from_secs(10),
+            policy: kiln_net::Policy::open(),
         }
+    }
+
+    /// The policy fetches go through: the configured one, with every mirror's host and port
+    /// allowed (the operator named them).
+    pub fn fetch_policy(&self) -> Result<kiln_net::Policy, CondaError> {
+        if self.policy.is_open() || self.mirrors.is_empty() {
+            return Ok(self.policy.clone());
+        }
+        let mut entries: Vec<String> = vec![self.policy.allowed().to_string()];
+        entries.retain(|e| !e.is_empty());
+        for (_, mirror) in &self.mirrors {
+            if let (Some(host), Some(port)) = (mirror.host(), mirror.port_or_known_default()) {
+                let host = match host {
+                    url::Host::Ipv6(ip) => format!("[{ip}]"),
+                    other => other.to_string(),
+                };
+                entries.push(format!("{host}:{port}"));
+            }
+        }
+        let allowed = kiln_net::AllowList::parse(&entries.join(","))
+            .map_err(|e| CondaError::Invalid(format!("a conda mirror: {e}")))?;
+        Ok(self.policy.clone().with_allowed(allowed))
+    }
+
+    /// Refuse a channel or package URL that the policy does not let kiln fetch.
+    pub fn check_url(&self, url: &Url) -> Result<(), CondaError> {
+        kiln_net::http::check(&self.fetch_policy()?, url).map_err(|e| CondaError::Refused {
+            url: kiln_net::error::redact(url),
+            reason: e.to_string(),
+        })
     }
 
     pub fn package_cache_dir(&self) -> PathBuf {
@@ -107,15 +143,17 @@ impl CondaSettings {
         url.clone()
     }
 
-    /// A reqwest client that gives up quickly on channels that cannot be reached.
-    pub fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
-            .read_timeout(Duration::from_secs(60))
-            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-            .build()
-            // Only a TLS backend that fails to initialise makes this fail: nothing to recover.
-            .expect("a reqwest client with timeouts builds")
+    /// The guarded client (kiln-net: checked addresses, redirects checked) that gives up quickly on
+    /// channels that cannot be reached.
+    pub fn client(&self) -> Result<reqwest::Client, CondaError> {
+        let options = kiln_net::http::Options {
+            connect_timeout: self.connect_timeout,
+            read_timeout: Some(Duration::from_secs(60)),
+            user_agent: concat!("kiln/", env!("CARGO_PKG_VERSION")).to_string(),
+            ..kiln_net::http::Options::default()
+        };
+        kiln_net::http::guarded_client(&self.fetch_policy()?, &options)
+            .map_err(|e| CondaError::Invalid(format!("cannot make the HTTP client: {e}")))
     }
 }
 

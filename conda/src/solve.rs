@@ -49,6 +49,9 @@ pub async fn solve(settings: &CondaSettings, request: &Request) -> Result<Lock, 
         })
         .collect::<Result<Vec<_>, _>>()?;
     let virtual_packages = virtual_packages(settings)?;
+    for channel in &channels {
+        settings.check_url(&channel.fetch)?;
+    }
 
     let started = Instant::now();
     let gateway = Gateway::builder()
@@ -56,7 +59,7 @@ pub async fn solve(settings: &CondaSettings, request: &Request) -> Result<Lock, 
         .with_package_cache(rattler_cache::package_cache::PackageCache::new(
             settings.package_cache_dir(),
         ))
-        .with_client(settings.client())
+        .with_client(settings.client()?)
         .finish();
     let sources: Vec<RattlerChannel> = channels
         .iter()
@@ -70,7 +73,7 @@ pub async fn solve(settings: &CondaSettings, request: &Request) -> Result<Lock, 
             channel: request.channels.join(", "),
             url: channels
                 .iter()
-                .map(|c| c.fetch.to_string())
+                .map(|c| kiln_net::error::redact(&c.fetch))
                 .collect::<Vec<_>>()
                 .join(", "),
             reason: chain(&e),

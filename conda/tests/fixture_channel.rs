@@ -261,3 +261,109 @@ async fn a_sha256_mismatch_is_refused() {
         "nothing is installed"
     );
 }
+
+/// A conda package (`.tar.bz2`, made with tar and bzip2) whose `info/paths.json` names `path`.
+fn hostile_package(channel: &Path, name: &str, path: &str) -> (String, String) {
+    use sha2::Digest;
+    let build = tempfile::tempdir().unwrap();
+    let info = build.path().join("info");
+    std::fs::create_dir_all(&info).unwrap();
+    std::fs::write(
+        info.join("index.json"),
+        format!(
+            r#"{{"name": "{name}", "version": "1.0", "build": "0", "build_number": 0, "subdir": "linux-64", "depends": []}}"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(build.path().join("payload.txt"), "payload\n").unwrap();
+    std::fs::write(
+        info.join("paths.json"),
+        format!(
+            r#"{{"paths_version": 1, "paths": [{{"_path": "{path}", "path_type": "hardlink", "sha256": "{}", "size_in_bytes": 8}}]}}"#,
+            hex::encode(sha2::Sha256::digest(b"payload\n"))
+        ),
+    )
+    .unwrap();
+    let subdir = channel.join("linux-64");
+    std::fs::create_dir_all(&subdir).unwrap();
+    let file = format!("{name}-1.0-0.tar.bz2");
+    let status = Command::new("tar")
+        .arg("-cjf")
+        .arg(subdir.join(&file))
+        .arg("-C")
+        .arg(build.path())
+        .args(["info", "payload.txt"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar -cj makes the package (needs bzip2)");
+    let sha256 = hex::encode(sha2::Sha256::digest(
+        std::fs::read(subdir.join(&file)).unwrap(),
+    ));
+    (file, sha256)
+}
+
+/// rattler joins a package's paths to the package folder and the environment as they are: a path
+/// with `..` or an absolute one would read a host file into the image, or write onto the host.
+#[tokio::test]
+async fn a_package_whose_paths_json_escapes_the_environment_is_refused() {
+    let channel = tempfile::tempdir().unwrap();
+    let escape = format!("kiln-escape-{}", std::process::id());
+    for (name, path) in [
+        (
+            "evil-parent",
+            format!("../../../../../../../../tmp/{escape}"),
+        ),
+        ("evil-absolute", format!("/tmp/{escape}")),
+    ] {
+        let (file, sha256) = hostile_package(channel.path(), name, &path);
+        let server = ChannelServer::start(channel.path());
+        let cache = tempfile::tempdir().unwrap();
+        let settings = settings(cache.path(), server.url());
+        let text = format!(
+            "@EXPLICIT\nhttps://conda.anaconda.org/conda-forge/linux-64/{file}#sha256:{sha256}\n"
+        );
+        let lock = Lock::parse("conda-linux-64.lock", &text).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let error = install(&settings, &lock, root.path()).await.unwrap_err();
+        assert!(
+            matches!(error, CondaError::Escapes { .. }),
+            "{name}: {error}"
+        );
+        assert!(error.to_string().contains(&path), "{error}");
+        assert!(
+            !Path::new(&format!("/tmp/{escape}")).exists(),
+            "{name} wrote onto the host"
+        );
+    }
+}
+
+/// A repository names the channels: under the service's policy, one on a private address is
+/// refused before any request, while the operator's mirror on loopback is fetched.
+#[tokio::test]
+async fn a_channel_or_lock_url_on_a_private_address_is_refused() {
+    let server = ChannelServer::start(&channel_dir());
+    let cache = tempfile::tempdir().unwrap();
+    let mut settings = settings(cache.path(), server.url());
+    settings.policy = kiln_net::Policy::public();
+    // The mirror (the operator's) is allowed.
+    let lock = solve(&settings, &request(&["kiln-hello"])).await.unwrap();
+    assert!(lock.get("kiln-hello").is_some());
+    // A channel on another loopback port, named by the repository, is not.
+    let other = ChannelServer::start(&channel_dir());
+    let direct = Request {
+        channels: vec![format!("http://127.0.0.1:{}/", other.port)],
+        specs: vec!["kiln-hello".into()],
+    };
+    let error = solve(&settings, &direct).await.unwrap_err();
+    assert!(matches!(error, CondaError::Refused { .. }), "{error}");
+    assert!(error.to_string().contains("private"), "{error}");
+    // A lock's package on a private address is refused before any download.
+    let text = format!(
+        "@EXPLICIT\nhttp://10.0.0.5/channel/linux-64/x-1.0-0.tar.bz2#sha256:{}\n",
+        "0".repeat(64)
+    );
+    let lock = Lock::parse("conda-linux-64.lock", &text).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let error = install(&settings, &lock, root.path()).await.unwrap_err();
+    assert!(matches!(error, CondaError::Refused { .. }), "{error}");
+}

@@ -41,6 +41,9 @@ pub(super) async fn lock(
         Some(settings) => settings.clone(),
         None => kiln_conda::CondaSettings::from_env()?,
     };
+    // Channels and package URLs come from the repository: they are fetched under the request's
+    // policy (the operator's mirrors are allowed).
+    settings.policy = request.fetch.policy.clone();
     let base = &request.plan_options.base_image;
     let note = conda::target_virtual_packages(engine, base, &mut settings).await?;
     sink.emit(Event::new(Phase::Building, format!("Conda: {note}")));
