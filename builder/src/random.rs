@@ -10,6 +10,38 @@ pub fn hex(bytes: usize) -> Result<String, BuildError> {
     Ok(hex::encode(buffer))
 }
 
+/// The secret part of the build caches' mount ids: `KILN_CACHE_SALT`, or random bytes kept in
+/// `$XDG_CACHE_HOME/kiln/cache-salt` (`~/.cache/kiln/cache-salt`), made on first use. A repository's
+/// own Dockerfile cannot name a cache it does not know the id of.
+pub fn cache_salt() -> Result<String, BuildError> {
+    static SALT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(salt) = SALT.get() {
+        return Ok(salt.clone());
+    }
+    let salt = match std::env::var("KILN_CACHE_SALT") {
+        Ok(salt) if !salt.is_empty() => salt,
+        _ => {
+            let dir = match std::env::var_os("XDG_CACHE_HOME") {
+                Some(dir) if !dir.is_empty() => std::path::PathBuf::from(dir).join("kiln"),
+                _ => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+                    .join(".cache/kiln"),
+            };
+            let path = dir.join("cache-salt");
+            match std::fs::read_to_string(&path) {
+                Ok(salt) if salt.trim().len() >= 16 => salt.trim().to_string(),
+                _ => {
+                    let salt = hex(16)?;
+                    std::fs::create_dir_all(&dir)
+                        .and_then(|_| std::fs::write(&path, &salt))
+                        .map_err(|e| BuildError::io(format!("writing {}", path.display()), e))?;
+                    salt
+                }
+            }
+        }
+    };
+    Ok(SALT.get_or_init(|| salt).clone())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

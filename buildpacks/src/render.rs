@@ -35,6 +35,9 @@ pub struct RenderOptions {
     /// For a plan with a conda environment: the image holding the system stage plus the conda
     /// environment's layers, which kiln assembles natively (no Dockerfile step installs them).
     pub conda_image: Option<String>,
+    /// A secret part of the package caches' mount ids, so that a repository's own Dockerfile
+    /// cannot name (and poison) the caches kiln's builds share.
+    pub cache_salt: Option<String>,
 }
 
 /// The name of the build stage that holds the environment (build it alone with this target).
@@ -109,8 +112,10 @@ impl<'a> Renderer<'a> {
             "COPY --chown={uid}:{uid} {CONTEXT_REPO_DIR}/ {}/",
             repo.dest.trim_end_matches('/')
         ));
+        // These steps run the repository's own code (setup.py, postBuild): no shared cache is
+        // mounted into them, so nothing they do can reach another repository's build.
         for step in &self.layers.after_copy {
-            self.step(step, uid)?;
+            self.step(step, uid, false)?;
         }
         let runtime = &self.layers.runtime;
         self.env(&runtime.env);
@@ -155,7 +160,7 @@ impl<'a> Renderer<'a> {
         }
         let mut workdir_set = false;
         for (i, step) in env.base_steps.iter().enumerate() {
-            self.step(step, uid)?;
+            self.step(step, uid, true)?;
             // The user and its home exist after kiln's second step.
             if i == 1 {
                 self.line(&format!("WORKDIR {}", env.user.home));
@@ -167,7 +172,7 @@ impl<'a> Renderer<'a> {
         }
         if !env.system_packages.is_empty() {
             let step = apt_step("apt.txt", &env.system_packages);
-            self.step(&step, uid)?;
+            self.step(&step, uid, true)?;
         }
         if let Some(conda) = &env.conda {
             self.line(&format!(
@@ -192,7 +197,7 @@ impl<'a> Renderer<'a> {
             self.user = None;
         }
         for step in &env.steps {
-            self.step(step, uid)?;
+            self.step(step, uid, true)?;
         }
         Ok(())
     }
@@ -224,7 +229,7 @@ impl<'a> Renderer<'a> {
         }
     }
 
-    fn step(&mut self, step: &Step, uid: u32) -> Result<(), PlanError> {
+    fn step(&mut self, step: &Step, uid: u32, shared_caches: bool) -> Result<(), PlanError> {
         self.switch(step.run_as);
         self.line(&format!("# {}", step.name.replace('\n', " ")));
         let home = &self.layers.environment.user.home;
@@ -244,7 +249,14 @@ impl<'a> Renderer<'a> {
         let mut exports = step.env.clone();
         let mut cleanup: Vec<Vec<String>> = Vec::new();
         for cache in &step.caches {
-            self.cache(*cache, step_uid, &mut mounts, &mut exports, &mut cleanup);
+            self.cache(
+                *cache,
+                step_uid,
+                shared_caches,
+                &mut mounts,
+                &mut exports,
+                &mut cleanup,
+            );
         }
         if self.options.build_trust && step.network {
             mounts.push(format!(
@@ -286,19 +298,27 @@ impl<'a> Renderer<'a> {
         Ok(())
     }
 
-    /// A package cache: a cache mount with BuildKit, disabled (and cleaned) otherwise.
+    /// A package cache: a cache mount with BuildKit (`shared` steps only), disabled (and cleaned)
+    /// otherwise.
     fn cache(
         &self,
         cache: Cache,
         uid: u32,
+        shared: bool,
         mounts: &mut Vec<String>,
         exports: &mut BTreeMap<String, String>,
         cleanup: &mut Vec<Vec<String>>,
     ) {
-        let buildkit = self.options.buildkit;
+        let buildkit = self.options.buildkit && shared;
+        let salt = self
+            .options
+            .cache_salt
+            .as_deref()
+            .map(|s| format!("-{s}"))
+            .unwrap_or_default();
         let mount = |id: &str, target: &str| {
             format!(
-                "--mount=type=cache,id={id}-{uid},target={target},uid={uid},gid={uid},sharing=locked"
+                "--mount=type=cache,id={id}{salt}-{uid},target={target},uid={uid},gid={uid},sharing=locked"
             )
         };
         match cache {

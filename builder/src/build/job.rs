@@ -202,6 +202,7 @@ impl<'a> Job<'a> {
                 labels: BTreeMap::new(),
                 environment_image: environment_image.map(String::from),
                 conda_image: self.conda_image.as_ref().map(|(_, conda)| conda.clone()),
+                cache_salt: Some(crate::random::cache_salt()?),
             },
         )?)
     }
