@@ -70,7 +70,8 @@ async fn run() {
         kiln_conda::install(&cold, &lock, root.path())
             .await
             .unwrap();
-        kiln_conda::pack(root.path(), 1000).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        kiln_conda::pack(root.path(), 1000, out.path()).unwrap();
         report("install-pack-cold", round, started);
 
         // The whole native path with warm caches: solve, install, pack, compress, push.
@@ -88,7 +89,8 @@ async fn run() {
         kiln_conda::install(&warm, &lock, root.path())
             .await
             .unwrap();
-        let packed = kiln_conda::pack(root.path(), 1000).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let packed = kiln_conda::pack(root.path(), 1000, out.path()).unwrap();
         total += phase("install-pack-warm", started);
         // Compression as the builder does it, in parallel: from scratch, then from kiln's blob cache
         // (the same tars were compressed before: the same lock, or the same Python).

@@ -101,13 +101,19 @@ pub async fn lock_plan(
     Ok(Some(lock))
 }
 
-/// Install `lock` into a staging root and pack its layers (uid:uid), reporting progress.
+/// An environment's packed layers, as tar files in a folder removed with it.
+pub struct Packed {
+    pub layers: Vec<PackedLayer>,
+    _dir: tempfile::TempDir,
+}
+
+/// Install `lock` into a staging root and pack its layers (uid:uid) into files, reporting progress.
 pub async fn install_and_pack(
     settings: &CondaSettings,
     lock: &Lock,
     uid: u32,
     sink: &mut dyn EventSink,
-) -> Result<Vec<PackedLayer>, BuildError> {
+) -> Result<Packed, BuildError> {
     let staging = tempfile::Builder::new()
         .prefix("kiln-conda-")
         .tempdir()
@@ -124,10 +130,17 @@ pub async fn install_and_pack(
             installed.link.as_millis()
         ),
     ));
-    let root = staging.path().to_path_buf();
-    let packed = tokio::task::spawn_blocking(move || kiln_conda::pack(&root, u64::from(uid)))
-        .await
-        .map_err(|e| BuildError::Invalid(format!("packing stopped: {e}")))??;
+    let out = tempfile::Builder::new()
+        .prefix("kiln-conda-layers-")
+        .tempdir()
+        .map_err(|e| BuildError::io("creating the conda layers folder", e))?;
+    let (root, layers_dir) = (staging.path().to_path_buf(), out.path().to_path_buf());
+    let packed =
+        tokio::task::spawn_blocking(move || kiln_conda::pack(&root, u64::from(uid), &layers_dir))
+            .await
+            .map_err(|e| BuildError::Invalid(format!("packing stopped: {e}")))??;
+    // The staging root is no longer needed: the layers are in their own folder.
+    drop(staging);
     for layer in &packed {
         sink.emit(Event::new(
             Phase::Building,
@@ -135,7 +148,7 @@ pub async fn install_and_pack(
                 "Conda layer {}: {} files, {} KiB ({})",
                 layer.name,
                 layer.files,
-                layer.tar.len() / 1024,
+                layer.size / 1024,
                 if layer.packages.is_empty() {
                     "records and lock".to_string()
                 } else {
@@ -151,7 +164,10 @@ pub async fn install_and_pack(
             started.elapsed().as_millis()
         ),
     ));
-    Ok(packed)
+    Ok(Packed {
+        layers: packed,
+        _dir: out,
+    })
 }
 
 /// gzip level of conda layers: they are large, and level 1 is several times faster than level 6 for
@@ -169,7 +185,7 @@ pub fn compress_layers(
     std::thread::scope(|scope| {
         let tasks: Vec<_> = packed
             .iter()
-            .map(|p| scope.spawn(move || compress_one(&p.tar, cache_dir)))
+            .map(|p| scope.spawn(move || compress_one(p, cache_dir)))
             .collect();
         tasks
             .into_iter()
@@ -181,30 +197,31 @@ pub fn compress_layers(
     })
 }
 
-fn compress_one(tar: &[u8], cache_dir: &std::path::Path) -> std::io::Result<kiln_registry::Layer> {
-    let diff_id = kiln_registry::layer::sha256_digest(tar);
+fn compress_one(
+    packed: &PackedLayer,
+    cache_dir: &std::path::Path,
+) -> std::io::Result<kiln_registry::Layer> {
+    let diff_id = &packed.diff_id;
     let path = cache_dir.join(format!(
         "{}.gzip-{GZIP_LEVEL}.tar.gz",
         diff_id.trim_start_matches("sha256:")
     ));
-    if let Ok(blob) = std::fs::read(&path) {
-        // Trust the cache only for a gzip that really holds this tar's header (cheap check), and
-        // recompute its digest.
-        if blob.len() > 18 && blob[..2] == [0x1f, 0x8b] {
-            return Ok(kiln_registry::Layer {
-                digest: kiln_registry::layer::sha256_digest(&blob),
-                diff_id,
-                blob,
-            });
+    if let Ok(mut file) = std::fs::File::open(&path) {
+        // Trust the cache only for a gzip (a cheap check of its magic bytes); its digest is read
+        // again from the file.
+        let mut magic = [0u8; 2];
+        if std::io::Read::read_exact(&mut file, &mut magic).is_ok() && magic == [0x1f, 0x8b] {
+            return kiln_registry::Layer::from_blob_file(&path, diff_id);
         }
     }
-    let layer = kiln_registry::Layer::from_tar_at(tar, GZIP_LEVEL)?;
     // Written under a temporary name, then renamed: a reader never sees half a blob.
     let partial = path.with_extension(format!("partial-{}", std::process::id()));
-    if std::fs::write(&partial, &layer.blob).is_ok() {
-        let _ = std::fs::rename(&partial, &path);
-    }
-    Ok(layer)
+    let layer = kiln_registry::Layer::from_tar_file(&packed.path, &partial, GZIP_LEVEL)?;
+    std::fs::rename(&partial, &path)?;
+    Ok(kiln_registry::Layer {
+        blob: kiln_registry::layer::Blob::File(path),
+        ..layer
+    })
 }
 
 /// What a conda layer holds, for the image history.
@@ -227,10 +244,7 @@ pub async fn load_onto(
     layers: &[PackedLayer],
     tag: &str,
 ) -> Result<(), BuildError> {
-    let new_diff_ids: Vec<String> = layers
-        .iter()
-        .map(|l| kiln_registry::layer::sha256_digest(&l.tar))
-        .collect();
+    let new_diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let inspect = engine
         .inspect_image(base)
         .await?
@@ -261,31 +275,38 @@ pub async fn load_onto(
         "RepoTags": [tag],
         "Layers": diff_ids.iter().map(|d| layer_path(d)).collect::<Vec<_>>(),
     }]);
-    let mut archive = tar::Builder::new(Vec::new());
-    let mut add = |path: &str, bytes: &[u8]| {
+    // The archive is written to a file and streamed to the engine: layers are never held in memory.
+    let io = |e| BuildError::io("writing the image archive", e);
+    let file = tempfile::NamedTempFile::new().map_err(io)?;
+    let mut archive = tar::Builder::new(std::io::BufWriter::new(file.reopen().map_err(io)?));
+    let mut add = |path: &str, size: u64, data: &mut dyn std::io::Read| {
         let mut header = tar::Header::new_gnu();
         header.set_mode(0o644);
-        header.set_size(bytes.len() as u64);
+        header.set_size(size);
         header.set_entry_type(tar::EntryType::Regular);
-        archive.append_data(&mut header, path, bytes)
+        archive.append_data(&mut header, path, data)
     };
-    let io = |e| BuildError::io("writing the image archive", e);
+    let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
     add(
         "manifest.json",
-        &serde_json::to_vec(&manifest).unwrap_or_default(),
+        manifest.len() as u64,
+        &mut manifest.as_slice(),
     )
     .map_err(io)?;
-    add(&config_name, &config).map_err(io)?;
+    add(&config_name, config.len() as u64, &mut config.as_slice()).map_err(io)?;
     for (packed, diff_id) in layers.iter().zip(&new_diff_ids) {
-        add(&layer_path(diff_id), &packed.tar).map_err(io)?;
+        let mut tar = std::io::BufReader::new(std::fs::File::open(&packed.path).map_err(io)?);
+        add(&layer_path(diff_id), packed.size, &mut tar).map_err(io)?;
     }
-    let archive = archive.into_inner().map_err(io)?;
+    let mut written = archive.into_inner().map_err(io)?;
+    std::io::Write::flush(&mut written).map_err(io)?;
+    drop(written);
     tracing::debug!(
         "loading {tag}: {} base layers reused, {} new",
         base_count,
         layers.len()
     );
-    engine.load(archive, tag).await
+    engine.load(file.path(), tag).await
 }
 
 /// The lock stored in an image (the file its label names), read through the engine; the image is

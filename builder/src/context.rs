@@ -28,12 +28,21 @@ pub struct ContextOptions<'a> {
     pub dockerfile: Option<&'a str>,
 }
 
-/// The context as an uncompressed tar, and the path of the Dockerfile inside it.
+/// The context as an uncompressed tar in a temporary file (removed with the last copy of it), and
+/// the path of the Dockerfile inside it. A repository can be large: it is never held in memory.
 #[derive(Clone)]
 pub struct Context {
-    pub tar: Vec<u8>,
+    pub tar: std::sync::Arc<tempfile::NamedTempFile>,
+    /// Bytes of the tar.
+    pub size: u64,
     pub dockerfile: String,
     pub files: u64,
+}
+
+impl Context {
+    pub fn path(&self) -> &Path {
+        self.tar.path()
+    }
 }
 
 /// Build the context for `plan` from the repository at `repo`.
@@ -42,7 +51,7 @@ pub fn build_context(
     plan: &BuildPlan,
     options: &ContextOptions<'_>,
 ) -> Result<Context, BuildError> {
-    let mut writer = Writer::new(options.mtime);
+    let mut writer = Writer::new(options.mtime)?;
     let ignore = match layers_ignore_file(plan) {
         Some(file) => Some(ignore_matcher(repo, file)?),
         None => None,
@@ -83,20 +92,28 @@ pub fn build_context(
         &executables,
         always.as_deref(),
     )?;
+    let files = writer.files;
+    let (tar, size) = writer.finish()?;
     Ok(Context {
-        files: writer.files,
-        tar: writer.finish()?,
+        files,
+        tar: std::sync::Arc::new(tar),
+        size,
         dockerfile,
     })
 }
 
 /// The repository as an image layer: its files under the plan's repository folder (`home/jovyan/`),
-/// with the same ignore rules, owner, modes and mtimes as the build context's copy.
-pub fn repository_layer(repo: &Path, plan: &BuildPlan, mtime: u64) -> Result<Vec<u8>, BuildError> {
+/// with the same ignore rules, owner, modes and mtimes as the build context's copy; a tar in a
+/// temporary file.
+pub fn repository_layer(
+    repo: &Path,
+    plan: &BuildPlan,
+    mtime: u64,
+) -> Result<tempfile::NamedTempFile, BuildError> {
     let layers = plan.layers().ok_or_else(|| {
         BuildError::Invalid("a repository Dockerfile has no separate repository layer".into())
     })?;
-    let mut writer = Writer::new(mtime);
+    let mut writer = Writer::new(mtime)?;
     let ignore = match layers_ignore_file(plan) {
         Some(file) => Some(ignore_matcher(repo, file)?),
         None => None,
@@ -109,7 +126,7 @@ pub fn repository_layer(repo: &Path, plan: &BuildPlan, mtime: u64) -> Result<Vec
         &layers.repository.executables,
         None,
     )?;
-    writer.finish()
+    Ok(writer.finish()?.0)
 }
 
 fn layers_ignore_file(plan: &BuildPlan) -> Option<&str> {
@@ -153,23 +170,31 @@ pub fn ignore_matcher(repo: &Path, file: &str) -> Result<Gitignore, BuildError> 
 
 /// The repository's files in the order they enter the context: relative paths, sorted per folder.
 struct Writer {
-    builder: tar::Builder<Vec<u8>>,
+    builder: tar::Builder<std::io::BufWriter<fs::File>>,
+    file: tempfile::NamedTempFile,
     mtime: u64,
     files: u64,
     dirs_written: std::collections::BTreeSet<String>,
 }
 
 impl Writer {
-    fn new(mtime: u64) -> Self {
-        let mut builder = tar::Builder::new(Vec::new());
+    fn new(mtime: u64) -> Result<Self, BuildError> {
+        let io = |e| BuildError::io("creating the build context", e);
+        let file = tempfile::Builder::new()
+            .prefix("kiln-context-")
+            .suffix(".tar")
+            .tempfile()
+            .map_err(io)?;
+        let mut builder = tar::Builder::new(std::io::BufWriter::new(file.reopen().map_err(io)?));
         builder.mode(tar::HeaderMode::Deterministic);
         builder.follow_symlinks(false);
-        Writer {
+        Ok(Writer {
             builder,
+            file,
             mtime,
             files: 0,
             dirs_written: Default::default(),
-        }
+        })
     }
 
     fn header(&self, kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -212,10 +237,20 @@ impl Writer {
     }
 
     fn file(&mut self, path: &str, bytes: &[u8], mode: u32) -> Result<(), BuildError> {
+        self.entry(path, bytes.len() as u64, &mut &bytes[..], mode)
+    }
+
+    fn entry(
+        &mut self,
+        path: &str,
+        size: u64,
+        data: &mut dyn Read,
+        mode: u32,
+    ) -> Result<(), BuildError> {
         self.parents(path)?;
-        let mut header = self.header(tar::EntryType::Regular, mode, bytes.len() as u64);
+        let mut header = self.header(tar::EntryType::Regular, mode, size);
         self.builder
-            .append_data(&mut header, path, bytes)
+            .append_data(&mut header, path, data)
             .map_err(|e| BuildError::io("writing the build context", e))?;
         self.files += 1;
         Ok(())
@@ -287,11 +322,16 @@ impl Writer {
                     use std::os::unix::fs::PermissionsExt;
                     let executable = meta.permissions().mode() & 0o111 != 0
                         || executables.iter().any(|e| e == &rel_str);
-                    let mut bytes = Vec::with_capacity(meta.len() as usize);
-                    fs::File::open(repo.join(&rel))
-                        .and_then(|mut f| f.read_to_end(&mut bytes))
+                    let file = fs::File::open(repo.join(&rel))
                         .map_err(|e| BuildError::io(format!("reading {rel_str}"), e))?;
-                    self.file(&path, &bytes, if executable { 0o755 } else { 0o644 })?;
+                    // The size as the tar header says it: a file that grows meanwhile is cut.
+                    let mut data = std::io::BufReader::new(file).take(meta.len());
+                    self.entry(
+                        &path,
+                        meta.len(),
+                        &mut data,
+                        if executable { 0o755 } else { 0o644 },
+                    )?;
                 }
                 // Sockets, pipes and devices are left out.
             }
@@ -300,10 +340,14 @@ impl Writer {
         Ok(())
     }
 
-    fn finish(self) -> Result<Vec<u8>, BuildError> {
-        self.builder
-            .into_inner()
-            .map_err(|e| BuildError::io("writing the build context", e))
+    /// The finished tar file and its size.
+    fn finish(self) -> Result<(tempfile::NamedTempFile, u64), BuildError> {
+        let io = |e| BuildError::io("writing the build context", e);
+        let mut written = self.builder.into_inner().map_err(io)?;
+        std::io::Write::flush(&mut written).map_err(io)?;
+        drop(written);
+        let size = self.file.as_file().metadata().map_err(io)?.len();
+        Ok((self.file, size))
     }
 }
 
@@ -352,10 +396,10 @@ mod tests {
             ca_bundle: None,
             dockerfile: Some("FROM x\n"),
         };
-        let a = build_context(root, &plan, &options).unwrap();
-        let b = build_context(root, &plan, &options).unwrap();
-        assert_eq!(a.tar, b.tar, "same input, same bytes");
-        let list = entries(&a.tar);
+        let a = std::fs::read(build_context(root, &plan, &options).unwrap().path()).unwrap();
+        let b = std::fs::read(build_context(root, &plan, &options).unwrap().path()).unwrap();
+        assert_eq!(a, b, "same input, same bytes");
+        let list = entries(&a);
         let names: Vec<&str> = list.iter().map(|e| e.0.as_str()).collect();
         assert!(names.contains(&"src/requirements.txt"));
         assert!(names.contains(&"src/keep.tmp"));
@@ -372,7 +416,7 @@ mod tests {
         let start = list.iter().find(|e| e.0 == "src/start").unwrap();
         assert_eq!(start.2 & 0o777, 0o755, "start is made executable");
         // The link is stored as a link, never followed.
-        let mut archive = tar::Archive::new(&a.tar[..]);
+        let mut archive = tar::Archive::new(&a[..]);
         let link = archive
             .entries()
             .unwrap()

@@ -23,8 +23,10 @@ pub fn cache_salt() -> Result<String, BuildError> {
         _ => {
             let dir = match std::env::var_os("XDG_CACHE_HOME") {
                 Some(dir) if !dir.is_empty() => std::path::PathBuf::from(dir).join("kiln"),
-                _ => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
-                    .join(".cache/kiln"),
+                _ => std::path::PathBuf::from(
+                    std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()),
+                )
+                .join(".cache/kiln"),
             };
             let path = dir.join("cache-salt");
             match std::fs::read_to_string(&path) {

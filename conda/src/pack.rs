@@ -13,7 +13,6 @@
 //! Files no package claims (there should be none) go to `packages`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::Path;
 
 use crate::ENV_PREFIX;
@@ -24,12 +23,17 @@ pub const LARGE_PACKAGE_BYTES: u64 = 16 * 1024 * 1024;
 /// The mtime of every entry: layers depend only on the packages.
 pub const MTIME: u64 = 0;
 
-/// One layer: an uncompressed tar.
+/// One layer: an uncompressed tar, in a file (environments can be large: never held in memory).
 #[derive(Clone, Debug)]
 pub struct PackedLayer {
     /// `python`, `large`, `packages` or `conda-meta`.
     pub name: &'static str,
-    pub tar: Vec<u8>,
+    /// The tar file.
+    pub path: std::path::PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// sha256 of the tar (`sha256:<hex>`): the layer's diff id.
+    pub diff_id: String,
     /// Packages whose files it holds.
     pub packages: Vec<String>,
     pub files: usize,
@@ -54,8 +58,9 @@ impl Part {
     }
 }
 
-/// Pack the environment staged under `root` (at `root` + [`ENV_PREFIX`]), owned by `uid`:`uid`.
-pub fn pack(root: &Path, uid: u64) -> Result<Vec<PackedLayer>, CondaError> {
+/// Pack the environment staged under `root` (at `root` + [`ENV_PREFIX`]), owned by `uid`:`uid`,
+/// into tar files in `out` (`<name>.tar`).
+pub fn pack(root: &Path, uid: u64, out: &Path) -> Result<Vec<PackedLayer>, CondaError> {
     let prefix = root.join(ENV_PREFIX.trim_start_matches('/'));
     let records = read_records(&prefix)?;
 
@@ -105,12 +110,17 @@ pub fn pack(root: &Path, uid: u64) -> Result<Vec<PackedLayer>, CondaError> {
         }
     })?;
 
+    std::fs::create_dir_all(out)
+        .map_err(|e| CondaError::io(format!("creating {}", out.display()), e))?;
     let mut layers = Vec::new();
     for (part, files) in paths {
-        let tar = tar_of(root, &files, uid)?;
+        let path = out.join(format!("{}.tar", part.name()));
+        let (size, diff_id) = tar_of(root, &files, uid, &path)?;
         layers.push(PackedLayer {
             name: part.name(),
-            tar,
+            path,
+            size,
+            diff_id,
             packages: packages
                 .remove(&part)
                 .map(|p| p.into_iter().collect())
@@ -206,8 +216,35 @@ fn walk(dir: &Path, rel: &str, visit: &mut dyn FnMut(&str, bool)) -> Result<(), 
     Ok(())
 }
 
-/// A tar of `files` (relative to the prefix) and their parent folders up to `/srv`.
-fn tar_of(root: &Path, files: &BTreeSet<String>, uid: u64) -> Result<Vec<u8>, CondaError> {
+/// Counts and hashes what is written through it.
+struct Hashing<W> {
+    inner: W,
+    hash: sha2::Sha256,
+    written: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A tar of `files` (relative to the prefix) and their parent folders up to `/srv`, written to
+/// `out`; returns its size and sha256.
+fn tar_of(
+    root: &Path,
+    files: &BTreeSet<String>,
+    uid: u64,
+    out: &Path,
+) -> Result<(u64, String), CondaError> {
     let base = ENV_PREFIX.trim_start_matches('/');
     let mut entries: BTreeSet<String> = BTreeSet::new();
     for file in files {
@@ -222,7 +259,13 @@ fn tar_of(root: &Path, files: &BTreeSet<String>, uid: u64) -> Result<Vec<u8>, Co
         }
         entries.insert(full);
     }
-    let mut builder = tar::Builder::new(Vec::new());
+    let file = std::fs::File::create(out)
+        .map_err(|e| CondaError::io(format!("creating {}", out.display()), e))?;
+    let mut builder = tar::Builder::new(Hashing {
+        inner: std::io::BufWriter::new(file),
+        hash: sha2::Digest::new(),
+        written: 0,
+    });
     builder.mode(tar::HeaderMode::Deterministic);
     for entry in &entries {
         let io = |e| CondaError::io(format!("packing {entry}"), e);
@@ -253,15 +296,21 @@ fn tar_of(root: &Path, files: &BTreeSet<String>, uid: u64) -> Result<Vec<u8>, Co
             header.set_entry_type(tar::EntryType::Regular);
             header.set_mode(mode);
             header.set_size(meta.len());
-            let mut file = std::fs::File::open(&path).map_err(io)?;
-            let mut bytes = Vec::with_capacity(meta.len() as usize);
-            file.read_to_end(&mut bytes).map_err(io)?;
+            let file = std::fs::File::open(&path).map_err(io)?;
             builder
-                .append_data(&mut header, entry.as_str(), bytes.as_slice())
+                .append_data(&mut header, entry.as_str(), std::io::BufReader::new(file))
                 .map_err(io)?;
         }
     }
-    builder
+    let mut written = builder
         .into_inner()
-        .map_err(|e| CondaError::io("finishing a layer", e))
+        .map_err(|e| CondaError::io("finishing a layer", e))?;
+    std::io::Write::flush(&mut written).map_err(|e| CondaError::io("finishing a layer", e))?;
+    Ok((
+        written.written,
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Digest::finalize(written.hash))
+        ),
+    ))
 }

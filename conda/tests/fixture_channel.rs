@@ -148,14 +148,26 @@ async fn solves_installs_and_packs_deterministically() {
                 assert!(!content.contains(host), "{} holds {host}", path.display());
             }
         }
-        let layers = pack(root.path(), 1000).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let layers = pack(root.path(), 1000, out.path()).unwrap();
         let names: Vec<&str> = layers.iter().map(|l| l.name).collect();
         assert_eq!(names, ["python", "packages", "conda-meta"]);
         assert!(layers[0].packages.contains(&"python".to_string()));
         assert!(layers[0].packages.contains(&"libexpat".to_string()));
         assert!(layers[1].packages.contains(&"kiln-greet".to_string()));
         // Owner, mtime and paths.
-        let mut archive = tar::Archive::new(layers[0].tar.as_slice());
+        let bytes = std::fs::read(&layers[0].path).unwrap();
+        assert_eq!(bytes.len() as u64, layers[0].size);
+        assert_eq!(
+            layers[0].diff_id,
+            format!(
+                "sha256:{}",
+                hex::encode(sha2::Digest::finalize(
+                    <sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)
+                ))
+            )
+        );
+        let mut archive = tar::Archive::new(bytes.as_slice());
         for entry in archive.entries().unwrap() {
             let entry = entry.unwrap();
             let header = entry.header();
@@ -164,7 +176,7 @@ async fn solves_installs_and_packs_deterministically() {
             assert_eq!(header.mtime().unwrap(), 0);
             assert!(entry.path().unwrap().starts_with("srv"));
         }
-        tars.push(layers.into_iter().map(|l| l.tar).collect::<Vec<_>>());
+        tars.push(layers.into_iter().map(|l| l.diff_id).collect::<Vec<_>>());
     }
     assert!(tars[0] == tars[1], "the same lock packs to the same bytes");
 }

@@ -157,7 +157,9 @@ pub fn compose(
         .unwrap_or("application/vnd.oci.image.layer.v1.tar+gzip")
         .to_string();
     for new in new_layers {
-        layers.push(json!({ "mediaType": layer_type, "size": new.layer.blob.len(), "digest": new.layer.digest }));
+        layers.push(
+            json!({ "mediaType": layer_type, "size": new.layer.size, "digest": new.layer.digest }),
+        );
     }
     manifest["config"]["digest"] = json!(sha256_digest(&config_bytes));
     manifest["config"]["size"] = json!(config_bytes.len());
@@ -217,13 +219,11 @@ pub async fn assemble(
         assembled.base_layers.len()
     ));
     for new in assembly.layers {
-        let sent = registry
-            .push_blob(assembly.target, &new.layer.blob, &new.layer.digest)
-            .await?;
+        let sent = registry.push_layer(assembly.target, new.layer).await?;
         progress.step(format!(
             "Layer {} ({} KiB, {}): {}",
             &new.layer.digest[..19],
-            new.layer.blob.len() / 1024,
+            new.layer.size / 1024,
             new.created_by,
             if sent == BlobTransfer::AlreadyThere {
                 "already there"

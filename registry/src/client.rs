@@ -270,8 +270,51 @@ impl Registry {
         Ok(BlobTransfer::Uploaded)
     }
 
+    /// Upload a layer unless the repository has it: from memory, or streamed from its file (read
+    /// again for every attempt).
+    pub async fn push_layer(
+        &self,
+        reference: &str,
+        layer: &crate::layer::Layer,
+    ) -> Result<BlobTransfer, RegistryError> {
+        let path = match &layer.blob {
+            crate::layer::Blob::Memory(bytes) => {
+                return self.push_blob(reference, bytes, &layer.digest).await;
+            }
+            crate::layer::Blob::File(path) => path.clone(),
+        };
+        if self.blob_exists(reference, &layer.digest).await? {
+            return Ok(BlobTransfer::AlreadyThere);
+        }
+        let r = self.reference(reference)?;
+        self.authorize(&r, RegistryOperation::Push).await?;
+        self.retry(|| {
+            let (path, r) = (path.clone(), &r);
+            async move {
+                let file = tokio::fs::File::open(&path).await.map_err(|e| {
+                    OciDistributionError::GenericError(Some(format!(
+                        "reading {}: {e}",
+                        path.display()
+                    )))
+                })?;
+                let stream = futures_util::StreamExt::map(
+                    tokio_util::io::ReaderStream::with_capacity(file, 1 << 20),
+                    |chunk| {
+                        chunk.map_err(|e| OciDistributionError::GenericError(Some(e.to_string())))
+                    },
+                );
+                self.client
+                    .push_blob_stream(r, stream, &layer.digest, Some(layer.size))
+                    .await
+            }
+        })
+        .await?;
+        Ok(BlobTransfer::Uploaded)
+    }
+
     /// Make a blob of `source`'s repository available in `target`'s: mount it across repositories,
-    /// or, when the registry does not mount, download and upload it.
+    /// or, when the registry does not mount, download and upload it (through a temporary file, so a
+    /// large layer is never held in memory).
     pub async fn mount_blob(
         &self,
         target: &str,
@@ -288,8 +331,41 @@ impl Registry {
         if mounted {
             return Ok(BlobTransfer::Mounted);
         }
-        let bytes = self.pull_blob(source, digest).await?;
-        self.push_blob(target, &bytes, digest).await?;
+        let scratch = tempfile::NamedTempFile::new().map_err(|e| RegistryError::Registry {
+            registry: self.host.clone(),
+            reason: format!("cannot make a temporary file to copy a layer through: {e}"),
+        })?;
+        let io = |e: std::io::Error| RegistryError::Registry {
+            registry: self.host.clone(),
+            reason: format!("copying layer {digest}: {e}"),
+        };
+        {
+            let r = self.reference(source)?;
+            self.authorize(&r, RegistryOperation::Pull).await?;
+            let path = scratch.path().to_path_buf();
+            self.retry(|| {
+                let (path, r) = (path.clone(), &r);
+                async move {
+                    let generic =
+                        |e: std::io::Error| OciDistributionError::GenericError(Some(e.to_string()));
+                    // Each attempt starts the file again.
+                    let mut out = tokio::fs::File::create(&path).await.map_err(generic)?;
+                    self.client.pull_blob(r, digest, &mut out).await?;
+                    tokio::io::AsyncWriteExt::flush(&mut out)
+                        .await
+                        .map_err(generic)
+                }
+            })
+            .await?;
+        }
+        let size = std::fs::metadata(scratch.path()).map_err(io)?.len();
+        let layer = crate::layer::Layer {
+            blob: crate::layer::Blob::File(scratch.path().to_path_buf()),
+            size,
+            digest: digest.to_string(),
+            diff_id: String::new(),
+        };
+        self.push_layer(target, &layer).await?;
         Ok(BlobTransfer::Uploaded)
     }
 

@@ -600,10 +600,7 @@ mod tests {
             "architecture": "amd64", "os": "linux", "config": {},
             "rootfs": { "type": "layers", "diff_ids": [layer.diff_id] },
         }));
-        registry
-            .push_blob(image, &layer.blob, &layer.digest)
-            .await
-            .unwrap();
+        registry.push_layer(image, &layer).await.unwrap();
         registry
             .push_blob(image, &config, &sha256_digest(&config))
             .await
@@ -611,7 +608,7 @@ mod tests {
         let manifest = canonical(&json!({
             "schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256_digest(&config), "size": config.len() },
-            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.digest, "size": layer.blob.len() }],
+            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.digest, "size": layer.size }],
         }));
         registry
             .push_manifest(image, &manifest, OCI_MANIFEST)

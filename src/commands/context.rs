@@ -57,13 +57,13 @@ impl ContextCommand {
                 dockerfile: Some(&dockerfile),
             },
         )?;
-        std::fs::write(&self.output, &context.tar)
+        std::fs::copy(context.path(), &self.output)
             .with_context(|| format!("writing {}", self.output.display()))?;
         eprintln!(
             "kiln: wrote {} ({} files, {} KiB); its Dockerfile is {}",
             self.output.display(),
             context.files,
-            context.tar.len() / 1024,
+            context.size / 1024,
             context.dockerfile
         );
         Ok(ExitCode::SUCCESS)

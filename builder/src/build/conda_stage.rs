@@ -106,12 +106,12 @@ impl Job<'_> {
             .await?;
         match push {
             None => {
-                conda::load_onto(self.engine, system, &packed, image).await?;
+                conda::load_onto(self.engine, system, &packed.layers, image).await?;
                 sink.emit(Event::new(
                     Phase::Building,
                     format!(
                         "Conda: loaded {image} into the engine ({system} plus {} layers)",
-                        packed.len()
+                        packed.layers.len()
                     ),
                 ));
             }
@@ -137,17 +137,17 @@ async fn append_in_registry(
     push: &PushSettings,
     system: &str,
     image: &str,
-    packed: Vec<kiln_conda::PackedLayer>,
+    packed: conda::Packed,
     cache_dir: &std::path::Path,
     sink: &mut dyn EventSink,
 ) -> Result<(), BuildError> {
     let blobs = cache_dir.join("layers");
     let layers = tokio::task::spawn_blocking(move || {
-        let layers = conda::compress_layers(&packed, &blobs)?;
+        let layers = conda::compress_layers(&packed.layers, &blobs)?;
         Ok::<_, std::io::Error>(
             layers
                 .into_iter()
-                .zip(&packed)
+                .zip(&packed.layers)
                 .map(|(l, p)| (l, conda::created_by(p)))
                 .collect::<Vec<_>>(),
         )

@@ -80,13 +80,19 @@ impl<'a> Job<'a> {
     }
 
     /// The image's name. A local folder is named after its content, so its context is built here.
-    pub(super) fn image_name(&self, source: &Source) -> Result<String, BuildError> {
+    pub(super) async fn image_name(&self, source: &Source) -> Result<String, BuildError> {
         let content_hash = match self.checkout.commit {
             Some(_) => None,
             None => {
-                use sha2::Digest;
-                let context = self.context(None)?;
-                Some(hex::encode(&sha2::Sha256::digest(&context.tar)[..8]))
+                let context = self.context(None).await?;
+                let path = context.path().to_path_buf();
+                let digest =
+                    tokio::task::spawn_blocking(move || kiln_registry::layer::sha256_file(&path))
+                        .await
+                        .map_err(|e| BuildError::Invalid(format!("hashing stopped: {e}")))?
+                        .map_err(|e| BuildError::io("hashing the build context", e))?;
+                let hex = digest.trim_start_matches("sha256:");
+                Some(hex[..16.min(hex.len())].to_string())
             }
         };
         labels::image_name(
@@ -207,29 +213,41 @@ impl<'a> Job<'a> {
         )?)
     }
 
-    /// The build context; the whole image's is built once and reused.
-    fn context(&self, environment_image: Option<&str>) -> Result<Context, BuildError> {
+    /// The build context; the whole image's is built once and reused (it is a file: copies share
+    /// it).
+    async fn context(&self, environment_image: Option<&str>) -> Result<Context, BuildError> {
         if environment_image.is_some() {
-            return self.build_context(environment_image);
+            return self.build_context(environment_image).await;
         }
         if let Some(context) = self.full_context.get() {
             return Ok(context.clone());
         }
-        let context = self.build_context(None)?;
+        let context = self.build_context(None).await?;
         Ok(self.full_context.get_or_init(|| context).clone())
     }
 
-    fn build_context(&self, environment_image: Option<&str>) -> Result<Context, BuildError> {
+    /// Write the context, off the async threads (it reads the whole repository).
+    async fn build_context(&self, environment_image: Option<&str>) -> Result<Context, BuildError> {
         let dockerfile = self.render(environment_image)?;
-        build_context(
-            &self.checkout.dir,
-            self.plan,
-            &ContextOptions {
-                mtime: self.checkout.time.max(0) as u64,
-                ca_bundle: self.ca_bundle.as_deref(),
-                dockerfile: Some(&dockerfile),
-            },
-        )
+        let (dir, plan, ca, mtime) = (
+            self.checkout.dir.clone(),
+            self.plan.clone(),
+            self.ca_bundle.clone(),
+            self.checkout.time.max(0) as u64,
+        );
+        tokio::task::spawn_blocking(move || {
+            build_context(
+                &dir,
+                &plan,
+                &ContextOptions {
+                    mtime,
+                    ca_bundle: ca.as_deref(),
+                    dockerfile: Some(&dockerfile),
+                },
+            )
+        })
+        .await
+        .map_err(|e| BuildError::Invalid(format!("writing the build context stopped: {e}")))?
     }
 
     /// Build on the engine: the whole image, one stage (`target`), or only what follows the
@@ -241,7 +259,7 @@ impl<'a> Job<'a> {
         target: Option<&str>,
         sink: &mut dyn EventSink,
     ) -> Result<(), BuildError> {
-        let context = self.context(environment_image)?;
+        let context = self.context(environment_image).await?;
         let what = match (target, environment_image) {
             (Some(_), _) => "the environment",
             (None, Some(_)) => "the repository layers",
@@ -257,7 +275,7 @@ impl<'a> Job<'a> {
                     "the classic builder"
                 },
                 context.files,
-                context.tar.len() / 1024
+                context.size / 1024
             ),
         ));
         let labels = match target {
@@ -272,10 +290,10 @@ impl<'a> Job<'a> {
         });
         self.engine
             .build(
-                context.tar,
+                context.path(),
                 &EngineBuild {
                     tag: tag.to_string(),
-                    dockerfile: context.dockerfile,
+                    dockerfile: context.dockerfile.clone(),
                     labels: labels.into_iter().collect(),
                     build_args,
                     no_cache: self.request.no_cache,
@@ -323,9 +341,15 @@ impl<'a> Job<'a> {
             self.plan.clone(),
             self.checkout.time.max(0) as u64,
         );
+        // The layer is compressed into a file in `scratch`, kept until it is pushed.
+        let scratch = tempfile::Builder::new()
+            .prefix("kiln-layer-")
+            .tempdir()
+            .map_err(|e| BuildError::io("creating a folder for the repository layer", e))?;
+        let blob = scratch.path().join("repository.tar.gz");
         let layer = tokio::task::spawn_blocking(move || {
             let tar = repository_layer(&dir, &plan, mtime)?;
-            kiln_registry::Layer::from_tar(&tar)
+            kiln_registry::Layer::from_tar_file(tar.path(), &blob, 6)
                 .map_err(|e| BuildError::io("compressing the repository layer", e))
         })
         .await

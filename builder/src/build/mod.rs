@@ -171,7 +171,7 @@ async fn run(
 
     // 4. Name the image and gather the facts.
     let job = Job::new(engine, request, &plan, &checkout, conda, sink)?;
-    let name = job.image_name(&source)?;
+    let name = job.image_name(&source).await?;
     let facts = job.facts(&name).await?;
 
     // 5. Decide, and 6. carry it out.

@@ -48,13 +48,21 @@ impl std::fmt::Debug for EngineBuild {
 }
 
 impl Engine {
-    /// Build `context` (a tar) and tag the result; events carry the engine's log lines.
+    /// Build `context` (a tar file, streamed to the engine) and tag the result; events carry the
+    /// engine's log lines.
     pub async fn build(
         &self,
-        context: Vec<u8>,
+        context: &std::path::Path,
         build: &EngineBuild,
         sink: &mut dyn EventSink,
     ) -> Result<(), BuildError> {
+        let file = tokio::fs::File::open(context).await.map_err(|e| {
+            BuildError::io(
+                format!("reading the build context {}", context.display()),
+                e,
+            )
+        })?;
+        let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
         let session = format!("kiln-{}", crate::random::hex(16)?);
         let options = BuildImageOptions {
             dockerfile: build.dockerfile.clone(),
@@ -77,7 +85,7 @@ impl Engine {
         let mut stream = self.docker.build_image(
             options,
             build.credentials.clone(),
-            Some(bollard::body_full(context.into())),
+            Some(bollard::body_try_stream(body)),
         );
         let mut log = BuildLog::default();
         while let Some(item) = stream.next().await {

@@ -141,14 +141,18 @@ impl Engine {
         Ok(())
     }
 
-    /// Load a docker archive (`docker load`), then check that `tag` is there.
-    pub async fn load(&self, archive: Vec<u8>, tag: &str) -> Result<(), BuildError> {
-        let mut stream = self.docker.import_image(
+    /// Load a docker archive file (`docker load`), streamed, then check that `tag` is there.
+    pub async fn load(&self, archive: &std::path::Path, tag: &str) -> Result<(), BuildError> {
+        let file = tokio::fs::File::open(archive)
+            .await
+            .map_err(|e| BuildError::io(format!("reading {}", archive.display()), e))?;
+        let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+        let mut stream = self.docker.import_image_stream(
             ImportImageOptions {
                 quiet: true,
                 ..Default::default()
             },
-            bollard::body_full(archive.into()),
+            body,
             None,
         );
         while let Some(item) = stream.next().await {
