@@ -16,8 +16,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-# Two cores: build with both, run tests two at a time.
+# Two cores: build with both, run tests two at a time. One build, so no incremental state (it
+# doubles the target folder's size).
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 need=()
 command -v git >/dev/null || need+=(git)

@@ -142,6 +142,9 @@ pub struct Config {
     /// `KILN_HUB_REAP_SECONDS`: how often kiln looks for its hub servers that are gone, to delete
     /// their temporary users (default 60).
     pub hub_reap_seconds: u64,
+    /// `KILN_HUB_SERVICE_NAME`: kiln's name among the hub's services (default `kiln`); a caller's hub
+    /// token needs `access:services!service=<name>` (or `access:services`).
+    pub hub_service_name: String,
 }
 
 /// Every setting, by its TOML key.
@@ -184,6 +187,7 @@ const KEYS: &[&str] = &[
     "hub_api_token",
     "hub_token_seconds",
     "hub_reap_seconds",
+    "hub_service_name",
 ];
 
 /// A TOML file as `key -> value` strings (arrays joined with commas, tables as `k=v` pairs).
@@ -421,6 +425,9 @@ impl Config {
             hub_api_token: r.get("KILN_HUB_API_TOKEN").map(Secret::new),
             hub_token_seconds: r.number("KILN_HUB_TOKEN_SECONDS", 86_400)?,
             hub_reap_seconds: r.number("KILN_HUB_REAP_SECONDS", 60)?,
+            hub_service_name: r
+                .get("KILN_HUB_SERVICE_NAME")
+                .unwrap_or_else(|| "kiln".into()),
         })
     }
 }

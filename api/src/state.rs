@@ -23,6 +23,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub streams: Streams,
     pub metrics: Arc<Metrics>,
+    /// The last health report and when it was made.
+    pub health: tokio::sync::Mutex<Option<(std::time::Instant, serde_json::Value)>>,
 }
 
 impl AppState {
@@ -70,6 +72,7 @@ impl AppState {
             limiter: RateLimiter::default(),
             streams: Streams::default(),
             metrics,
+            health: tokio::sync::Mutex::new(None),
         }))
     }
 }

@@ -114,7 +114,10 @@ c.JupyterHub.load_roles = [
         "name": "kiln",
         "services": ["kiln"],
         "scopes": ["admin:users", "admin:servers", "tokens", "read:users", "list:users"],
-    }
+    },
+    # Users may use kiln: their tokens carry access:services!service=kiln, which kiln checks before
+    # it launches as them (a token that only opens one server, such as a launch's, lacks it).
+    {"name": "user", "scopes": ["self", "access:services!service=kiln"]},
 ]
 
 cull = int(os.environ.get("KILN_HUB_CULL_IDLE", "3600"))

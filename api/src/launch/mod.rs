@@ -215,6 +215,14 @@ impl Launchers {
         Ok(images)
     }
 
+    /// Whether sessions are counted for quotas (local sessions always; a hub's only when a quota is
+    /// set, since counting lists every user of the hub).
+    pub fn counts_sessions(&self) -> bool {
+        self.hub.is_none()
+            || self.config.max_sessions.is_some()
+            || self.config.max_sessions_per_repo.is_some()
+    }
+
     /// Why no session can start now, when the total is full (checked before a build for a launch,
     /// as BinderHub does). A hub without a quota set is not asked.
     pub async fn total_quota_refusal(&self) -> Option<String> {
@@ -326,10 +334,7 @@ impl Launchers {
         let reservation = {
             let _quota = self.quota.lock().await;
             // A hub without quotas set needs no count (the hub keeps its own limits).
-            let counted = self.hub.is_none()
-                || config.max_sessions.is_some()
-                || config.max_sessions_per_repo.is_some();
-            let running = match counted {
+            let running = match self.counts_sessions() {
                 false => Vec::new(),
                 true => self.sessions().await.map_err(|e| {
                     LaunchError::Quota(format!("cannot check the session quotas: {e}"))

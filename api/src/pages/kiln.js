@@ -16,6 +16,30 @@ function urlpathFrom(params) {
   return "";
 }
 
+// Where to open the session: `urlpath` resolved against the server's URL, only when it stays a path
+// inside that server (no scheme such as `javascript:`, no `//other.host/`, nothing above the
+// server's own path). Anything else opens the server's start page, with a note in the log.
+function sessionTarget(urlpath, serverUrl, log) {
+  const server = new URL(serverUrl);
+  const fallback = new URL("lab", server);
+  if (server.protocol !== "http:" && server.protocol !== "https:") return null;
+  if (!urlpath) return fallback;
+  const refused = /^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(urlpath) || /^[\/\\]{2}/.test(urlpath) || urlpath.includes("\\");
+  let target = null;
+  if (!refused) {
+    try {
+      target = new URL(urlpath.replace(/^\/+/, ""), server);
+    } catch (_) {
+      target = null;
+    }
+  }
+  if (!target || target.origin !== server.origin || !target.pathname.startsWith(server.pathname)) {
+    log.textContent += "The link's urlpath is not a path inside the session; opening its start page instead.\n";
+    return fallback;
+  }
+  return target;
+}
+
 function follow(spec, urlpath, redirect) {
   const log = document.getElementById("log");
   const phase = document.getElementById("phase");
@@ -29,7 +53,8 @@ function follow(spec, urlpath, redirect) {
     }
     if (event.phase === "ready" || event.phase === "failed") source.close();
     if (event.phase === "ready" && event.url) {
-      const target = new URL(urlpath || "lab", event.url);
+      const target = sessionTarget(urlpath, event.url, log);
+      if (!target) return;
       target.searchParams.set("token", event.token);
       const link = document.getElementById("session-link");
       link.href = target.toString();

@@ -18,7 +18,34 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/metrics", get(metrics))
 }
 
-async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
+/// How long a health report is reused: a caller cannot make kiln ask the engine, the registry and
+/// the hub more often than this (BinderHub caches its checks for 15 s too).
+const HEALTH_CACHE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `GET /health`: 200 with the checks when all pass, 503 when one fails.
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let mut cached = state.health.lock().await;
+    let report = match &*cached {
+        Some((at, report)) if at.elapsed() < HEALTH_CACHE => report.clone(),
+        _ => {
+            let report = check_health(&state).await;
+            *cached = Some((std::time::Instant::now(), report.clone()));
+            report
+        }
+    };
+    drop(cached);
+    let mut report = report;
+    // Counters are read fresh: they cost nothing.
+    report["builds_started"] = json!(state.builds.started());
+    let status = if report["ok"] == true {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report)).into_response()
+}
+
+async fn check_health(state: &AppState) -> Value {
     let engine_ok = state.engine.ping().await;
     let mut checks =
         vec![json!({"service": "engine", "ok": engine_ok, "version": state.engine.version()})];
@@ -34,13 +61,16 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
         ok &= hub["ok"] == true;
         checks.push(hub);
     }
-    let sessions = state.launchers.sessions().await.map(|s| s.len()).ok();
-    Json(json!({
+    // Counting a hub's sessions lists all its users: only done when quotas need the count anyway.
+    let sessions = match state.launchers.counts_sessions() {
+        true => state.launchers.sessions().await.map(|s| s.len()).ok(),
+        false => None,
+    };
+    json!({
         "ok": ok,
         "checks": checks,
-        "builds_started": state.builds.started(),
         "sessions": sessions,
-    }))
+    })
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

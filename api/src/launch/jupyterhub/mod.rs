@@ -35,6 +35,8 @@ pub struct JupyterHub {
     launch_timeout: Duration,
     token_seconds: u64,
     store: Arc<Store>,
+    /// kiln's name as a service of the hub (`KILN_HUB_SERVICE_NAME`): the scope callers' tokens need.
+    service_name: String,
     /// Servers being launched: the reaper leaves them alone.
     launching: Mutex<HashSet<(String, String)>>,
 }
@@ -63,6 +65,7 @@ impl JupyterHub {
             launch_timeout: Duration::from_secs(config.launch_timeout_seconds.max(1)),
             token_seconds: config.hub_token_seconds,
             store,
+            service_name: config.hub_service_name.clone(),
             launching: Mutex::new(HashSet::new()),
         }))
     }
@@ -115,7 +118,9 @@ impl JupyterHub {
         }
     }
 
-    /// The hub user a caller's token belongs to.
+    /// The hub user a caller's token belongs to, when the token may be used with kiln: its scopes
+    /// (as the hub reports them) include `access:services` or `access:services!service=<kiln's
+    /// name>`. A token that only opens one server (such as the one a launch hands out) does not.
     pub async fn identify(&self, caller_token: &str) -> Result<String, LaunchError> {
         let answer = self
             .client
@@ -127,12 +132,30 @@ impl JupyterHub {
                 Retry::OnServerErrors,
             )
             .await?;
-        match answer.body["name"].as_str() {
-            Some(name) if answer.ok() && answer.body["kind"] == "user" => Ok(name.to_string()),
-            _ => Err(LaunchError::Hub(format!(
-                "the hub did not accept your token as a user's ({})",
-                answer.reason()
-            ))),
+        let name = match answer.body["name"].as_str() {
+            Some(name) if answer.ok() && answer.body["kind"] == "user" => name.to_string(),
+            _ => {
+                return Err(LaunchError::Hub(format!(
+                    "the hub did not accept your token as a user's ({})",
+                    answer.reason()
+                )));
+            }
+        };
+        let scopes: Vec<&str> = answer.body["scopes"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        let wanted = format!("access:services!service={}", self.service_name);
+        if scopes
+            .iter()
+            .any(|s| *s == "access:services" || *s == wanted)
+        {
+            Ok(name)
+        } else {
+            Err(LaunchError::Hub(format!(
+                "your hub token may not be used with kiln: it lacks the scope {wanted} (or access:services); \
+                 ask the hub's administrator to grant it to users, or make a token that has it"
+            )))
         }
     }
 
