@@ -358,7 +358,11 @@ impl Builds {
         // The build's future owns its connection to the engine: dropping it (on the deadline, or
         // when the operator cancels) ends the engine's build.
         let outcome = match permit {
-            None => Err("the build was cancelled before it started".to_string()),
+            None => {
+                let message = "the build was cancelled before it started".to_string();
+                recorder.emit(Event::failed(message.clone()));
+                Err(message)
+            }
             Some(_) => tokio::select! {
                 result = self.engine.build(request, &mut recorder) => result.map_err(|e| e.to_string()).map(|b| b.image),
                 _ = tokio::time::sleep(max_age) => {

@@ -274,44 +274,27 @@ async fn a_sha256_mismatch_is_refused() {
     );
 }
 
-/// A conda package (`.tar.bz2`, made with tar and bzip2) whose `info/paths.json` names `path`.
+/// A conda package whose `info/paths.json` names `path`, made by tests/conda/hostile-package.sh in
+/// `channel`; its file name and sha256.
 fn hostile_package(channel: &Path, name: &str, path: &str) -> (String, String) {
-    use sha2::Digest;
-    let build = tempfile::tempdir().unwrap();
-    let info = build.path().join("info");
-    std::fs::create_dir_all(&info).unwrap();
-    std::fs::write(
-        info.join("index.json"),
-        format!(
-            r#"{{"name": "{name}", "version": "1.0", "build": "0", "build_number": 0, "subdir": "linux-64", "depends": []}}"#
-        ),
-    )
-    .unwrap();
-    std::fs::write(build.path().join("payload.txt"), "payload\n").unwrap();
-    std::fs::write(
-        info.join("paths.json"),
-        format!(
-            r#"{{"paths_version": 1, "paths": [{{"_path": "{path}", "path_type": "hardlink", "sha256": "{}", "size_in_bytes": 8}}]}}"#,
-            hex::encode(sha2::Sha256::digest(b"payload\n"))
-        ),
-    )
-    .unwrap();
-    let subdir = channel.join("linux-64");
-    std::fs::create_dir_all(&subdir).unwrap();
-    let file = format!("{name}-1.0-0.tar.bz2");
-    let status = Command::new("tar")
-        .arg("-cjf")
-        .arg(subdir.join(&file))
-        .arg("-C")
-        .arg(build.path())
-        .args(["info", "payload.txt"])
-        .status()
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/conda/hostile-package.sh"
+        ))
+        .arg(channel)
+        .arg(name)
+        .arg(path)
+        .output()
         .unwrap();
-    assert!(status.success(), "tar -cj makes the package (needs bzip2)");
-    let sha256 = hex::encode(sha2::Sha256::digest(
-        std::fs::read(subdir.join(&file)).unwrap(),
-    ));
-    (file, sha256)
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (file, sha256) = text.trim().split_once(' ').unwrap();
+    (file.to_string(), sha256.to_string())
 }
 
 /// rattler joins a package's paths to the package folder and the environment as they are: a path

@@ -16,6 +16,7 @@ mod examples_build;
 mod faults;
 mod git_sources;
 mod handlers;
+mod hostile;
 mod hub_launch;
 mod registry;
 mod run_session;

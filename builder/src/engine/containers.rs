@@ -45,6 +45,9 @@ impl Engine {
             memory_swap: r.memory,
             nano_cpus: r.nano_cpus,
             pids_limit: r.pids,
+            // An init process reaps orphans: without one, the zombies of a fork bomb keep the
+            // session's process slots forever.
+            init: Some(true),
             ..Default::default()
         };
         if r.locked_down {

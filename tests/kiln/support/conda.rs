@@ -31,13 +31,18 @@ pub struct ChannelServer {
 }
 
 impl ChannelServer {
+    /// The fixture channel.
     pub fn start() -> ChannelServer {
-        let dir = channel_dir();
+        ChannelServer::serve(&channel_dir())
+    }
+
+    /// Any folder laid out as a channel.
+    pub fn serve(dir: &Path) -> ChannelServer {
         let port = super::free_port();
         let child = Command::new("python3")
             .arg(format!("{}{SERVE_CHANNEL}", env!("CARGO_MANIFEST_DIR")))
             .arg(port.to_string())
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -29,6 +29,7 @@ pub struct GitHttpServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     unauthorized: Arc<AtomicUsize>,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -38,6 +39,8 @@ struct Config {
     username: String,
     password: String,
     unauthorized: Arc<AtomicUsize>,
+    /// Every `user:password` a request carried.
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl GitHttpServer {
@@ -52,11 +55,13 @@ impl GitHttpServer {
         let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
         let stop = Arc::new(AtomicBool::new(false));
         let unauthorized = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let config = Arc::new(Config {
             root,
             username: username.to_string(),
             password: password.to_string(),
             unauthorized: Arc::clone(&unauthorized),
+            seen: Arc::clone(&seen),
         });
         let thread_stop = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -67,6 +72,7 @@ impl GitHttpServer {
             addr,
             stop,
             unauthorized,
+            seen,
             thread: Some(thread),
         }
     }
@@ -79,6 +85,11 @@ impl GitHttpServer {
     /// Number of requests answered 401 so far (for asserting that credentials were needed).
     pub fn unauthorized_count(&self) -> usize {
         self.unauthorized.load(Ordering::SeqCst)
+    }
+
+    /// Every `user:password` that requests carried (Basic authentication), in order.
+    pub fn credentials_seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
     }
 }
 
@@ -294,6 +305,11 @@ fn is_authorized(request: &Request, config: &Config) -> bool {
     let Some(decoded) = base64_decode(credentials.trim()) else {
         return false;
     };
+    config
+        .seen
+        .lock()
+        .unwrap()
+        .push(String::from_utf8_lossy(&decoded).into_owned());
     let expected = format!("{}:{}", config.username, config.password);
     decoded == expected.as_bytes()
 }

@@ -1,10 +1,12 @@
 //! Test support: the real engine, a git server on loopback, repositories made by the tests, and the
 //! kiln binary. A missing component fails the test with the command that starts it.
 
+pub mod browser;
 pub mod conda;
 pub mod git_http;
 pub mod in_process;
 pub mod jupyterhub;
+pub mod redirector;
 pub mod registry_proxy;
 pub mod service;
 

@@ -41,18 +41,33 @@ impl Service {
         Service::start_with(state, &[])
     }
 
+    /// The service with settings for tests (127.0.0.1 allowed on every port, development mode for
+    /// host networking) and `env`, which wins over them.
     pub fn start_with(state: &std::path::Path, env: &[(&str, &str)]) -> Service {
+        Service::spawn(state, env, Stdio::null())
+    }
+
+    /// [`Service::start_with`], its log (standard error) written to `log`.
+    pub fn start_logged(
+        state: &std::path::Path,
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> Service {
+        Service::spawn(state, env, std::fs::File::create(log).unwrap().into())
+    }
+
+    fn spawn(state: &std::path::Path, env: &[(&str, &str)], stderr: Stdio) -> Service {
         let port = free_port();
         let child = kiln()
-            .envs(env.iter().copied())
             .arg("serve")
             .env("KILN_STATE", state)
             .env("KILN_LISTEN", format!("127.0.0.1:{port}"))
             .env("KILN_ALLOWED_HOSTS", "127.0.0.1:*")
             .env("KILN_DEVELOPMENT", "1")
             .env_remove("KILN_IMAGE_PREFIX")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         wait_for_port(port);
