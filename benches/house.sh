@@ -5,7 +5,8 @@
 # files (lines). The two are built one after the other on the same machine, so other work on the
 # machine affects both; the CPU time is the steadier figure.
 # Usage: bash benches/house.sh [BEFORE [AFTER]]   (commits; default: the last commit before the
-#        restructure, d8113c7, and HEAD)
+#        restructure, d8113c7, and HEAD; a BEFORE of - measures AFTER alone, for when the figures
+#        of BEFORE are already in BENCHMARKS.md from the same machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/common.sh
@@ -38,5 +39,5 @@ measure() { # label commit
     rm -rf "$target"
 }
 command -v bc >/dev/null || { echo "needs bc (apt-get install bc)"; exit 1; }
-measure before "$before"
+[ "$before" = "-" ] || measure before "$before"
 measure after "$after"

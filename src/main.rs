@@ -50,31 +50,65 @@ enum Command {
     /// Serve the BinderHub-compatible build API (GET /build/<provider>/<spec>, server-sent events),
     /// launching sessions on a JupyterHub (KILN_HUB_URL) or on the local engine.
     ///
-    /// Settings, from the environment:
+    /// Settings, from the environment (or a TOML file, --config; keys without KILN_, lowercase):
     ///   KILN_LISTEN          address:port to serve on (default 127.0.0.1:8585)
+    ///   KILN_STATE           the SQLite state database (default ~/.local/share/kiln/state.db)
+    ///   KILN_DEVELOPMENT     1 allows KILN_NETWORK=host (builds and sessions then reach every
+    ///                        loopback service of the machine: development machines only)
     ///   KILN_IMAGE_PREFIX    push images under this prefix (default: keep them in the engine)
-    ///   KILN_ALLOWED_HOSTS   comma-separated repository hosts allowed although they resolve to
-    ///                        loopback or private addresses (refused otherwise)
-    ///   KILN_MAX_BUILDS      builds at once; more wait in a queue (default 2)
-    ///   KILN_MAX_SESSIONS    sessions at once (default 8 local; no limit on a hub unless set)
-    ///   KILN_MAX_SESSIONS_PER_REPO  sessions of one repository at once (default: no limit)
-    ///   KILN_LAUNCH_TIMEOUT  seconds a session may take to start (default 600)
     ///   KILN_NETWORK         network of builds and sessions (see kiln --help)
     ///   KILN_CA_BUNDLE       CA bundle trusted during builds (default: SSL_CERT_FILE)
-    ///   KILN_STATE           the SQLite state database (default ~/.local/share/kiln/state.db)
-    ///   KILN_RATE_LIMIT      build requests per client address per hour (default 30; 0: none)
-    ///   KILN_ALLOWED_SPECS   comma-separated <provider>/<spec> patterns (`*` = anything) that may
-    ///                        be built; unset: all
-    ///   KILN_BANNED_SPECS    patterns that are refused
-    ///   KILN_BUILD_TOKEN     when set, build_only=true needs ?build_token= (or a bearer token)
-    ///   KILN_SESSION_IDLE_SECONDS  stop local sessions idle this long (default 3600)
     ///   KILN_JUPYTERHUB_VERSION  jupyterhub-singleuser version put into images (default 6.1.1);
     ///                        its major version must match the hub's
+    ///
+    /// What builds may fetch:
+    ///   KILN_ALLOWED_HOSTS   hosts fetched although they are on loopback or private networks:
+    ///                        host (its ports 22, 80, 443, 9418), host:port, host:* (every port)
+    ///   KILN_GIT_CREDENTIAL_HOSTS  hosts the operator's git credentials (KILN_GIT_USERNAME and
+    ///                        KILN_GIT_PASSWORD, credential helpers, the SSH agent) are used for
+    ///   KILN_MAX_REPO_BYTES  bytes a fetch may bring, checked out (default 1G)
+    ///   KILN_MAX_REPO_FILES  files a repository may have (default 100000)
+    ///   KILN_FETCH_TIMEOUT   seconds a fetch may take (default 300)
+    ///
+    /// Builds:
+    ///   KILN_MAX_BUILDS      builds at once; more wait in a queue (default 2)
+    ///   KILN_MAX_QUEUED_BUILDS  builds waiting; more are refused (default 20)
+    ///   KILN_MAX_BUILDS_PER_CLIENT  builds one client has running or waiting (default 3)
+    ///   KILN_BUILD_MAX_AGE   seconds a build may run before it is stopped (default 3600)
+    ///   KILN_BUILD_MEMORY_LIMIT, KILN_BUILD_CPU_LIMIT  memory and CPUs of a build's steps
+    ///                        (default 4G and 2; the classic builder applies them)
+    ///   KILN_MAX_LOG_LINES   events kept per build (default 20000)
+    ///
+    /// Callers:
+    ///   KILN_RATE_LIMIT      build requests per client per hour (default 30; 0: none)
+    ///   KILN_MAX_STREAMS_PER_CLIENT  event streams a client may hold open (default 20)
+    ///   KILN_TRUSTED_PROXY_HOPS  proxies whose X-Forwarded-For is believed (default 0)
+    ///   KILN_BAN_NETWORKS    CIDR=label,... clients refused with 403
+    ///   KILN_ALLOWED_SPECS   comma-separated <provider>/<spec> patterns (`*` = anything; the
+    ///                        decoded spec, ignoring case) that may be built; unset: all
+    ///   KILN_BANNED_SPECS    patterns that are refused
+    ///   KILN_GITHUB_HOST, KILN_GITLAB_HOST  where gh and gl specs point (default github.com,
+    ///                        gitlab.com): a host name or a URL without a path
+    ///   KILN_BUILD_TOKEN     the operator's token: build_only and the JSON API need it when it is
+    ///                        set; it skips the rate limit, lists every image, cancels builds
+    ///
+    /// Sessions:
+    ///   KILN_MAX_SESSIONS    sessions at once (default 8 local; no limit on a hub unless set)
+    ///   KILN_MAX_SESSIONS_PER_REPO  sessions of one repository at once (default: no limit)
+    ///   KILN_SPEC_CONFIG     pattern=N,... sessions of the specs a pattern matches, instead of
+    ///                        the above (BinderHub's spec_config; the longest match wins)
+    ///   KILN_LAUNCH_TIMEOUT  seconds a session may take to start (default 600)
+    ///   KILN_SESSION_IDLE_SECONDS  stop local sessions idle this long (default 3600)
+    ///   KILN_SESSION_MAX_AGE stop local sessions this old (default 21600)
+    ///   KILN_SESSION_MEMORY_LIMIT, KILN_SESSION_CPU_LIMIT, KILN_SESSION_PIDS_LIMIT
+    ///                        a local session's memory, CPUs, processes (default 2G, 1, 1024)
     ///
     /// Launching on a JupyterHub (see README, Launching on a JupyterHub):
     ///   KILN_HUB_URL         the hub's public address, such as https://hub.example.org/
     ///   KILN_HUB_API_TOKEN   kiln's service token on the hub (both are needed)
     ///   KILN_HUB_API_URL     where kiln reaches the hub's API (default <KILN_HUB_URL>hub/api/)
+    ///   KILN_HUB_SERVICE_NAME  kiln's service name on the hub (default kiln); callers' hub
+    ///                        tokens need access:services!service=<name>
     ///   KILN_HUB_TOKEN_SECONDS  lifetime of the token each launch returns (default 86400)
     ///   KILN_HUB_REAP_SECONDS   how often kiln deletes temporary users whose server is gone
     ///                        (default 60)

@@ -404,13 +404,13 @@ mod tests {
         let mut config = Config::load(None).unwrap();
         config.banned_specs = vec!["gh/evil/*".into()];
         for spec in ["%65vil/repo/HEAD", "EVIL/repo/HEAD", "Evil/Repo/main"] {
-            let parsed = crate::spec::parse("gh", spec).unwrap();
+            let parsed = crate::spec::parse("gh", spec, &Default::default()).unwrap();
             assert!(spec_refused(&config, &parsed).is_some(), "{spec}");
         }
-        let ok = crate::spec::parse("gh", "good/repo/HEAD").unwrap();
+        let ok = crate::spec::parse("gh", "good/repo/HEAD", &Default::default()).unwrap();
         assert!(spec_refused(&config, &ok).is_none());
         config.allowed_specs = vec!["gh/good/*".into()];
-        let other = crate::spec::parse("gh", "other/repo/HEAD").unwrap();
+        let other = crate::spec::parse("gh", "other/repo/HEAD", &Default::default()).unwrap();
         assert!(spec_refused(&config, &other).is_some());
         assert!(spec_refused(&config, &ok).is_none());
     }

@@ -42,6 +42,8 @@ pub struct BuildSettings {
     pub push: Option<PushSettings>,
     /// What fetches may reach and bring, and the operator's credentials with their hosts.
     pub fetch: FetchSettings,
+    /// Memory and CPUs of each build's steps.
+    pub resources: kiln_builder::engine::Resources,
 }
 
 /// Why a build was not started.
@@ -57,6 +59,16 @@ pub enum Refusal {
     TooManyForClient { client: IpAddr, count: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl Refusal {
+    /// 429 for a full queue or a client at its limit, 500 when the state database failed.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            Refusal::QueueFull(_) | Refusal::TooManyForClient { .. } => 429,
+            Refusal::Store(_) => 500,
+        }
+    }
 }
 
 /// Longest line kept in a log (longer ones are cut, with a mark).
@@ -348,10 +360,12 @@ impl Builds {
         let request = BuildRequest {
             source: Some(spec.source.clone()),
             reference: Some(spec.reference.clone()),
+            default_branch_fallback: true,
             push: self.settings.push.clone(),
             ca_bundle: self.settings.ca_bundle.clone(),
             plan_options: self.settings.plan_options.clone(),
             fetch: self.settings.fetch.clone(),
+            resources: self.settings.resources.clone(),
             ..BuildRequest::default()
         };
         let max_age = self.settings.max_age.max(Duration::from_secs(1));
@@ -360,7 +374,7 @@ impl Builds {
         let outcome = match permit {
             None => {
                 let message = "the build was cancelled before it started".to_string();
-                recorder.emit(Event::failed(message.clone()));
+                recorder.emit(Event::failed(500, message.clone()));
                 Err(message)
             }
             Some(_) => tokio::select! {
@@ -370,12 +384,12 @@ impl Builds {
                         "the build ran longer than the limit of {} s and was stopped (KILN_BUILD_MAX_AGE)",
                         max_age.as_secs()
                     );
-                    recorder.emit(Event::failed(message.clone()));
+                    recorder.emit(Event::failed(500, message.clone()));
                     Err(message)
                 }
                 _ = shared.cancel.cancelled() => {
                     let message = "the build was cancelled by the operator".to_string();
-                    recorder.emit(Event::failed(message.clone()));
+                    recorder.emit(Event::failed(500, message.clone()));
                     Err(message)
                 }
             },

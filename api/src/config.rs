@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use kiln_net::AllowList;
 
 use crate::error::ConfigError;
+use crate::spec::ProviderHosts;
 
 /// A secret setting (a token): `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -28,6 +29,13 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(<redacted>)")
     }
+}
+
+/// A session quota for the specs a pattern matches (BinderHub's `spec_config`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecQuota {
+    pub pattern: String,
+    pub quota: usize,
 }
 
 /// A network clients are refused from (BinderHub's `ban_networks`), with the label shown to them.
@@ -125,6 +133,15 @@ pub struct Config {
     pub allowed_specs: Vec<String>,
     /// `KILN_BANNED_SPECS`: `<provider>/<spec>` patterns that are refused.
     pub banned_specs: Vec<String>,
+    /// `KILN_SPEC_CONFIG`: per-spec session quotas, `pattern=N` separated by commas (BinderHub's
+    /// `spec_config` quotas): the pattern that matches a spec (the longest, when several do) sets its
+    /// sessions-per-repository limit instead of `KILN_MAX_SESSIONS_PER_REPO` (0 closes launches of
+    /// it; builds still run).
+    pub spec_config: Vec<SpecQuota>,
+    /// `KILN_GITHUB_HOST`, `KILN_GITLAB_HOST`: where `gh` and `gl` specs point (default github.com
+    /// and gitlab.com): a host name (https) or a URL without a path. A host on a private network
+    /// also needs `KILN_ALLOWED_HOSTS`.
+    pub providers: ProviderHosts,
     /// `KILN_BUILD_TOKEN`: the operator's token. `build_only=true` needs it when it is set; it
     /// skips the rate limit, lists every image and cancels builds.
     pub build_token: Option<Secret>,
@@ -181,6 +198,9 @@ const KEYS: &[&str] = &[
     "ban_networks",
     "allowed_specs",
     "banned_specs",
+    "spec_config",
+    "github_host",
+    "gitlab_host",
     "build_token",
     "hub_url",
     "hub_api_url",
@@ -229,8 +249,12 @@ fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
                 .iter()
                 .map(|(k, v)| {
                     v.as_str()
+                        .map(str::to_string)
+                        .or_else(|| v.as_integer().map(|i| i.to_string()))
                         .map(|v| format!("{k}={v}"))
-                        .ok_or_else(|| in_file(format!("{key} must map strings to strings")))
+                        .ok_or_else(|| {
+                            in_file(format!("{key} must map strings to strings or numbers"))
+                        })
                 })
                 .collect::<Result<Vec<_>, _>>()?
                 .join(","),
@@ -345,6 +369,33 @@ fn ban_networks(entries: Vec<String>) -> Result<Vec<BannedNetwork>, ConfigError>
         .collect()
 }
 
+fn spec_config(entries: Vec<String>) -> Result<Vec<SpecQuota>, ConfigError> {
+    entries
+        .into_iter()
+        .map(|entry| {
+            let invalid = || {
+                ConfigError::Invalid(format!(
+                    "KILN_SPEC_CONFIG: {entry:?} is not pattern=N (a spec pattern and a number of sessions)"
+                ))
+            };
+            let (pattern, quota) = entry.rsplit_once('=').ok_or_else(invalid)?;
+            Ok(SpecQuota {
+                pattern: pattern.trim().to_string(),
+                quota: quota.trim().parse().map_err(|_| invalid())?,
+            })
+        })
+        .collect()
+}
+
+fn provider_host(r: &Reader, k: &str, default: String) -> Result<String, ConfigError> {
+    match r.get(k) {
+        None => Ok(default),
+        Some(v) => {
+            ProviderHosts::base_url(&v).map_err(|e| ConfigError::Invalid(format!("{k}: {e}")))
+        }
+    }
+}
+
 impl Config {
     /// Settings from the environment only.
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -419,6 +470,11 @@ impl Config {
             ban_networks: ban_networks(r.list("KILN_BAN_NETWORKS"))?,
             allowed_specs: r.list("KILN_ALLOWED_SPECS"),
             banned_specs: r.list("KILN_BANNED_SPECS"),
+            spec_config: spec_config(r.list("KILN_SPEC_CONFIG"))?,
+            providers: ProviderHosts {
+                github: provider_host(&r, "KILN_GITHUB_HOST", ProviderHosts::default().github)?,
+                gitlab: provider_host(&r, "KILN_GITLAB_HOST", ProviderHosts::default().gitlab)?,
+            },
             build_token: r.get("KILN_BUILD_TOKEN").map(Secret::new),
             hub_url: r.get("KILN_HUB_URL").map(|u| with_slash(&u)),
             hub_api_url: r.get("KILN_HUB_API_URL").map(|u| with_slash(&u)),
@@ -450,6 +506,34 @@ mod tests {
         assert_eq!(config.max_builds, 5);
         assert_eq!(config.build_memory_limit, 512 << 20);
         assert_eq!(config.ban_networks[0].label, "internal");
+        std::fs::write(
+            &file,
+            "spec_config = { \"gh/course/*\" = 100, \"gh/closed/*\" = \"0\" }\ngitlab_host = \"gitlab.example.org\"\n",
+        )
+        .unwrap();
+        let config = super::Config::load(Some(&file)).unwrap();
+        assert_eq!(
+            config.spec_config,
+            vec![
+                super::SpecQuota {
+                    pattern: "gh/closed/*".into(),
+                    quota: 0
+                },
+                super::SpecQuota {
+                    pattern: "gh/course/*".into(),
+                    quota: 100
+                },
+            ]
+        );
+        assert_eq!(config.providers.gitlab, "https://gitlab.example.org");
+        assert_eq!(config.providers.github, "https://github.com");
+        std::fs::write(&file, "spec_config = { \"gh/x/*\" = \"many\" }\n").unwrap();
+        assert!(
+            super::Config::load(Some(&file))
+                .unwrap_err()
+                .to_string()
+                .contains("KILN_SPEC_CONFIG")
+        );
         std::fs::write(&file, "lisen = 1\n").unwrap();
         assert!(
             super::Config::load(Some(&file))

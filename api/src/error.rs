@@ -44,6 +44,16 @@ pub enum LaunchError {
     Store(#[from] StoreError),
 }
 
+impl LaunchError {
+    /// 429 for a full quota, 500 for everything else (the status of the `failed` event).
+    pub fn status_code(&self) -> u16 {
+        match self {
+            LaunchError::Quota(_) => 429,
+            _ => 500,
+        }
+    }
+}
+
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

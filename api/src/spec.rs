@@ -1,7 +1,7 @@
 //! BinderHub's build specs: `/build/<provider>/<spec>`.
 //!
 //! - `gh`: `<owner>/<repo>/<ref>` (the ref may contain `/`)
-//! - `gl`: `<url-escaped namespace>/<ref>`
+//! - `gl`: `<url-escaped namespace>/<ref>` (on gitlab.com, or the host of `KILN_GITLAB_HOST`)
 //! - `git`: `<url-escaped repository URL>/<ref>`
 //! - `gist`: `<user>/<id>[/<ref>]`
 //!
@@ -45,6 +45,51 @@ impl Spec {
 
 const MAX_SPEC: usize = 2048;
 
+/// Where `gh` and `gl` repositories live: BinderHub's `GitHubRepoProvider.hostname` and
+/// `GitLabRepoProvider.hostname` (GitHub Enterprise, a GitLab of one's own). Each is a URL
+/// without a path (`https://gitlab.example.org`); a bare host name means `https://`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderHosts {
+    pub github: String,
+    pub gitlab: String,
+}
+
+impl Default for ProviderHosts {
+    fn default() -> Self {
+        ProviderHosts {
+            github: "https://github.com".into(),
+            gitlab: "https://gitlab.com".into(),
+        }
+    }
+}
+
+impl ProviderHosts {
+    /// A host setting as the URL repositories are found under: `https://` for a bare name;
+    /// a path, query or credentials are refused.
+    pub fn base_url(setting: &str) -> Result<String, SpecError> {
+        let setting = setting.trim().trim_end_matches('/');
+        let with_scheme = if setting.contains("://") {
+            setting.to_string()
+        } else {
+            format!("https://{setting}")
+        };
+        let url = url::Url::parse(&with_scheme)
+            .map_err(|e| SpecError(format!("{setting:?} is not a host or URL: {e}")))?;
+        let plain = url.host_str().is_some()
+            && url.path().trim_end_matches('/').is_empty()
+            && url.query().is_none()
+            && url.username().is_empty()
+            && url.password().is_none()
+            && ["https", "http", "git", "ssh"].contains(&url.scheme());
+        if !plain {
+            return Err(SpecError(format!(
+                "{setting:?} must be a host name or a URL without a path or credentials (https, http, git or ssh)"
+            )));
+        }
+        Ok(with_scheme)
+    }
+}
+
 fn decode(s: &str) -> Result<String, SpecError> {
     percent_decode_str(s)
         .decode_utf8()
@@ -85,7 +130,7 @@ fn namespace(part: &str) -> Result<String, SpecError> {
     Ok(decoded)
 }
 
-pub fn parse(provider: &str, raw: &str) -> Result<Spec, SpecError> {
+pub fn parse(provider: &str, raw: &str, hosts: &ProviderHosts) -> Result<Spec, SpecError> {
     if raw.len() > MAX_SPEC {
         return Err(SpecError(format!(
             "the spec is longer than {MAX_SPEC} characters"
@@ -104,7 +149,8 @@ pub fn parse(provider: &str, raw: &str) -> Result<Spec, SpecError> {
             }
             (
                 format!(
-                    "https://github.com/{}/{}",
+                    "{}/{}/{}",
+                    hosts.github,
                     name(parts[0], "GitHub owner")?,
                     name(parts[1], "GitHub repository")?
                 ),
@@ -118,7 +164,7 @@ pub fn parse(provider: &str, raw: &str) -> Result<Spec, SpecError> {
                 ));
             }
             (
-                format!("https://gitlab.com/{}", namespace(parts[0])?),
+                format!("{}/{}", hosts.gitlab, namespace(parts[0])?),
                 decode(&parts[1..].join("/"))?,
             )
         }
@@ -248,22 +294,46 @@ pub async fn check_reachable(repo_url: &str, policy: &Policy) -> Result<(), Spec
 mod tests {
     use super::*;
 
+    fn p(provider: &str, raw: &str) -> Result<Spec, SpecError> {
+        parse(provider, raw, &ProviderHosts::default())
+    }
+
     #[test]
     fn providers() {
-        let s = parse("gh", "binder-examples/octave/feature/x").unwrap();
+        let s = p("gh", "binder-examples/octave/feature/x").unwrap();
         assert_eq!(s.repo_url, "https://github.com/binder-examples/octave");
         assert_eq!(s.reference, "feature/x");
-        let s = parse("git", "git%3A%2F%2F127.0.0.1%3A9418%2Frepo/HEAD").unwrap();
+        let s = p("git", "git%3A%2F%2F127.0.0.1%3A9418%2Frepo/HEAD").unwrap();
         assert_eq!(s.repo_url, "git://127.0.0.1:9418/repo");
         assert_eq!(s.reference, "HEAD");
         assert_eq!(s.decoded, "git://127.0.0.1:9418/repo/HEAD");
-        let s = parse("gl", "group%2Fproject/main").unwrap();
+        let s = p("gl", "group%2Fproject/main").unwrap();
         assert_eq!(s.repo_url, "https://gitlab.com/group/project");
-        assert!(parse("zz", "a/b/c").is_err());
-        assert!(parse("gh", "a/../c").is_err());
-        assert!(parse("git", "file%3A%2F%2F%2Fetc/HEAD").is_err());
-        assert!(parse("git", "%2Fetc%2Fpasswd/HEAD").is_err());
-        assert!(parse("gh", "only-owner").is_err());
+        assert!(p("zz", "a/b/c").is_err());
+        assert!(p("gh", "a/../c").is_err());
+        assert!(p("git", "file%3A%2F%2F%2Fetc/HEAD").is_err());
+        assert!(p("git", "%2Fetc%2Fpasswd/HEAD").is_err());
+        assert!(p("gh", "only-owner").is_err());
+    }
+
+    #[test]
+    fn gitlab_and_github_on_hosts_of_ones_own() {
+        let hosts = ProviderHosts {
+            github: ProviderHosts::base_url("github.example.org").unwrap(),
+            gitlab: ProviderHosts::base_url("git://127.0.0.1:9418/").unwrap(),
+        };
+        let s = parse("gl", "group%2Fproject/main", &hosts).unwrap();
+        assert_eq!(s.repo_url, "git://127.0.0.1:9418/group/project");
+        let s = parse("gh", "o/r/HEAD", &hosts).unwrap();
+        assert_eq!(s.repo_url, "https://github.example.org/o/r");
+        for bad in [
+            "https://gitlab.example.org/some/path",
+            "https://user:pw@gitlab.example.org",
+            "file:///srv/git",
+            "https://h.example?x=1",
+        ] {
+            assert!(ProviderHosts::base_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -277,13 +347,13 @@ mod tests {
             ("git", "https%3A%2F%2Fh.example%2Fok%2F..%2Fevil/HEAD"),
             ("gh", "ok/r/main%2F..%2F..%2Fx"),
         ] {
-            assert!(parse(provider, spec).is_err(), "{provider}/{spec}");
+            assert!(p(provider, spec).is_err(), "{provider}/{spec}");
         }
     }
 
     #[test]
     fn credentials_are_split_off_the_spec() {
-        let s = parse(
+        let s = p(
             "git",
             "https%3A%2F%2Falice%3As3cret-token%40git.example%2Fteam%2Frepo.git/main",
         )
@@ -296,7 +366,7 @@ mod tests {
             );
         }
         assert_eq!(s.repo_url, "https://git.example/team/repo.git");
-        assert!(!parse("gh", "o/r/HEAD").unwrap().private());
+        assert!(!p("gh", "o/r/HEAD").unwrap().private());
     }
 
     #[tokio::test]

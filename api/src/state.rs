@@ -56,6 +56,13 @@ impl AppState {
             ca_bundle: config.ca_bundle.clone(),
             push,
             fetch: fetch_settings(&config)?,
+            resources: kiln_builder::engine::Resources {
+                memory: i64::try_from(config.build_memory_limit)
+                    .ok()
+                    .filter(|m| *m > 0),
+                nano_cpus: Some((config.build_cpu_limit * 1e9) as i64).filter(|c| *c > 0),
+                ..Default::default()
+            },
         };
         let builds = Arc::new(Builds::new(
             engine.clone(),

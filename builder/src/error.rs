@@ -88,6 +88,20 @@ pub enum BuildError {
 }
 
 impl BuildError {
+    /// The HTTP status that says what kind of failure this is, for the service's `failed` events:
+    /// 400 the request is wrong, 403 refused by a policy or a limit on what may be fetched, 404
+    /// nothing to build there, 500 the build itself failed.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            BuildError::BadSource { .. } | BuildError::Invalid(_) => 400,
+            BuildError::Refused { .. }
+            | BuildError::Authentication { .. }
+            | BuildError::TooLarge { .. } => 403,
+            BuildError::UnknownRef { .. } | BuildError::Unreachable { .. } => 404,
+            _ => 500,
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         BuildError::Io {
             context: context.into(),

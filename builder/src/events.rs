@@ -14,6 +14,10 @@ pub enum Phase {
     Launching,
     Ready,
     Failed,
+    /// A phase this version does not know (an event stored by a newer kiln, say): BinderHub's
+    /// `unknown`, which clients show as a log line.
+    #[serde(other)]
+    Unknown,
 }
 
 impl Phase {
@@ -27,6 +31,7 @@ impl Phase {
             Phase::Launching => "launching",
             Phase::Ready => "ready",
             Phase::Failed => "failed",
+            Phase::Unknown => "unknown",
         }
     }
 }
@@ -42,6 +47,10 @@ pub struct Event {
     /// A hub's spawn progress (0 to 100), on `launching` events relayed from it.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub progress: Option<u64>,
+    /// On `failed`: the HTTP status that says what kind of failure it was (400 a bad request, 403
+    /// refused, 404 not found, 429 a limit, 500 a failed build or launch), as BinderHub sends it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status_code: Option<u16>,
     /// Where the session is, on `ready` after a launch.
     #[serde(flatten, default)]
     pub ready: Option<Ready>,
@@ -87,6 +96,7 @@ impl Event {
             message,
             image_name: None,
             progress: None,
+            status_code: None,
             ready: None,
         }
     }
@@ -123,8 +133,12 @@ impl Event {
         }
     }
 
-    pub fn failed(message: impl Into<String>) -> Self {
-        Event::new(Phase::Failed, message)
+    /// `failed`, with the status that says what kind of failure.
+    pub fn failed(status_code: u16, message: impl Into<String>) -> Self {
+        Event {
+            status_code: Some(status_code),
+            ..Event::new(Phase::Failed, message)
+        }
     }
 }
 
@@ -174,5 +188,19 @@ mod tests {
                 .unwrap();
         assert_eq!(plain.ready, None);
         assert!(!format!("{ready:?}").contains("token: \"t\""));
+    }
+
+    #[test]
+    fn failures_carry_a_status_code_and_unknown_phases_are_kept() {
+        let failed = serde_json::to_value(Event::failed(404, "no such ref")).unwrap();
+        assert_eq!(
+            failed,
+            serde_json::json!({"phase": "failed", "message": "no such ref\n", "status_code": 404})
+        );
+        let other: Event =
+            serde_json::from_value(serde_json::json!({"phase": "frobbing", "message": "x\n"}))
+                .unwrap();
+        assert_eq!(other.phase, Phase::Unknown);
+        assert_eq!(serde_json::to_value(&other).unwrap()["phase"], "unknown");
     }
 }

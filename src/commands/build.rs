@@ -186,6 +186,7 @@ impl BuildArgs {
         let request = BuildRequest {
             source: Some(source),
             reference: self.reference.clone(),
+            default_branch_fallback: false,
             image_name: self.image_name.clone(),
             plan_options: self.plan.options(),
             build_args: self.build_args.iter().cloned().collect::<BTreeMap<_, _>>(),
@@ -207,6 +208,7 @@ impl BuildArgs {
             push,
             locked: self.locked.clone(),
             conda: None,
+            resources: Default::default(),
         };
         kiln_builder::build(engine, Arc::new(LibGit), request, output).await
     }

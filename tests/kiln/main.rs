@@ -9,6 +9,7 @@
 
 mod support;
 
+mod binderhub_routes;
 mod cli;
 mod conda_build;
 mod engine_features;

@@ -66,8 +66,9 @@ pub fn quota_refusal(
     hub: bool,
     running: &[String],
     image: &str,
-    repo_url: &str,
+    spec: &Spec,
 ) -> Option<String> {
+    let repo_url = &spec.repo_url;
     let max_total = if hub {
         config.max_sessions
     } else {
@@ -81,7 +82,7 @@ pub fn quota_refusal(
             running.len()
         ));
     }
-    if let Some(max) = config.max_sessions_per_repo {
+    if let Some(max) = sessions_per_repo(config, spec) {
         let same = running
             .iter()
             .filter(|i| repository(i) == repository(image))
@@ -93,6 +94,19 @@ pub fn quota_refusal(
         }
     }
     None
+}
+
+/// The sessions-per-repository limit for a spec: from the longest `KILN_SPEC_CONFIG` pattern that
+/// matches it, else `KILN_MAX_SESSIONS_PER_REPO`.
+fn sessions_per_repo(config: &Config, spec: &Spec) -> Option<usize> {
+    let name = format!("{}/{}", spec.provider, spec.decoded);
+    config
+        .spec_config
+        .iter()
+        .filter(|q| crate::admission::matches_pattern(&q.pattern, &name))
+        .max_by_key(|q| q.pattern.len())
+        .map(|q| q.quota)
+        .or(config.max_sessions_per_repo)
 }
 
 /// What BinderHub tells a session and its client about the launch: `repo_url` and the `binder_*`
@@ -340,8 +354,7 @@ impl Launchers {
                     LaunchError::Quota(format!("cannot check the session quotas: {e}"))
                 })?,
             };
-            if let Some(refusal) =
-                quota_refusal(config, self.hub.is_some(), &running, image, &spec.repo_url)
+            if let Some(refusal) = quota_refusal(config, self.hub.is_some(), &running, image, spec)
             {
                 return Err(LaunchError::Quota(refusal));
             }
@@ -390,6 +403,39 @@ mod tests {
         c
     }
 
+    fn spec(repo: &str) -> Spec {
+        crate::spec::parse(
+            "gh",
+            &format!("o/{repo}/HEAD"),
+            &crate::spec::ProviderHosts::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn spec_config_overrides_the_quota_per_repository() {
+        let mut c = config();
+        c.spec_config = vec![
+            crate::config::SpecQuota {
+                pattern: "gh/o/*".into(),
+                quota: 5,
+            },
+            crate::config::SpecQuota {
+                pattern: "gh/o/closed/*".into(),
+                quota: 0,
+            },
+        ];
+        c.max_sessions = None;
+        let three: Vec<String> = (0..3).map(|i| format!("r/a:{i}")).collect();
+        // The default (2) would refuse a third; gh/o/* allows five.
+        assert!(quota_refusal(&c, true, &three, "r/a:9", &spec("a")).is_none());
+        // The longer pattern wins: closed to launches.
+        let refusal = quota_refusal(&c, true, &[], "r/closed:1", &spec("closed")).unwrap();
+        assert!(refusal.contains("(0 of 0)"), "{refusal}");
+        c.spec_config.clear();
+        assert!(quota_refusal(&c, true, &three, "r/a:9", &spec("a")).is_some());
+    }
+
     #[test]
     fn repositories_ignore_tags_and_digests() {
         assert_eq!(
@@ -407,21 +453,21 @@ mod tests {
     fn quotas_total_and_per_repository() {
         let c = config();
         let running = vec!["r/a:1".to_string(), "r/a:2".to_string()];
-        let refusal = quota_refusal(&c, true, &running, "r/a:3", "https://h/a").unwrap();
+        let refusal = quota_refusal(&c, true, &running, "r/a:3", &spec("a")).unwrap();
         assert!(
-            refusal.contains("Too many sessions of https://h/a are running (2 of 2)"),
+            refusal.contains("Too many sessions of https://github.com/o/a are running (2 of 2)"),
             "{refusal}"
         );
-        assert!(quota_refusal(&c, true, &running, "r/b:1", "https://h/b").is_none());
+        assert!(quota_refusal(&c, true, &running, "r/b:1", &spec("b")).is_none());
         let full = vec!["x:1".to_string(), "y:1".to_string(), "z:1".to_string()];
-        let refusal = quota_refusal(&c, true, &full, "r/b:1", "https://h/b").unwrap();
+        let refusal = quota_refusal(&c, true, &full, "r/b:1", &spec("b")).unwrap();
         assert!(refusal.contains("(3 of 3)"), "{refusal}");
         let mut open = c.clone();
         open.max_sessions = None;
         open.max_sessions_per_repo = None;
-        assert!(quota_refusal(&open, true, &full, "x:2", "u").is_none());
+        assert!(quota_refusal(&open, true, &full, "x:2", &spec("x")).is_none());
         // Local sessions have a default cap of 8.
         let eight: Vec<String> = (0..8).map(|i| format!("i:{i}")).collect();
-        assert!(quota_refusal(&open, false, &eight, "j:1", "u").is_some());
+        assert!(quota_refusal(&open, false, &eight, "j:1", &spec("j")).is_some());
     }
 }

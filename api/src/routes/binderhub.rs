@@ -1,5 +1,6 @@
 //! BinderHub's API: `GET /build/<provider>/<spec>` streams the build's events, then launches the
-//! image (or, with `build_only`, ends on `ready` with the image's name).
+//! image (or, with `build_only`, ends on `ready` with the image's name); `GET /api/repoproviders`
+//! describes the providers for forms that build specs (BinderHub's page, fancy-profiles).
 
 use std::sync::Arc;
 
@@ -20,7 +21,84 @@ use crate::sse;
 use crate::state::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/build/{provider}/{*spec}", get(build))
+    Router::new()
+        .route("/build/{provider}/{*spec}", get(build))
+        .route("/api/repoproviders", get(repo_providers))
+}
+
+/// The providers kiln serves, as BinderHub describes them to its clients: an id, a name, a pattern
+/// a spec must match, one that finds the repository in a pasted URL, the labels of the form's
+/// fields, and whether the repository part is URL-escaped in the spec.
+async fn repo_providers(State(state): State<Arc<AppState>>) -> Response {
+    let hosts = &state.config.providers;
+    let provider = |id: &str,
+                    name: &str,
+                    validate: &str,
+                    detect: String,
+                    label: &str,
+                    placeholder: &str,
+                    url_encode: bool| {
+        serde_json::json!({
+            "id": id,
+            "displayName": name,
+            "spec": {"validateRegex": validate},
+            "detect": {"regex": detect},
+            "repo": {"label": label, "placeholder": placeholder, "urlEncode": url_encode},
+            "ref": {"enabled": true, "default": "HEAD"},
+        })
+    };
+    let url_prefix = |base: &str| format!("^({}/)?(?<repo>.*[^/])/?", regex_escape(base));
+    let github = hosts.github.split_once("://").map_or("", |(_, h)| h);
+    let gitlab = hosts.gitlab.split_once("://").map_or("", |(_, h)| h);
+    axum::Json(serde_json::json!([
+        provider(
+            "gh",
+            "GitHub",
+            "[^/]+/[^/]+/.+",
+            url_prefix(&hosts.github),
+            &format!("Repository on {github}: owner/name, or its URL"),
+            "owner/name",
+            false,
+        ),
+        provider(
+            "gist",
+            "GitHub Gist",
+            "[^/]+/[^/]+(/[^/]+)?",
+            url_prefix("https://gist.github.com"),
+            "Gist: user/id, or its URL",
+            "user/id",
+            false,
+        ),
+        provider(
+            "gl",
+            "GitLab",
+            "[^/]+/.+",
+            url_prefix(&hosts.gitlab),
+            &format!("Project on {gitlab}: group/project, or its URL"),
+            "group/project",
+            true,
+        ),
+        provider(
+            "git",
+            "Git repository",
+            "[^/]+/.+",
+            "^(?<repo>.+)".to_string(),
+            "URL of any git repository (https, http, git or ssh)",
+            "https://git.example.org/team/project.git",
+            true,
+        ),
+    ]))
+    .into_response()
+}
+
+/// `text` matched literally in a regular expression.
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let special = "\\.^$|?*+()[]{}/".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -59,10 +137,10 @@ async fn build(
     };
     let (tx, rx) = mpsc::channel::<SseEvent>(256);
     // A spec that cannot be parsed is a `failed` event (BinderHub's client shows those, not bodies).
-    let spec = match spec::parse(provider, raw_spec) {
+    let spec = match spec::parse(provider, raw_spec, &state.config.providers) {
         Ok(spec) => spec,
         Err(e) => {
-            let _ = tx.try_send(sse::data(&Event::failed(e.to_string())));
+            let _ = tx.try_send(sse::data(&Event::failed(400, e.to_string())));
             return sse::stream(rx);
         }
     };
@@ -108,18 +186,18 @@ async fn stream_build(
     };
     let spec = &request.spec;
     if let Err(e) = spec::check_reachable(&spec.repo_url, state.builds.policy()).await {
-        return send(Event::failed(e.to_string())).await;
+        return send(Event::failed(403, e.to_string())).await;
     }
     // A launch needs a session: when none is free, nothing is built for it (as BinderHub checks
     // its quota before building).
     if !request.build_only
         && let Some(refusal) = state.launchers.total_quota_refusal().await
     {
-        return send(Event::failed(refusal)).await;
+        return send(Event::failed(429, refusal)).await;
     }
     let shared = match state.builds.build(spec, request.caller.address).await {
         Ok(shared) => shared,
-        Err(e) => return send(Event::failed(e.to_string())).await,
+        Err(e) => return send(Event::failed(e.status_code(), e.to_string())).await,
     };
     let mut from = 0;
     let mut image = None;
@@ -137,7 +215,7 @@ async fn stream_build(
         }
     }
     let Some(image) = image.or_else(|| shared.image()) else {
-        return send(Event::failed("the build ended without an image")).await;
+        return send(Event::failed(500, "the build ended without an image")).await;
     };
     if request.build_only {
         return send(Event::ready_built(
@@ -169,6 +247,6 @@ async fn stream_build(
     let _ = relay.await;
     match result {
         Ok(ready) => send(Event::ready(ready)).await,
-        Err(e) => send(Event::failed(e.to_string())).await,
+        Err(e) => send(Event::failed(e.status_code(), e.to_string())).await,
     }
 }

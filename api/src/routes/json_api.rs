@@ -14,7 +14,6 @@ use tokio::sync::mpsc;
 
 use super::api_error;
 use crate::admission::{Caller, admit, open_stream, spec_refused};
-use crate::builds::Refusal;
 use crate::spec;
 use crate::sse;
 use crate::state::AppState;
@@ -44,7 +43,7 @@ async fn start_build(
     if let Err(response) = admit(&state, &caller, true) {
         return *response;
     }
-    let spec = match spec::parse(&request.provider, &request.spec) {
+    let spec = match spec::parse(&request.provider, &request.spec, &state.config.providers) {
         Ok(spec) => spec,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
@@ -56,10 +55,11 @@ async fn start_build(
     }
     let shared = match state.builds.build(&spec, caller.address).await {
         Ok(shared) => shared,
-        Err(e @ (Refusal::QueueFull(_) | Refusal::TooManyForClient { .. })) => {
-            return api_error(StatusCode::TOO_MANY_REQUESTS, e.to_string());
+        Err(e) => {
+            let status =
+                StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return api_error(status, e.to_string());
         }
-        Err(e) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let id = &shared.id;
     (

@@ -22,11 +22,15 @@ pub struct Checkout {
     _workdir: Option<tempfile::TempDir>,
 }
 
-/// Resolve a git source's ref to a commit (`None` for a local folder).
+/// Resolve a git source's ref to a commit (`None` for a local folder). With
+/// `default_branch_fallback`, a `master` or `main` that the repository does not have is retried as
+/// `HEAD` (its default branch), with a `waiting` event saying so, as BinderHub keeps old links
+/// working.
 pub async fn resolve(
     git: &Arc<dyn GitBackend>,
     source: &Source,
     reference: Option<&str>,
+    default_branch_fallback: bool,
     settings: &FetchSettings,
     sink: &mut dyn EventSink,
 ) -> Result<Option<Resolved>, BuildError> {
@@ -41,17 +45,37 @@ pub async fn resolve(
             git_source.url
         ),
     ));
-    let (git, git_source, reference, settings) = (
-        git.clone(),
-        git_source.clone(),
-        reference.map(str::to_string),
-        settings.clone(),
-    );
-    let resolved = tokio::task::spawn_blocking(move || {
-        git.resolve(&git_source, reference.as_deref(), &settings)
-    })
-    .await
-    .map_err(|e| BuildError::Invalid(format!("ref resolution stopped: {e}")))??;
+    let resolve = |reference: Option<&str>| {
+        let (git, git_source, reference, settings) = (
+            git.clone(),
+            git_source.clone(),
+            reference.map(str::to_string),
+            settings.clone(),
+        );
+        async move {
+            tokio::task::spawn_blocking(move || {
+                git.resolve(&git_source, reference.as_deref(), &settings)
+            })
+            .await
+            .map_err(|e| BuildError::Invalid(format!("ref resolution stopped: {e}")))?
+        }
+    };
+    let resolved = match resolve(reference).await {
+        Err(BuildError::UnknownRef { .. })
+            if default_branch_fallback && matches!(reference, Some("master" | "main")) =>
+        {
+            sink.emit(Event::new(
+                Phase::Waiting,
+                format!(
+                    "{} has no branch {:?}; trying HEAD (its default branch) instead. Please update your links: HEAD always names the default branch",
+                    git_source.url,
+                    reference.unwrap_or_default()
+                ),
+            ));
+            resolve(None).await?
+        }
+        other => other?,
+    };
     sink.emit(Event::new(
         Phase::Fetching,
         format!("Resolved to commit {}", resolved.commit),

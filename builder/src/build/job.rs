@@ -299,6 +299,7 @@ impl<'a> Job<'a> {
                     no_cache: self.request.no_cache,
                     target: target.map(String::from),
                     credentials,
+                    resources: self.request.resources.clone(),
                 },
                 sink,
             )

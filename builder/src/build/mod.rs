@@ -43,6 +43,9 @@ pub use strategy::{Facts, Strategy, decide};
 pub struct BuildRequest {
     pub source: Option<Source>,
     pub reference: Option<String>,
+    /// A `master` or `main` the repository lacks is retried as `HEAD` (the service does this, as
+    /// BinderHub does, so that old links keep working; the CLI builds what it is told).
+    pub default_branch_fallback: bool,
     /// The image name; by default `kiln/<slug>:<commit>` (a content hash for a local folder), or the
     /// BinderHub-compatible registry name when pushing.
     pub image_name: Option<String>,
@@ -54,6 +57,8 @@ pub struct BuildRequest {
     pub ca_bundle: Option<PathBuf>,
     /// What fetches may reach and bring, and whose credentials they may use.
     pub fetch: FetchSettings,
+    /// Memory and CPUs of the build's steps (where the engine applies them: the classic builder).
+    pub resources: crate::engine::Resources,
     pub push: Option<PushSettings>,
     /// Install the conda lock stored in this image instead of solving (`--locked IMAGE`).
     pub locked: Option<String>,
@@ -68,6 +73,7 @@ impl std::fmt::Debug for BuildRequest {
         f.debug_struct("BuildRequest")
             .field("source", &self.source)
             .field("reference", &self.reference)
+            .field("default_branch_fallback", &self.default_branch_fallback)
             .field("image_name", &self.image_name)
             .field("build_args", &self.build_args.keys().collect::<Vec<_>>())
             .field("labels", &self.labels)
@@ -114,7 +120,7 @@ pub async fn build(
             Ok(built)
         }
         Err(error) => {
-            sink.emit(Event::new(Phase::Failed, error.to_string()));
+            sink.emit(Event::failed(error.status_code(), error.to_string()));
             Err(error)
         }
     }
@@ -137,6 +143,7 @@ async fn run(
         &git,
         &source,
         request.reference.as_deref(),
+        request.default_branch_fallback,
         &request.fetch,
         sink,
     )

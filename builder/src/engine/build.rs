@@ -23,6 +23,9 @@ pub struct EngineBuild {
     pub target: Option<String>,
     /// Registry credentials for pulling base images, by registry host.
     pub credentials: Option<HashMap<String, bollard::auth::DockerCredentials>>,
+    /// Memory and CPUs of the build's steps. The classic builder applies them; BuildKit takes no
+    /// per-build limits through the engine's API (bound the engine's BuildKit instead: README).
+    pub resources: super::Resources,
 }
 
 impl std::fmt::Debug for EngineBuild {
@@ -35,6 +38,7 @@ impl std::fmt::Debug for EngineBuild {
             .field("build_args", &self.build_args.keys().collect::<Vec<_>>())
             .field("no_cache", &self.no_cache)
             .field("target", &self.target)
+            .field("resources", &self.resources)
             .field(
                 "credentials",
                 &self.credentials.as_ref().map(|c| {
@@ -80,6 +84,20 @@ impl Engine {
             },
             session: self.buildkit.then_some(session),
             target: build.target.clone().unwrap_or_default(),
+            // The API takes 32-bit numbers: a limit above 2 GiB is 2 GiB for the classic builder.
+            memory: build
+                .resources
+                .memory
+                .map(|m| i32::try_from(m).unwrap_or(i32::MAX)),
+            memswap: build
+                .resources
+                .memory
+                .map(|m| i32::try_from(m).unwrap_or(i32::MAX)),
+            cpuperiod: build.resources.nano_cpus.map(|_| 100_000),
+            cpuquota: build
+                .resources
+                .nano_cpus
+                .map(|n| i32::try_from(n / 10_000).unwrap_or(i32::MAX)),
             ..Default::default()
         };
         let mut stream = self.docker.build_image(

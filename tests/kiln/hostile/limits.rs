@@ -201,3 +201,48 @@ fn a_flood_of_log_lines_is_cut_at_the_limit() {
     );
     remove_image(events.last().unwrap()["imageName"].as_str().unwrap());
 }
+
+/// The classic builder applies per-build limits (BuildKit takes none through the engine's API; the
+/// README says how to bound it): a step that eats memory is stopped.
+#[test]
+fn a_build_step_that_eats_memory_is_stopped_at_the_build_memory_limit() {
+    require_engine();
+    let server = GitServer::start();
+    server.commit(
+        "hungry",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {}\nRUN echo {} && perl -e '$x = \"a\" x (400 * 1024 * 1024); print length $x'\n",
+                kiln_buildpacks::options::DEFAULT_BASE_IMAGE,
+                unique("hungry")
+            ),
+        )],
+        "eats 400 MiB",
+    );
+    let state = tempfile::tempdir().unwrap();
+    // With room enough, the step runs (the control).
+    let roomy = Service::start_with(
+        &state.path().join("roomy.db"),
+        &[("KILN_BUILDKIT", "0"), ("KILN_BUILD_MEMORY_LIMIT", "1G")],
+    );
+    let events = build_events(
+        &roomy,
+        &server.url("hungry"),
+        "?build_only=true&build_token=",
+    );
+    assert_eq!(events.last().unwrap()["phase"], "ready", "{events:?}");
+    remove_image(events.last().unwrap()["imageName"].as_str().unwrap());
+    drop(roomy);
+    let service = Service::start_with(
+        &state.path().join("state.db"),
+        &[("KILN_BUILDKIT", "0"), ("KILN_BUILD_MEMORY_LIMIT", "96M")],
+    );
+    let message = failure(&build_events(
+        &service,
+        &server.url("hungry"),
+        "?build_only=true",
+    ));
+    // Killed by the kernel's OOM killer: exit code 137.
+    assert!(message.contains("137"), "{message}");
+}

@@ -73,7 +73,7 @@ impl ContainerEngine for ScriptedEngine {
                 })
             }
             Err(message) => {
-                sink.emit(Event::failed(message.clone()));
+                sink.emit(Event::failed(500, message.clone()));
                 Err(BuildError::Invalid(message.clone()))
             }
         }
