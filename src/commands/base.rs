@@ -11,6 +11,11 @@ use crate::output::Output;
 #[derive(Subcommand)]
 pub enum BaseCommand {
     /// Make the default base image locally (debootstrap, then import) unless the engine has it.
+    ///
+    /// The image is trimmed of what sessions never read: documentation (but each package's
+    /// copyright), manual pages, translations, and apt's package lists and caches; dpkg is set to
+    /// leave them out of packages installed later too. An image made by an earlier kiln, or with
+    /// the other choice of --keep-docs, is made again.
     Bootstrap {
         /// Name of the image to make.
         #[arg(long, env = "KILN_BASE_IMAGE", default_value = kiln_buildpacks::options::DEFAULT_BASE_IMAGE)]
@@ -21,6 +26,10 @@ pub enum BaseCommand {
         /// Debian mirror.
         #[arg(long, default_value = "http://deb.debian.org/debian")]
         mirror: String,
+        /// Keep documentation, manual pages and translations (in the base and in the packages
+        /// installed on it).
+        #[arg(long)]
+        keep_docs: bool,
         /// Print events as JSON lines.
         #[arg(long)]
         json_logs: bool,
@@ -33,6 +42,7 @@ impl BaseCommand {
             image,
             suite,
             mirror,
+            keep_docs,
             json_logs,
         } = self;
         let mut output = Output::new(json_logs);
@@ -43,6 +53,7 @@ impl BaseCommand {
                 image,
                 suite,
                 mirror,
+                keep_docs,
             },
             &mut output,
         )

@@ -115,3 +115,47 @@ fn base_bootstrap_does_nothing_when_the_image_exists() {
         "{last}"
     );
 }
+
+/// `kiln base bootstrap` (which `bash tests/run.sh` runs) trims the base image: no documentation but
+/// copyrights, no manual pages or translations, no package lists; the label says so.
+#[test]
+fn the_base_image_is_trimmed_of_what_sessions_never_read() {
+    require_engine();
+    let base = kiln_buildpacks::options::DEFAULT_BASE_IMAGE;
+    let label = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"io.kiln.base.trimmed\"}}",
+        base,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&label.stdout).trim(),
+        "true",
+        "{base} was not made trimmed: run kiln base bootstrap"
+    );
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        base,
+        "sh",
+        "-c",
+        "find /usr/share/doc -type f ! -name copyright | wc -l; \
+         find /usr/share/man /usr/share/info -type f | wc -l; \
+         ls /usr/share/locale; \
+         ls /var/lib/apt/lists; \
+         test -e /usr/share/doc/bash/copyright && echo copyright-kept; \
+         cat /etc/dpkg/dpkg.cfg.d/kiln-trim | grep -c path-exclude",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        lines,
+        // (minbase has no locale.alias to keep, and apt's lists hold only their empty `partial`)
+        ["0", "0", "partial", "copyright-kept", "5"],
+        "{text}"
+    );
+}

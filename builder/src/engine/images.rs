@@ -174,6 +174,7 @@ impl Engine {
         &self,
         repo: &str,
         tag: &str,
+        labels: &[(&str, &str)],
         tar: impl Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
     ) -> Result<(), BuildError> {
         let mut stream = self.docker.create_image(
@@ -181,6 +182,10 @@ impl Engine {
                 from_src: Some("-".into()),
                 repo: Some(repo.into()),
                 tag: Some(tag.into()),
+                changes: labels
+                    .iter()
+                    .map(|(k, v)| format!("LABEL {k}={v}"))
+                    .collect(),
                 ..Default::default()
             }),
             Some(bollard::body_try_stream(tar)),

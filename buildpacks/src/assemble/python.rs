@@ -206,6 +206,9 @@ pub fn runtime_and_jupyter(p: &mut Planner, version: &str) {
         ("UV_PYTHON_INSTALL_DIR", "/srv/python"),
         ("UV_LINK_MODE", "copy"),
         ("UV_PYTHON_DOWNLOADS", "automatic"),
+        // Bytecode compiled at install time, so that a new session does not compile Jupyter's
+        // imports again (and writes nothing into the environment).
+        ("UV_COMPILE_BYTECODE", "1"),
     ] {
         p.env.insert(k.into(), v.into());
     }
@@ -243,6 +246,18 @@ pub fn runtime_and_jupyter(p: &mut Planner, version: &str) {
         commands: vec![
             argv(&["uv", "venv", "--seed", "--python", version, VENV]),
             uv_pip_install(&jupyter),
+            // uv compiles what it installs, not what `--seed` put there (pip, setuptools,
+            // packaging, which Jupyter imports at start): compile the rest (compileall skips
+            // what is compiled already).
+            argv(&[
+                &format!("{VENV}/bin/python"),
+                "-m",
+                "compileall",
+                "-q",
+                "-j",
+                "0",
+                &format!("{VENV}/lib"),
+            ]),
         ],
         env: BTreeMap::new(),
         caches: vec![Cache::Uv],
