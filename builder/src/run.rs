@@ -15,6 +15,12 @@ pub struct RunRequest {
     pub port: u16,
     pub token: String,
     pub resources: Resources,
+    /// More environment variables, `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// More ports to publish: (container port, host port), on 127.0.0.1.
+    pub publish: Vec<(u16, u16)>,
+    /// Bind mounts, `HOST:CONTAINER[:ro]`.
+    pub binds: Vec<String>,
 }
 
 impl std::fmt::Debug for RunRequest {
@@ -25,6 +31,16 @@ impl std::fmt::Debug for RunRequest {
             .field("port", &self.port)
             .field("token", &"<redacted>")
             .field("resources", &self.resources)
+            .field(
+                "env",
+                &self
+                    .env
+                    .iter()
+                    .map(|e| e.split('=').next().unwrap_or_default())
+                    .collect::<Vec<_>>(),
+            )
+            .field("publish", &self.publish)
+            .field("binds", &self.binds)
             .finish()
     }
 }
@@ -38,6 +54,9 @@ impl RunRequest {
             port: free_port()?,
             token: crate::random::hex(16)?,
             resources: Resources::default(),
+            env: Vec::new(),
+            publish: Vec::new(),
+            binds: Vec::new(),
         })
     }
 
@@ -90,8 +109,15 @@ impl Session {
             name: format!("kiln-run-{}", crate::random::hex(6)?),
             image: request.image.clone(),
             cmd: Some(command),
-            env: vec![format!("JUPYTER_TOKEN={}", request.token)],
-            publish: (!host_network).then_some((8888, request.port)),
+            env: std::iter::once(format!("JUPYTER_TOKEN={}", request.token))
+                .chain(request.env.iter().cloned())
+                .collect(),
+            publish: (!host_network)
+                .then_some((8888, request.port))
+                .into_iter()
+                .chain(request.publish.iter().copied())
+                .collect(),
+            binds: request.binds.clone(),
             resources: request.resources.clone(),
         };
         let id = engine.start_container(&spec).await?;

@@ -36,6 +36,11 @@ pub struct BuildArgs {
     /// A label on the image, KEY=VALUE (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = key_value)]
     pub labels: Vec<(String, String)>,
+    /// The platform to build for, as repo2docker's --platform: kiln builds for the engine's own
+    /// (linux/amd64 on this machine; kiln's buildpacks install native packages); another is
+    /// refused before anything is fetched.
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
     /// Build every layer again, and do not reuse an existing image.
     #[arg(long)]
     pub no_cache: bool,
@@ -86,7 +91,27 @@ pub struct BuildArgs {
     pub plan: PlanArgs,
 }
 
-fn key_value(s: &str) -> Result<(String, String), String> {
+/// This machine's platform, as the engine names it.
+fn native_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    format!("linux/{arch}")
+}
+
+fn check_platform(platform: Option<&str>) -> Result<(), kiln_builder::BuildError> {
+    match platform {
+        Some(p) if p != native_platform() => Err(kiln_builder::BuildError::Invalid(format!(
+            "--platform {p}: kiln builds for the engine's own platform, {}, only (its buildpacks install native packages, and there is no emulation here)",
+            native_platform()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+pub fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{s:?} is not KEY=VALUE")),
@@ -137,7 +162,9 @@ impl BuildArgs {
         engine: &Engine,
         output: &mut Output,
     ) -> Result<Built, kiln_builder::BuildError> {
-        let source = match Source::parse(&self.source) {
+        let source = match check_platform(self.platform.as_deref())
+            .and_then(|()| Source::parse(&self.source))
+        {
             Ok(source) => source,
             Err(e) => {
                 kiln_builder::EventSink::emit(

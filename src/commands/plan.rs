@@ -46,11 +46,23 @@ pub struct PlanArgs {
     /// The Python version of the base image (used without a download).
     #[arg(long, env = "KILN_BASE_PYTHON", default_value = kiln_buildpacks::options::BASE_PYTHON)]
     pub base_python: String,
-    /// The image's user.
-    #[arg(long, env = "KILN_USER", default_value = "jovyan")]
+    /// The image's user (repo2docker's --user-name works too; a repository Dockerfile gets it as
+    /// the build argument NB_USER).
+    #[arg(
+        long,
+        visible_alias = "user-name",
+        env = "KILN_USER",
+        default_value = "jovyan"
+    )]
     pub user: String,
-    /// The image user's uid (and gid).
-    #[arg(long, env = "KILN_UID", default_value_t = 1000)]
+    /// The image user's uid and gid (repo2docker's --user-id works too; a repository Dockerfile
+    /// gets it as NB_UID).
+    #[arg(
+        long,
+        visible_alias = "user-id",
+        env = "KILN_UID",
+        default_value_t = 1000
+    )]
     pub uid: u32,
     /// Jupyter packages for Python environments, as pip requirements; repeat to list several
     /// (replaces kiln's pinned set: jupyterlab, notebook, jupyterhub).

@@ -71,3 +71,191 @@ fn run_with_a_command_streams_its_output_and_exit_code() {
     assert_eq!(out.status.code(), Some(7));
     assert!(String::from_utf8_lossy(&out.stderr).contains("kiln-hello-from-jovyan"));
 }
+
+/// Bytecode is compiled when the image is built, so a new session (the server and a kernel)
+/// compiles nothing: it writes nothing into the environment (`docker diff` of the container).
+#[test]
+fn a_started_session_writes_nothing_into_its_environment() {
+    require_engine();
+    let server = GitServer::start();
+    let name = unique("bytecode");
+    server.example("python-requirements", &name);
+    let (mut child, _, port, token) = start_kiln_run(kiln().args(["run", &server.url(&name)]));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while session_status(port, Some(&token)) != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the session did not answer in 90 s"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let ps = docker(&[
+        "ps",
+        "--filter",
+        "name=kiln-run-",
+        "--format",
+        "{{.ID}} {{.Image}}",
+    ]);
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    let id = ps
+        .lines()
+        .find(|l| l.contains(&name))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no container of {name} in {ps}"))
+        .to_string();
+    // A kernel's imports too (the notebook's first wait), as the session's user.
+    let kernel = docker(&[
+        "exec",
+        &id,
+        "python",
+        "-c",
+        "import ipykernel.kernelapp, IPython",
+    ]);
+    assert!(
+        kernel.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kernel.stderr)
+    );
+    let diff = docker(&["diff", &id]);
+    let diff = String::from_utf8_lossy(&diff.stdout);
+    let written: Vec<&str> = diff
+        .lines()
+        .filter(|l| {
+            let path = l.get(2..).unwrap_or_default();
+            ["/srv/venv", "/srv/python", "/srv/conda", "/opt/kiln"]
+                .iter()
+                .any(|prefix| path.starts_with(prefix))
+        })
+        .collect();
+    let pyc = docker(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "find /srv/venv -name '*.pyc' | wc -l",
+    ]);
+    let pyc: usize = String::from_utf8_lossy(&pyc.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    assert!(
+        written.is_empty(),
+        "the session wrote into its environment: {written:?}"
+    );
+    assert!(pyc > 1000, "only {pyc} bytecode files in /srv/venv");
+}
+
+/// repo2docker's options for a session: `--env`, `--volume` (a relative container path is under
+/// the repository's folder) and `--editable` (the local folder mounted over the repository's, so
+/// that what the session writes lands in it).
+#[test]
+fn run_env_volume_and_editable_reach_the_session() {
+    require_engine();
+    let repo = tempfile::tempdir().unwrap();
+    copy_tree(&examples().join("python-default"), repo.path());
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("x.txt"), "data-from-the-host\n").unwrap();
+    // The session's user (uid 1000) writes into the editable folder.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(repo.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = kiln()
+        .args(["run", &repo.path().to_string_lossy()])
+        .args(["--env", "KILN_TEST_ENV=from-env", "-e", "OTHER=2"])
+        .args(["--volume", &format!("{}:data:ro", data.path().display())])
+        .arg("--editable")
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo \"$KILN_TEST_ENV $OTHER\"; cat $HOME/data/x.txt; echo written > $HOME/from-session.txt; \
+             touch $HOME/data/refused 2>/dev/null || echo read-only",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for line in ["from-env 2", "data-from-the-host", "read-only"] {
+        assert!(stderr.contains(line), "{line:?} not in {stderr}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("from-session.txt")).unwrap(),
+        "written\n"
+    );
+}
+
+/// A repository Dockerfile gets repo2docker's NB_USER and NB_UID build arguments, from
+/// `--user-name` and `--user-id` (repo2docker's spellings of --user and --uid).
+#[test]
+fn a_repository_dockerfile_gets_nb_user_and_nb_uid() {
+    require_engine();
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(
+        repo.path().join("Dockerfile"),
+        format!(
+            "FROM {}\nARG NB_USER\nARG NB_UID\nRUN echo \"$NB_USER $NB_UID {}\" > /nb.txt\n",
+            kiln_buildpacks::options::DEFAULT_BASE_IMAGE,
+            unique("nb")
+        ),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let out = kiln()
+            .args([
+                "run",
+                &repo.path().to_string_lossy(),
+                "--platform",
+                "linux/amd64",
+            ])
+            .args(extra)
+            .args(["--", "cat", "/nb.txt"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    assert!(run(&[]).contains("jovyan 1000 "));
+    assert!(run(&["--user-name", "alice", "--user-id", "1234"]).contains("alice 1234 "));
+}
+
+/// Options a session cannot honour fail before anything is built, with the reason.
+#[test]
+fn unusable_run_options_are_refused_before_building() {
+    require_engine();
+    let example = examples().join("python-default");
+    for (args, reason) in [
+        (vec!["--platform", "linux/arm64"], "--platform linux/arm64"),
+        (
+            vec!["--publish", "8080:80"],
+            "--publish needs the engine's own network",
+        ),
+        (vec!["--publish", "80"], "HOST_PORT:CONTAINER_PORT"),
+        (vec!["--volume", "/no/such/folder:/x"], "does not exist"),
+    ] {
+        let out = kiln()
+            .arg("run")
+            .arg(&example)
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        assert!(!stderr.contains("[building]"), "{args:?} built: {stderr}");
+    }
+    let out = kiln()
+        .args(["run", "git://127.0.0.1:9/x", "--editable"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--editable mounts a local folder"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
+use kiln_buildpacks::plan::Build;
 use kiln_buildpacks::render::ENVIRONMENT_STAGE;
 use kiln_buildpacks::{BuildPlan, RenderOptions};
 use kiln_registry::ConfigUpdate;
@@ -91,7 +92,19 @@ impl<'a> Job<'a> {
                         .await
                         .map_err(|e| BuildError::Invalid(format!("hashing stopped: {e}")))?
                         .map_err(|e| BuildError::io("hashing the build context", e))?;
-                let hex = digest.trim_start_matches("sha256:");
+                // The build arguments make another image of the same context.
+                let args = self.build_args(false);
+                let hex = if args.is_empty() {
+                    digest.trim_start_matches("sha256:").to_string()
+                } else {
+                    use sha2::Digest;
+                    let mut hash = sha2::Sha256::new();
+                    hash.update(digest.as_bytes());
+                    for (k, v) in args {
+                        hash.update(format!("\n{k}={v}").as_bytes());
+                    }
+                    hex::encode(hash.finalize())
+                };
                 Some(hex[..16.min(hex.len())].to_string())
             }
         };
@@ -101,6 +114,23 @@ impl<'a> Job<'a> {
             self.checkout.commit.as_deref(),
             content_hash.as_deref(),
         )
+    }
+
+    /// The build arguments, with the proxy settings of kiln's own environment when `proxies`. A
+    /// repository's own Dockerfile gets the user as repo2docker gives it (`ARG NB_USER`, `ARG
+    /// NB_UID`); `--build-arg` may set them otherwise.
+    fn build_args(&self, proxies: bool) -> BTreeMap<String, String> {
+        let mut args = BTreeMap::new();
+        if proxies {
+            args.extend(proxy_args());
+        }
+        if let Build::Dockerfile(_) = &self.plan.build {
+            let options = &self.request.plan_options;
+            args.insert("NB_USER".into(), options.user.clone());
+            args.insert("NB_UID".into(), options.uid.to_string());
+        }
+        args.extend(self.request.build_args.clone());
+        args
     }
 
     fn environment_image(&self) -> Result<Option<String>, BuildError> {
@@ -282,8 +312,7 @@ impl<'a> Job<'a> {
             Some(_) => labels::environment_labels(&self.labels),
             None => self.labels.clone(),
         };
-        let mut build_args: HashMap<String, String> = proxy_args();
-        build_args.extend(self.request.build_args.clone());
+        let build_args: HashMap<String, String> = self.build_args(true).into_iter().collect();
         let credentials = self.request.push.as_ref().and_then(|p| {
             p.docker_credentials()
                 .map(|c| HashMap::from([(p.registry.host.clone(), c)]))

@@ -30,8 +30,10 @@ pub struct ContainerSpec {
     pub image: String,
     pub cmd: Option<Vec<String>>,
     pub env: Vec<String>,
-    /// Publish this container port on 127.0.0.1 at the host port (not with host networking).
-    pub publish: Option<(u16, u16)>,
+    /// (container port, host port): published on 127.0.0.1 (not with host networking).
+    pub publish: Vec<(u16, u16)>,
+    /// Bind mounts, `HOST:CONTAINER[:ro]` as the engine takes them.
+    pub binds: Vec<String>,
     pub resources: Resources,
 }
 
@@ -54,18 +56,24 @@ impl Engine {
             host_config.cap_drop = Some(vec!["ALL".into()]);
             host_config.security_opt = Some(vec!["no-new-privileges:true".into()]);
         }
-        if let Some((inside, outside)) = spec.publish {
+        if !spec.publish.is_empty() {
             host_config.port_bindings = Some(
-                [(
-                    format!("{inside}/tcp"),
-                    Some(vec![PortBinding {
-                        host_ip: Some("127.0.0.1".into()),
-                        host_port: Some(outside.to_string()),
-                    }]),
-                )]
-                .into_iter()
-                .collect(),
+                spec.publish
+                    .iter()
+                    .map(|(inside, outside)| {
+                        (
+                            format!("{inside}/tcp"),
+                            Some(vec![PortBinding {
+                                host_ip: Some("127.0.0.1".into()),
+                                host_port: Some(outside.to_string()),
+                            }]),
+                        )
+                    })
+                    .collect(),
             );
+        }
+        if !spec.binds.is_empty() {
+            host_config.binds = Some(spec.binds.clone());
         }
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
