@@ -72,6 +72,20 @@ fn run_with_a_command_streams_its_output_and_exit_code() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("kiln-hello-from-jovyan"));
 }
 
+/// Stops a `kiln run` (by its PID, with SIGTERM, which removes its container) when dropped, so that
+/// a failed assertion leaves no session behind.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 /// Bytecode is compiled when the image is built, so a new session (the server and a kernel)
 /// compiles nothing: it writes nothing into the environment (`docker diff` of the container).
 #[test]
@@ -80,7 +94,8 @@ fn a_started_session_writes_nothing_into_its_environment() {
     let server = GitServer::start();
     let name = unique("bytecode");
     server.example("python-requirements", &name);
-    let (mut child, _, port, token) = start_kiln_run(kiln().args(["run", &server.url(&name)]));
+    let (child, _, port, token) = start_kiln_run(kiln().args(["run", &server.url(&name)]));
+    let session = StopOnDrop(child);
     let deadline = Instant::now() + Duration::from_secs(90);
     while session_status(port, Some(&token)) != 200 {
         assert!(
@@ -138,12 +153,7 @@ fn a_started_session_writes_nothing_into_its_environment() {
         .trim()
         .parse()
         .unwrap_or(0);
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let _ = child.wait();
+    drop(session);
     assert!(
         written.is_empty(),
         "the session wrote into its environment: {written:?}"
