@@ -62,6 +62,9 @@ pub struct PlanOptions {
     pub base_r: String,
     pub user: String,
     pub uid: u32,
+    /// Where the repository goes in the image (repo2docker's `--target-repo-dir`); `None` is the
+    /// user's home.
+    pub repo_dir: Option<String>,
     /// pip requirement strings for Jupyter in Python environments.
     pub jupyter_packages: Vec<String>,
     /// conda specs for Jupyter in conda environments.
@@ -80,6 +83,7 @@ impl Default for PlanOptions {
             base_r: BASE_R.to_string(),
             user: "jovyan".to_string(),
             uid: 1000,
+            repo_dir: None,
             jupyter_packages: JUPYTER_PACKAGES.iter().map(|s| s.to_string()).collect(),
             jupyter_conda_packages: JUPYTER_CONDA_PACKAGES
                 .iter()
@@ -94,6 +98,14 @@ impl Default for PlanOptions {
 impl PlanOptions {
     pub fn home(&self) -> String {
         format!("/home/{}", self.user)
+    }
+
+    /// Where the repository goes: `repo_dir`, else the home.
+    pub fn repo_dir(&self) -> String {
+        self.repo_dir
+            .as_deref()
+            .map(|d| d.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| self.home())
     }
 }
 

@@ -38,6 +38,9 @@ pub struct RenderOptions {
     /// A secret part of the package caches' mount ids, so that a repository's own Dockerfile
     /// cannot name (and poison) the caches kiln's builds share.
     pub cache_salt: Option<String>,
+    /// Dockerfile instructions added verbatim at the very end (repo2docker's `--appendix`); they
+    /// run as the image's user, on the finished image.
+    pub appendix: Option<String>,
 }
 
 /// The name of the build stage that holds the environment (build it alone with this target).
@@ -135,6 +138,10 @@ impl<'a> Renderer<'a> {
                 .map(|(k, v)| format!("{}={}", env_quote(k), env_quote(v)))
                 .collect();
             self.line(&format!("LABEL {}", parts.join(" \\\n      ")));
+        }
+        if let Some(appendix) = &self.options.appendix {
+            self.line("# --appendix:");
+            self.line(appendix.trim_end());
         }
         Ok(self.out)
     }

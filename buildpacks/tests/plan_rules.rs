@@ -288,3 +288,67 @@ fn requires_python_picks_the_version() {
     .unwrap_err();
     assert!(err.to_string().contains("admits none"), "{err}");
 }
+
+#[test]
+fn a_target_repo_dir_moves_the_repository_and_the_working_folder_not_the_home() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[("requirements.txt", "six\n"), ("postBuild", "#!/bin/sh\n")],
+    );
+    let opts = PlanOptions {
+        repo_dir: Some("/srv/repo".into()),
+        ..PlanOptions::default()
+    };
+    let plan = kiln_buildpacks::plan(dir.path(), &opts).unwrap();
+    let layers = plan.layers().unwrap();
+    assert_eq!(layers.repository.dest, "/srv/repo");
+    assert_eq!(layers.runtime.workdir, "/srv/repo");
+    assert_eq!(layers.environment.env["REPO_DIR"], "/srv/repo");
+    assert_eq!(layers.environment.env["HOME"], "/home/jovyan");
+    let dockerfile = kiln_buildpacks::dockerfile(&plan, &RenderOptions::default()).unwrap();
+    assert!(dockerfile.contains("mkdir -p /srv/repo"), "{dockerfile}");
+    assert!(
+        dockerfile.contains("COPY --chown=1000:1000 src/ /srv/repo/"),
+        "{dockerfile}"
+    );
+    assert!(
+        dockerfile.contains("/srv/repo/requirements.txt"),
+        "{dockerfile}"
+    );
+    // The default keeps the home, and the environment key of the default.
+    let default = kiln_buildpacks::plan(dir.path(), &PlanOptions::default()).unwrap();
+    assert_ne!(default.environment_key, plan.environment_key);
+    assert_eq!(default.layers().unwrap().repository.dest, "/home/jovyan");
+    for bad in [
+        "relative",
+        "/",
+        "/etc/kiln",
+        "/srv/../etc",
+        "/srv/a b",
+        "/usr",
+    ] {
+        let opts = PlanOptions {
+            repo_dir: Some(bad.into()),
+            ..PlanOptions::default()
+        };
+        assert!(kiln_buildpacks::plan(dir.path(), &opts).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn an_appendix_goes_verbatim_at_the_very_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = kiln_buildpacks::plan(dir.path(), &PlanOptions::default()).unwrap();
+    let options = RenderOptions {
+        appendix: Some("RUN echo appended\n".into()),
+        ..RenderOptions::default()
+    };
+    let dockerfile = kiln_buildpacks::dockerfile(&plan, &options).unwrap();
+    assert!(
+        dockerfile
+            .trim_end()
+            .ends_with("# --appendix:\nRUN echo appended"),
+        "{dockerfile}"
+    );
+}

@@ -36,6 +36,14 @@ pub struct BuildArgs {
     /// A label on the image, KEY=VALUE (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = key_value)]
     pub labels: Vec<(String, String)>,
+    /// Build this folder of the repository instead of its root, as repo2docker's --subdir (only
+    /// its files count and are copied into the image).
+    #[arg(long, value_name = "DIR")]
+    pub subdir: Option<String>,
+    /// Dockerfile instructions added at the very end of kiln's Dockerfile, run as the image's
+    /// user (repo2docker's --appendix; not for a repository's own Dockerfile).
+    #[arg(long, value_name = "TEXT")]
+    pub appendix: Option<String>,
     /// The platform to build for, as repo2docker's --platform: kiln builds for the engine's own
     /// (linux/amd64 on this machine; kiln's buildpacks install native packages); another is
     /// refused before anything is fetched.
@@ -111,7 +119,7 @@ fn check_platform(platform: Option<&str>) -> Result<(), kiln_builder::BuildError
     }
 }
 
-pub fn key_value(s: &str) -> Result<(String, String), String> {
+fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{s:?} is not KEY=VALUE")),
@@ -234,6 +242,8 @@ impl BuildArgs {
             },
             push,
             locked: self.locked.clone(),
+            subdir: self.subdir.clone(),
+            appendix: self.appendix.clone(),
             conda: None,
             resources: Default::default(),
         };

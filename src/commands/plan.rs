@@ -64,6 +64,10 @@ pub struct PlanArgs {
         default_value_t = 1000
     )]
     pub uid: u32,
+    /// Where the repository goes in the image, and the sessions' working folder (default: the
+    /// user's home), as repo2docker's --target-repo-dir. The image gets it as REPO_DIR.
+    #[arg(long, value_name = "DIR")]
+    pub target_repo_dir: Option<String>,
     /// Jupyter packages for Python environments, as pip requirements; repeat to list several
     /// (replaces kiln's pinned set: jupyterlab, notebook, jupyterhub).
     #[arg(long = "jupyter", value_name = "REQUIREMENT")]
@@ -80,6 +84,7 @@ impl PlanArgs {
             base_python: self.base_python.clone(),
             user: self.user.clone(),
             uid: self.uid,
+            repo_dir: self.target_repo_dir.clone(),
             cran_url: self.cran_url.clone(),
             ..PlanOptions::default()
         };

@@ -7,16 +7,17 @@ use std::time::Duration;
 use clap::Args;
 use kiln_builder::run::{RunRequest, Session, wait_until_ready};
 
-use crate::commands::build::{BuildArgs, key_value};
+use crate::commands::build::BuildArgs;
 use crate::output::Output;
 
 #[derive(Args)]
 pub struct RunCommand {
     #[command(flatten)]
     build: BuildArgs,
-    /// An environment variable of the session, KEY=VALUE (repeatable), as `docker run -e`.
-    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = key_value)]
-    env: Vec<(String, String)>,
+    /// An environment variable of the session, KEY=VALUE (repeatable), as `docker run -e`: KEY
+    /// alone passes this shell's value of KEY (nothing when it has none).
+    #[arg(long = "env", short = 'e', value_name = "KEY[=VALUE]", value_parser = env_var)]
+    env: Vec<(String, Option<String>)>,
     /// Publish a port of the session on 127.0.0.1, HOST_PORT:CONTAINER_PORT (repeatable). Not with
     /// --network host, where the session's ports are the host's already.
     #[arg(long, short = 'p', value_name = "HOST:CONTAINER", value_parser = port_pair)]
@@ -79,8 +80,17 @@ impl RunCommand {
                 kiln_buildpacks::Build::Layers(layers) => Some(layers.repository.dest.clone()),
                 kiln_buildpacks::Build::Dockerfile(_) => None,
             })
+            .or_else(|| self.build.plan.target_repo_dir.clone())
             .unwrap_or_else(|| format!("/home/{}", self.build.plan.user));
-        request.env = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        request.env = self
+            .env
+            .iter()
+            .filter_map(|(k, v)| {
+                v.clone()
+                    .or_else(|| std::env::var(k).ok())
+                    .map(|v| format!("{k}={v}"))
+            })
+            .collect();
         request.publish = self
             .publish
             .iter()
@@ -127,6 +137,18 @@ impl RunCommand {
         session.remove().await;
         Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
     }
+}
+
+/// `KEY=VALUE`, or `KEY` alone (its value is taken from this process's environment).
+fn env_var(s: &str) -> Result<(String, Option<String>), String> {
+    let (key, value) = match s.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (s, None),
+    };
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        return Err(format!("{s:?} is not KEY=VALUE or KEY"));
+    }
+    Ok((key.to_string(), value))
 }
 
 /// `HOST_PORT:CONTAINER_PORT`.

@@ -269,3 +269,61 @@ fn unusable_run_options_are_refused_before_building() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// repo2docker's build options: `--subdir` builds a folder of the repository (the root's
+/// Dockerfile, which would fail, is not used), `--target-repo-dir` puts it elsewhere than the home
+/// (and the session works there, and may write there), `--appendix` runs at the very end; `-e KEY`
+/// passes this shell's value.
+#[test]
+fn subdir_target_repo_dir_and_appendix_build_as_repo2docker_does() {
+    require_engine();
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(
+        repo.path().join("Dockerfile"),
+        "FROM kiln-test/does-not-exist\n",
+    )
+    .unwrap();
+    std::fs::create_dir(repo.path().join("analysis")).unwrap();
+    std::fs::write(repo.path().join("analysis/notes.md"), "# notes\n").unwrap();
+    let marker = unique("appendix");
+    let out = kiln()
+        .args(["run", &repo.path().to_string_lossy()])
+        .args(["--subdir", "analysis", "--target-repo-dir", "/srv/repo"])
+        .args(["--appendix", &format!("RUN echo {marker} > /tmp/appendix.txt")])
+        .args(["-e", "KILN_PASSED"])
+        .env("KILN_PASSED", "through")
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "pwd; echo \"repo $REPO_DIR home $HOME\"; ls; cat /tmp/appendix.txt; touch ok && echo writable; echo \"passed $KILN_PASSED\"",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for line in [
+        "/srv/repo\n",
+        "repo /srv/repo home /home/jovyan",
+        "notes.md",
+        marker.as_str(),
+        "writable",
+        "passed through",
+    ] {
+        assert!(stderr.contains(line), "{line:?} not in {stderr}");
+    }
+    assert!(!stderr.contains("Dockerfile\n"), "{stderr}");
+    // A folder outside the repository, or one it does not have, is refused before building.
+    for (subdir, reason) in [("../x", "without .."), ("missing", "no such folder")] {
+        let out = kiln()
+            .args(["build", &repo.path().to_string_lossy(), "--subdir", subdir])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(reason),
+            "{subdir}: {stderr}"
+        );
+        assert!(!stderr.contains("Building"), "{subdir}: {stderr}");
+    }
+}

@@ -83,6 +83,33 @@ pub async fn resolve(
     Ok(Some(resolved))
 }
 
+/// A folder of the repository (`--subdir`): relative, inside it (no `..`, no link out), a folder.
+pub fn subdir(root: &std::path::Path, subdir: &str) -> Result<PathBuf, BuildError> {
+    let refused = |reason: &str| BuildError::Invalid(format!("--subdir {subdir:?}: {reason}"));
+    let rel = std::path::Path::new(subdir.trim_matches('/'));
+    if subdir.starts_with('/')
+        || rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(refused(
+            "give a folder of the repository, relative to its root, without ..",
+        ));
+    }
+    let dir = root.join(rel);
+    let real =
+        std::fs::canonicalize(&dir).map_err(|_| refused("the repository has no such folder"))?;
+    let real_root =
+        std::fs::canonicalize(root).map_err(|e| BuildError::io("reading the checkout", e))?;
+    if !real.starts_with(&real_root) {
+        return Err(refused("it is a link out of the repository"));
+    }
+    if !real.is_dir() {
+        return Err(refused("it is not a folder"));
+    }
+    Ok(dir)
+}
+
 /// Fetch the resolved commit into a new working folder, or take a local folder as it is.
 pub async fn fetch(
     git: &Arc<dyn GitBackend>,

@@ -160,7 +160,8 @@ impl<'a> Job<'a> {
             image_exists,
             has_environment: self.plan.environment_key.is_some(),
             environment_in_registry,
-            steps_after_copy: self.plan.needs_container_after_copy(),
+            steps_after_copy: self.plan.needs_container_after_copy()
+                || self.request.appendix.is_some(),
             conda: self.conda.is_some(),
         })
     }
@@ -239,6 +240,7 @@ impl<'a> Job<'a> {
                 environment_image: environment_image.map(String::from),
                 conda_image: self.conda_image.as_ref().map(|(_, conda)| conda.clone()),
                 cache_salt: Some(crate::random::cache_salt()?),
+                appendix: self.request.appendix.clone(),
             },
         )?)
     }

@@ -80,13 +80,19 @@ pub fn image_name(
         (None, Some(hash)) => format!("local-{hash}"),
         (None, None) => "latest".into(),
     };
+    // A subfolder is another image of the same commit.
+    let sub = request
+        .subdir
+        .as_deref()
+        .map(|d| format!("-{}", crate::source::slugify(d)))
+        .unwrap_or_default();
     match &request.push {
         Some(push) => Ok(kiln_registry::image_name(
             &push.prefix,
-            &source.build_slug(),
+            &format!("{}{sub}", source.build_slug()),
             &tag,
         )?),
-        None => Ok(format!("kiln/{}:{tag}", source.slug())),
+        None => Ok(format!("kiln/{}{sub}:{tag}", source.slug())),
     }
 }
 

@@ -60,6 +60,12 @@ pub struct BuildRequest {
     /// Memory and CPUs of the build's steps (where the engine applies them: the classic builder).
     pub resources: crate::engine::Resources,
     pub push: Option<PushSettings>,
+    /// Build this folder of the repository instead of its root (repo2docker's `--subdir`): only
+    /// its files count and are copied.
+    pub subdir: Option<String>,
+    /// Dockerfile instructions added at the very end of kiln's Dockerfile (`--appendix`; not for a
+    /// repository's own Dockerfile). The image is then always built by the engine.
+    pub appendix: Option<String>,
     /// Install the conda lock stored in this image instead of solving (`--locked IMAGE`).
     pub locked: Option<String>,
     /// Channels, mirrors and caches for conda environments (default: from the environment,
@@ -169,12 +175,21 @@ async fn run(
     }
 
     // 2. Fetch exactly that commit, or take the folder as it is.
-    let checkout = checkout::fetch(&git, &source, resolved, &request.fetch, sink).await?;
+    let mut checkout = checkout::fetch(&git, &source, resolved, &request.fetch, sink).await?;
+    if let Some(subdir) = &request.subdir {
+        checkout.dir = checkout::subdir(&checkout.dir, subdir)?;
+    }
 
     // 3. Plan; a conda environment's lock completes the plan and its environment key.
     let mut plan = kiln_buildpacks::plan(&checkout.dir, &request.plan_options)?;
     let conda = conda_stage::lock(engine, request, &mut plan, sink).await?;
     report_plan(&plan, sink);
+    if request.appendix.is_some() && plan.layers().is_none() {
+        sink.emit(Event::new(
+            Phase::Building,
+            "Warning: --appendix is added to kiln's Dockerfile only, not to a repository's own Dockerfile (as repo2docker)",
+        ));
+    }
 
     // 4. Name the image and gather the facts.
     let job = Job::new(engine, request, &plan, &checkout, conda, sink)?;

@@ -141,6 +141,30 @@ fn validate_user(opts: &PlanOptions) -> Result<(), PlanError> {
             "the image's user cannot be root (uid 0); choose a uid such as 1000",
         ));
     }
+    if let Some(dir) = &opts.repo_dir {
+        let plain = dir.starts_with('/')
+            && dir.trim_end_matches('/').len() > 1
+            && dir
+                .split('/')
+                .skip(1)
+                .all(|p| !p.is_empty() && p != "." && p != "..")
+            && dir
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
+        let system = [
+            "/bin", "/boot", "/dev", "/etc", "/lib", "/proc", "/sbin", "/sys", "/usr", "/var",
+        ]
+        .iter()
+        .any(|s| dir == s || dir.starts_with(&format!("{s}/")));
+        if !plain || system {
+            return Err(PlanError::invalid(
+                "options",
+                format!(
+                    "the repository folder {dir:?} must be an absolute path of letters, digits, '-', '_' and '.', outside the system's folders (such as /srv/repo)"
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -156,7 +180,7 @@ impl<'a> Planner<'a> {
             ("NB_USER".into(), opts.user.clone()),
             ("NB_UID".into(), opts.uid.to_string()),
             ("HOME".into(), home.clone()),
-            ("REPO_DIR".into(), home),
+            ("REPO_DIR".into(), opts.repo_dir()),
             ("APP_BASE".into(), "/srv".into()),
         ]);
         Planner {
@@ -188,16 +212,21 @@ impl<'a> Planner<'a> {
         self.opts.home()
     }
 
+    /// Where the repository lands in the image.
+    pub fn repo_dir(&self) -> String {
+        self.opts.repo_dir()
+    }
+
     /// Where a repository file lands in the image.
     pub fn in_repo(&self, rel: &str) -> String {
-        format!("{}/{rel}", self.home())
+        format!("{}/{rel}", self.repo_dir())
     }
 
     /// The folder whose files count, in the image.
     pub fn config_dir_in_image(&self) -> String {
         match &self.files.config_dir {
             Some(dir) => self.in_repo(dir),
-            None => self.home(),
+            None => self.repo_dir(),
         }
     }
 
@@ -272,6 +301,7 @@ impl<'a> Planner<'a> {
     fn finish(mut self, uses: &[BuildpackUse]) -> Result<Layers, PlanError> {
         let (system_packages, start, executables) = self.common_files()?;
         let home = self.home();
+        let repo_dir = self.repo_dir();
         let mut path = std::mem::take(&mut self.path);
         path.push(format!("{home}/.local/bin"));
         path.push(SYSTEM_PATH.to_string());
@@ -301,7 +331,10 @@ impl<'a> Planner<'a> {
                         format!("{0}:{0}", self.opts.uid),
                         "/srv".into(),
                     ],
-                ],
+                ]
+                .into_iter()
+                .chain(repo_dir_commands(&repo_dir, &home, self.opts.uid))
+                .collect(),
                 env: BTreeMap::new(),
                 caches: vec![],
                 network: false,
@@ -338,13 +371,13 @@ impl<'a> Planner<'a> {
                 steps: self.steps,
             },
             repository: RepositoryCopy {
-                dest: home.clone(),
+                dest: repo_dir.clone(),
                 ignore_file: self.files.ignore_file.clone(),
                 executables,
             },
             after_copy: self.after_copy,
             runtime: Runtime {
-                workdir: home,
+                workdir: repo_dir,
                 env: self.runtime_env,
                 entrypoint: vec![ENTRYPOINT.to_string()],
                 command: self.command,
@@ -354,6 +387,17 @@ impl<'a> Planner<'a> {
             },
         })
     }
+}
+
+/// A repository folder of its own (`--target-repo-dir`) is made, and owned by the user.
+fn repo_dir_commands(repo_dir: &str, home: &str, uid: u32) -> Vec<Vec<String>> {
+    if repo_dir == home {
+        return Vec::new();
+    }
+    vec![
+        argv(&["mkdir", "-p", repo_dir]),
+        argv(&["chown", &format!("{uid}:{uid}"), repo_dir]),
+    ]
 }
 
 /// A generated executable script.

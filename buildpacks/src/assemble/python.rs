@@ -374,7 +374,7 @@ fn python_files(p: &mut Planner, selection: &Selection) -> Result<(), PlanError>
             name: "the repository's package (uv pip install .)".into(),
             run_as: RunAs::User,
             inputs: vec![],
-            commands: vec![uv_pip_install(&[&p.home()])],
+            commands: vec![uv_pip_install(&[&p.repo_dir()])],
             env: BTreeMap::new(),
             caches: vec![Cache::Uv],
             network: true,
@@ -419,6 +419,6 @@ fn requirements_step(p: &mut Planner, req: &ConfigFile) {
 fn parent_in_image(p: &Planner, rel: &str) -> String {
     match rel.rsplit_once('/') {
         Some((dir, _)) => p.in_repo(dir),
-        None => p.home(),
+        None => p.repo_dir(),
     }
 }
