@@ -117,6 +117,10 @@ enum Command {
     /// The base image.
     #[command(subcommand)]
     Base(commands::base::BaseCommand),
+    /// Pull images onto the engine (DOCKER_HOST) before they are needed, such as before a class:
+    /// the first sessions then start without waiting for a pull. Run it once per engine that runs
+    /// sessions; `kiln serve` does the same for its engine at POST /api/prewarm.
+    Prewarm(commands::prewarm::PrewarmCommand),
 }
 
 fn main() -> ExitCode {
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
         Command::Run(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Base(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Serve(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Prewarm(c) => runtime().and_then(|rt| rt.block_on(c.run())),
     };
     match result {
         Ok(code) => code,

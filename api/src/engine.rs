@@ -30,6 +30,14 @@ pub trait ContainerEngine: Send + Sync {
 
     /// Stop and remove a session.
     async fn remove_session(&self, id: &str);
+
+    /// Pull an image onto the engine (a pre-warm before a class), with the registry credentials
+    /// given for the image's own registry.
+    async fn pull(
+        &self,
+        image: &str,
+        credentials: Option<kiln_builder::engine::DockerCredentials>,
+    ) -> Result<(), BuildError>;
 }
 
 #[async_trait]
@@ -56,5 +64,13 @@ impl ContainerEngine for Engine {
 
     async fn remove_session(&self, id: &str) {
         self.remove_container(id).await;
+    }
+
+    async fn pull(
+        &self,
+        image: &str,
+        credentials: Option<kiln_builder::engine::DockerCredentials>,
+    ) -> Result<(), BuildError> {
+        Engine::pull(self, image, credentials).await
     }
 }

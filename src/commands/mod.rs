@@ -4,5 +4,6 @@ pub mod base;
 pub mod build;
 pub mod context;
 pub mod plan;
+pub mod prewarm;
 pub mod run;
 pub mod serve;

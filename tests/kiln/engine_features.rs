@@ -159,3 +159,53 @@ fn the_base_image_is_trimmed_of_what_sessions_never_read() {
         "{text}"
     );
 }
+
+/// `kiln prewarm` pulls images onto the engine of DOCKER_HOST (here a second, empty engine, as a
+/// node that will run a class's sessions) from a registry on loopback; an image the registry does
+/// not have fails with its name, and the command exits 1.
+#[test]
+fn prewarm_pulls_images_onto_an_engine_that_has_never_seen_them() {
+    require_engine();
+    let registry = Registry::start(None);
+    let image = format!("127.0.0.1:{}/kiln-test/prewarm:1", registry.port);
+    assert!(
+        docker(&["tag", kiln_buildpacks::options::DEFAULT_BASE_IMAGE, &image])
+            .status
+            .success()
+    );
+    let pushed = docker(&["push", "-q", &image]);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    docker(&["rmi", &image]);
+    let node = SecondEngine::start();
+    let on_node = || {
+        Command::new("docker")
+            .args(["-H", &node.host, "image", "inspect", &image])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(!on_node());
+    let out = kiln()
+        .env("DOCKER_HOST", &node.host)
+        .args(["prewarm", &image])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("is on the engine"), "{stderr}");
+    assert!(on_node(), "the image is not on the node");
+    let missing = format!("127.0.0.1:{}/kiln-test/missing:1", registry.port);
+    let out = kiln()
+        .env("DOCKER_HOST", &node.host)
+        .args(["prewarm", &missing])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&missing), "{stderr}");
+}

@@ -283,3 +283,54 @@ fn bad_specs_end_in_a_failed_event_and_the_json_api_answers_400() {
         0
     );
 }
+
+#[test]
+fn prewarm_is_for_the_operator_and_reports_each_image() {
+    let service = InProcess::start(ScriptedEngine::building(IMAGE, 1, Duration::ZERO), |c| {
+        c.build_token = Some(kiln_api::config::Secret::new("operator-token"));
+    });
+    let body = |images: serde_json::Value| serde_json::json!({ "images": images }).to_string();
+    let post = |headers: &str, body: &str| {
+        service.request(
+            "POST",
+            "/api/prewarm",
+            &format!("Content-Type: application/json\r\n{headers}"),
+            body,
+        )
+    };
+    let operator = "Authorization: Bearer operator-token\r\n";
+    let images = body(serde_json::json!([
+        "127.0.0.1:5000/kiln-a:1",
+        "127.0.0.1:5000/kiln-missing:1"
+    ]));
+    // A stranger, or a wrong token: refused, nothing pulled.
+    assert_eq!(post("", &images).0, 403);
+    assert_eq!(post("Authorization: Bearer wrong\r\n", &images).0, 403);
+    assert!(service.engine.pulled.lock().unwrap().is_empty());
+    // The operator: each image's result.
+    let (status, response) = post(operator, &images);
+    assert_eq!(status, 200, "{response}");
+    let answer: serde_json::Value =
+        serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert_eq!(answer["images"][0]["ok"], true, "{answer}");
+    assert_eq!(answer["images"][1]["ok"], false, "{answer}");
+    assert!(
+        answer["images"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not found")
+    );
+    assert_eq!(
+        service.engine.pulled.lock().unwrap().as_slice(),
+        [("127.0.0.1:5000/kiln-a:1".to_string(), false)]
+    );
+    // Bad input: none, too many, a name that is no image name.
+    assert_eq!(post(operator, &body(serde_json::json!([]))).0, 400);
+    let many: Vec<String> = (0..51).map(|i| format!("kiln/a:{i}")).collect();
+    assert_eq!(post(operator, &body(serde_json::json!(many))).0, 400);
+    assert_eq!(
+        post(operator, &body(serde_json::json!(["Bad Name!"]))).0,
+        400
+    );
+}

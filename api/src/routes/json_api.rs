@@ -25,6 +25,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/builds/{id}", get(build_status).delete(cancel_build))
         .route("/api/builds/{id}/events", get(build_events))
         .route("/api/images", get(images))
+        .route("/api/prewarm", post(prewarm))
 }
 
 #[derive(serde::Deserialize)]
@@ -172,4 +173,98 @@ async fn build_events(
         }
     });
     sse::stream(rx)
+}
+
+/// Most images one pre-warm may name.
+const MAX_PREWARM: usize = 50;
+
+#[derive(serde::Deserialize)]
+struct Prewarm {
+    images: Vec<String>,
+}
+
+/// `POST /api/prewarm` with `{"images": [...]}` (the operator's token only): pull each image onto
+/// the engine that runs sessions, before a class starts, so that the first launches do not wait
+/// for a pull. Answers each image's result; the registry credentials of kiln's own registry go only
+/// with images of that registry.
+async fn prewarm(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(request): Json<Prewarm>,
+) -> Response {
+    if !caller.is_operator(&state.config) {
+        return api_error(
+            StatusCode::FORBIDDEN,
+            "a pre-warm needs the operator's build token",
+        );
+    }
+    if request.images.is_empty() || request.images.len() > MAX_PREWARM {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            format!("name between 1 and {MAX_PREWARM} images"),
+        );
+    }
+    if let Some((image, e)) = request.images.iter().find_map(|i| {
+        kiln_registry::name::validate(i)
+            .err()
+            .map(|e| (i.clone(), e))
+    }) {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            format!("{image:?} is not an image name: {e}"),
+        );
+    }
+    let mut results = Vec::new();
+    for image in &request.images {
+        let credentials = credentials_for(image, state.builds.push());
+        let started = std::time::Instant::now();
+        let result = state.engine.pull(image, credentials).await;
+        results.push(match result {
+            Ok(()) => {
+                json!({"image": image, "ok": true, "seconds": started.elapsed().as_secs_f64()})
+            }
+            Err(e) => json!({"image": image, "ok": false, "error": e.to_string()}),
+        });
+    }
+    let ok = results.iter().all(|r| r["ok"] == true);
+    Json(json!({"ok": ok, "images": results})).into_response()
+}
+
+/// The credentials of kiln's own registry, for an image of that registry only (a secret is bound
+/// to the host it was given for).
+fn credentials_for(
+    image: &str,
+    push: Option<&kiln_builder::PushSettings>,
+) -> Option<kiln_builder::engine::DockerCredentials> {
+    push.filter(|p| image.starts_with(&format!("{}/", p.registry.host)))
+        .and_then(|p| p.docker_credentials())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prewarm_sends_the_registrys_credentials_to_that_registry_only() {
+        let push = kiln_builder::PushSettings::new(
+            "127.0.0.1:5999/kiln-",
+            Some(kiln_registry::Credentials::Basic {
+                username: "kiln".into(),
+                password: "s3cret".into(),
+            }),
+            true,
+        )
+        .unwrap();
+        let own = credentials_for("127.0.0.1:5999/kiln-a:1", Some(&push)).unwrap();
+        assert_eq!(own.password.as_deref(), Some("s3cret"));
+        for other in [
+            "127.0.0.1:59999/kiln-a:1",
+            "127.0.0.1:5999.evil.example/kiln-a:1",
+            "evil.example/127.0.0.1:5999/kiln-a:1",
+            "library/python:3",
+        ] {
+            assert!(credentials_for(other, Some(&push)).is_none(), "{other}");
+        }
+        assert!(credentials_for("127.0.0.1:5999/kiln-a:1", None).is_none());
+    }
 }

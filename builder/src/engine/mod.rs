@@ -16,6 +16,8 @@ use bollard::Docker;
 
 use crate::error::BuildError;
 
+/// Registry credentials as the engine takes them.
+pub use bollard::auth::DockerCredentials;
 pub use build::EngineBuild;
 pub use containers::{ContainerSpec, Resources};
 pub use images::ImageInfo;

@@ -29,6 +29,8 @@ pub struct ScriptedEngine {
     pub builds: AtomicUsize,
     /// Sessions started and not removed.
     pub sessions: std::sync::Mutex<Vec<(String, Arc<AtomicBool>)>>,
+    /// Images pulled, and whether credentials came with the pull.
+    pub pulled: std::sync::Mutex<Vec<(String, bool)>>,
 }
 
 impl ScriptedEngine {
@@ -39,6 +41,7 @@ impl ScriptedEngine {
             duration,
             builds: AtomicUsize::new(0),
             sessions: std::sync::Mutex::new(Vec::new()),
+            pulled: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -99,6 +102,22 @@ impl ContainerEngine for ScriptedEngine {
         if let Some(i) = sessions.iter().position(|(s, _)| s == id) {
             sessions.remove(i).1.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// Images whose name holds `missing` cannot be had; the others are recorded.
+    async fn pull(
+        &self,
+        image: &str,
+        credentials: Option<kiln_builder::engine::DockerCredentials>,
+    ) -> Result<(), BuildError> {
+        if image.contains("missing") {
+            return Err(BuildError::Engine(format!("pulling {image}: not found")));
+        }
+        self.pulled
+            .lock()
+            .unwrap()
+            .push((image.to_string(), credentials.is_some()));
+        Ok(())
     }
 }
 
