@@ -102,6 +102,29 @@ fn push_skip_native_reuse_across_commits_and_repositories() {
     );
     let native = built_name(&events);
     assert!(native.ends_with(&second));
+    // The first commit's image was put on the environment too, so the two share every blob but
+    // the repository layer: a node that has the first pulls only that layer for the second.
+    let layers = |image: &str| -> Vec<String> {
+        let out = std::process::Command::new("skopeo")
+            .args([
+                "inspect",
+                "--tls-verify=false",
+                &format!("docker://{image}"),
+            ])
+            .output()
+            .unwrap();
+        let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        inspect["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap().to_string())
+            .collect()
+    };
+    let (one, two) = (layers(&name), layers(&native));
+    assert_eq!(one.len(), two.len(), "{one:?} {two:?}");
+    assert_eq!(one[..one.len() - 1], two[..two.len() - 1], "shared layers");
+    assert_ne!(one.last(), two.last(), "the repository layer");
     // Checked by skopeo, pulled by the engine, run, and the example's check passes.
     let inspect = std::process::Command::new("skopeo")
         .args([

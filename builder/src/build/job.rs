@@ -133,6 +133,12 @@ impl<'a> Job<'a> {
         args
     }
 
+    /// Whether a container must run after the repository copy (`postBuild`, `pip install .`, an
+    /// appendix), so that the image cannot be assembled natively.
+    fn steps_after_copy(&self) -> bool {
+        self.plan.needs_container_after_copy() || self.request.appendix.is_some()
+    }
+
     fn environment_image(&self) -> Result<Option<String>, BuildError> {
         environment_image_name(
             self.request.push.as_ref(),
@@ -160,8 +166,7 @@ impl<'a> Job<'a> {
             image_exists,
             has_environment: self.plan.environment_key.is_some(),
             environment_in_registry,
-            steps_after_copy: self.plan.needs_container_after_copy()
-                || self.request.appendix.is_some(),
+            steps_after_copy: self.steps_after_copy(),
             conda: self.conda.is_some(),
         })
     }
@@ -214,6 +219,18 @@ impl<'a> Job<'a> {
                         if let (Some(env), true) = (&env, environment_stage) {
                             self.build_and_push(env, None, Some(ENVIRONMENT_STAGE), push, sink)
                                 .await?;
+                            // The image goes on the environment just pushed, as every later
+                            // commit's does: it shares the environment's blobs, so a node that
+                            // has this image pulls only the repository layer for the next commit.
+                            if self.steps_after_copy() {
+                                self.build_and_push(name, Some(env), None, push, sink)
+                                    .await?;
+                            } else {
+                                self.assemble(push, env, name, sink).await?;
+                            }
+                            return Ok(format!(
+                                "Built the environment {env}, and pushed {name} on it"
+                            ));
                         }
                         self.build_and_push(name, None, None, push, sink).await?;
                         Ok(format!("Built and pushed {name}"))
