@@ -56,7 +56,11 @@ fresh_engine() { # -> sets $dh (DOCKER_HOST) and $droot
     for _ in $(seq 100); do docker -H "$dh" version >/dev/null 2>&1 && return; sleep 0.2; done
     echo "the fresh engine did not start"; exit 1
 }
-stop_engine() { kill "$dpid"; wait "$dpid" 2>/dev/null || true; rm -rf "$droot"; }
+stop_engine() {
+    kill "$dpid"; wait "$dpid" 2>/dev/null || true
+    umount "$droot/exec/netns/default" 2>/dev/null || true # the engine leaves its netns mounted
+    rm -rf "$droot"
+}
 ms() { echo $(( ($2 - $1) / 1000000 )); }
 pull_start() { # image -> "pull_ms start_ms" on a fresh engine
     fresh_engine
