@@ -4,6 +4,9 @@
 #   port                prints a free loopback port
 #   start_registry      starts a registry in $work, sets $reg_port
 #   pids+=($!)          stops a process started by the script on exit
+#   jupyter_start_ms IMAGE [DOCKER_HOST]
+#                       milliseconds from `docker run` of IMAGE to JupyterLab answering /api/status
+#                       with its token (the container is removed after)
 bench_work() {
     work="$(mktemp -d "${TMPDIR:-/tmp}/kiln-bench-$1.XXXXXX")"
     pids=()
@@ -15,4 +18,19 @@ start_registry() {
     printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s/registry\nhttp:\n  addr: 127.0.0.1:%s\n' "$work" "$reg_port" > "$work/registry.yml"
     docker-registry serve "$work/registry.yml" > /dev/null 2>&1 &
     pids+=($!)
+}
+jupyter_start_ms() {
+    local docker=(docker) p token t0 t1 id
+    [ -z "${2:-}" ] || docker=(docker -H "$2")
+    p=$(port)
+    token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+    t0=$(date +%s%N)
+    id=$("${docker[@]}" run -d --network host "$1" jupyter lab --ip=127.0.0.1 --port="$p" \
+        --no-browser --IdentityProvider.token="$token")
+    until curl -sf -o /dev/null -H "Authorization: token $token" "http://127.0.0.1:$p/api/status"; do
+        sleep 0.02
+    done
+    t1=$(date +%s%N)
+    "${docker[@]}" rm -f "$id" >/dev/null
+    echo $(((t1 - t0) / 1000000))
 }

@@ -64,25 +64,21 @@ stop_engine() {
 ms() { echo $(( ($2 - $1) / 1000000 )); }
 pull_start() { # image -> "pull_ms start_ms" on a fresh engine
     fresh_engine
-    local t0 t1 t2 p token id
+    local t0 t1 start
     t0=$(date +%s%N)
     docker -H "$dh" pull -q "$1" >/dev/null
     t1=$(date +%s%N)
-    p=$(port)
-    token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
-    id=$(docker -H "$dh" run -d --network host "$1" jupyter lab --ip=127.0.0.1 --port="$p" \
-        --no-browser --IdentityProvider.token="$token")
-    until curl -sf -o /dev/null -H "Authorization: token $token" "http://127.0.0.1:$p/api/status"; do sleep 0.02; done
-    t2=$(date +%s%N)
-    docker -H "$dh" rm -f "$id" >/dev/null
+    start=$(jupyter_start_ms "$1" "$dh")
     stop_engine
-    echo "$(ms "$t0" "$t1") $(ms "$t1" "$t2")"
+    echo "$(ms "$t0" "$t1") $start"
 }
-size() { # image in the registry -> compressed bytes of its layers
-    local repo=${1#"$reg"/} ; local tag=${repo##*:}; repo=${repo%:*}
+manifest_layers() { # image in the registry -> "digest size", a line per layer
+    local path=${1#"$reg"/}
     curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' \
-        "http://$reg/v2/$repo/manifests/$tag" | python3 -c 'import json, sys; print(sum(l["size"] for l in json.load(sys.stdin)["layers"]))'
+        "http://$reg/v2/${path%:*}/manifests/${path##*:}" \
+        | python3 -c 'import json, sys; [print(l["digest"], l["size"]) for l in json.load(sys.stdin)["layers"]]'
 }
+size() { manifest_layers "$1" | awk '{ s += $2 } END { print s }'; } # image -> compressed bytes
 
 : >"$work/times"
 for r in $(seq "$rounds"); do
@@ -96,18 +92,10 @@ t0=$(date +%s%N)
 docker -H "$dh" pull "$next_image" >"$work/next.log"
 t1=$(date +%s%N)
 stop_engine
-new_bytes=$(python3 - "$reg" "$after_image" "$next_image" <<'PY'
-import json, sys, urllib.request
-reg, a, b = sys.argv[1:]
-def layers(image):
-    repo, tag = image[len(reg) + 1:].rsplit(":", 1)
-    req = urllib.request.Request(f"http://{reg}/v2/{repo}/manifests/{tag}", headers={"Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"})
-    return {l["digest"]: l["size"] for l in json.load(urllib.request.urlopen(req))["layers"]}
-la, lb = layers(a), layers(b)
-new = {d: s for d, s in lb.items() if d not in la}
-print(f"{len(new)} of {len(lb)} layers, {sum(new.values())} bytes")
-PY
-)
+manifest_layers "$after_image" >"$work/layers-one"
+manifest_layers "$next_image" >"$work/layers-two"
+new_bytes=$(grep -vxF -f "$work/layers-one" "$work/layers-two" \
+    | awk -v all="$(wc -l <"$work/layers-two")" '{ n++; s += $2 } END { printf "%d of %d layers, %d bytes", n, all, s }')
 
 python3 - "$work/times" <<'PY'
 import statistics, sys

@@ -28,20 +28,7 @@ printf 'FROM %s\nUSER root\nRUN find /srv/venv -name "*.pyc" -delete && find /sr
     | docker build --quiet --network host -t "$without" - >/dev/null
 trap 'for i in "$with" "$without"; do docker rmi -f "$i" >/dev/null 2>&1 || true; done; rm -rf "$work"' EXIT
 
-start_ms() { # image -> milliseconds from docker run to /api/status 200
-    local image=$1 p token t0 t1 id
-    p=$(port)
-    token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
-    t0=$(date +%s%N)
-    id=$(docker run -d --rm --network host "$image" jupyter lab --ip=127.0.0.1 --port="$p" \
-        --no-browser --IdentityProvider.token="$token")
-    until curl -sf -o /dev/null -H "Authorization: token $token" "http://127.0.0.1:$p/api/status"; do
-        sleep 0.02
-    done
-    t1=$(date +%s%N)
-    docker rm -f "$id" >/dev/null
-    echo $(((t1 - t0) / 1000000))
-}
+start_ms() { jupyter_start_ms "$1"; } # image -> milliseconds from docker run to /api/status 200
 import_ms() { # image -> milliseconds of the imports in a new container (docker run included)
     local t0 t1
     t0=$(date +%s%N)

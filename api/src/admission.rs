@@ -234,7 +234,7 @@ pub fn matches_pattern(pattern: &str, text: &str) -> bool {
 /// Why a spec may not be built, if it may not: the patterns are compared with the decoded spec
 /// (`<provider>/<spec>`) and, for bans, with the spec as sent too, ignoring case.
 pub fn spec_refused(config: &Config, spec: &Spec) -> Option<String> {
-    let decoded = format!("{}/{}", spec.provider, spec.decoded);
+    let decoded = spec.pattern_name();
     let sent = format!("{}/{}", spec.provider, spec.raw);
     if let Some(p) = config
         .banned_specs

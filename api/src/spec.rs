@@ -41,6 +41,12 @@ impl Spec {
     pub fn private(&self) -> bool {
         matches!(&self.source, Source::Git(git) if git.credentials.is_some())
     }
+
+    /// `<provider>/<decoded spec>`: what spec patterns (allowed, banned, `spec_config`) are
+    /// compared with.
+    pub fn pattern_name(&self) -> String {
+        format!("{}/{}", self.provider, self.decoded)
+    }
 }
 
 const MAX_SPEC: usize = 2048;

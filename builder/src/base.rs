@@ -26,17 +26,30 @@ pub struct BaseSpec {
 /// The label that says how the base image was trimmed (`true`, or `false` with `keep_docs`).
 pub const LABEL_TRIMMED: &str = "io.kiln.base.trimmed";
 
-/// What dpkg leaves out of every package installed later (the copyright files stay).
-const DPKG_EXCLUDES: &str =
-    "# kiln: what sessions never read is not installed (kiln base bootstrap --keep-docs keeps it)
-path-exclude=/usr/share/doc/*
-path-include=/usr/share/doc/*/copyright
-path-exclude=/usr/share/man/*
-path-exclude=/usr/share/info/*
-path-exclude=/usr/share/locale/*
-path-include=/usr/share/locale/locale.alias
-path-exclude=/usr/share/lintian/*
-";
+/// What sessions never read: (folder, what stays in it, whether what stays is one level down, in
+/// each package's folder). Removed from the base, and left out by dpkg of every later install.
+const NEVER_READ: [(&str, &[&str], bool); 5] = [
+    ("usr/share/doc", &["copyright"], true),
+    ("usr/share/man", &[], false),
+    ("usr/share/info", &[], false),
+    ("usr/share/locale", &["locale.alias"], false),
+    ("usr/share/lintian", &[], false),
+];
+
+/// dpkg's settings that leave [`NEVER_READ`] out of packages installed later.
+fn dpkg_excludes() -> String {
+    let mut out = String::from(
+        "# kiln: what sessions never read is not installed (kiln base bootstrap --keep-docs keeps it)\n",
+    );
+    for (folder, keep, per_package) in NEVER_READ {
+        out.push_str(&format!("path-exclude=/{folder}/*\n"));
+        for k in keep {
+            let at = if per_package { "*/" } else { "" };
+            out.push_str(&format!("path-include=/{folder}/{at}{k}\n"));
+        }
+    }
+    out
+}
 
 impl Default for BaseSpec {
     fn default() -> Self {
@@ -187,27 +200,18 @@ fn trim(root: &Path) -> Result<u64, BuildError> {
     let io = |what: &str, e: std::io::Error| BuildError::io(format!("trimming {what}"), e);
     let dpkg = root.join("etc/dpkg/dpkg.cfg.d");
     std::fs::create_dir_all(&dpkg).map_err(|e| io("dpkg's settings", e))?;
-    std::fs::write(dpkg.join("kiln-trim"), DPKG_EXCLUDES).map_err(|e| io("dpkg's settings", e))?;
-    let mut freed = 0;
-    // (folder, what stays in it)
-    let folders: [(&str, &[&str]); 7] = [
-        ("usr/share/doc", &["copyright"]),
-        ("usr/share/man", &[]),
-        ("usr/share/info", &[]),
-        ("usr/share/locale", &["locale.alias"]),
-        ("usr/share/lintian", &[]),
-        ("var/lib/apt/lists", &["lock", "partial"]),
-        ("var/cache/apt", &["archives"]),
+    std::fs::write(dpkg.join("kiln-trim"), dpkg_excludes())
+        .map_err(|e| io("dpkg's settings", e))?;
+    // And apt's lists and caches (every kiln step that installs runs `apt-get update` first).
+    let apt: [(&str, &[&str], bool); 3] = [
+        ("var/lib/apt/lists", &["lock", "partial"], false),
+        ("var/cache/apt", &["archives"], false),
+        ("var/cache/apt/archives", &["lock", "partial"], false),
     ];
-    for (folder, keep) in folders {
-        freed += remove_below(&root.join(folder), keep, true).map_err(|e| io(folder, e))?;
+    let mut freed = 0;
+    for (folder, keep, per_package) in NEVER_READ.into_iter().chain(apt) {
+        freed += remove_below(&root.join(folder), keep, per_package).map_err(|e| io(folder, e))?;
     }
-    freed += remove_below(
-        &root.join("var/cache/apt/archives"),
-        &["lock", "partial"],
-        false,
-    )
-    .map_err(|e| io("var/cache/apt/archives", e))?;
     Ok(freed)
 }
 

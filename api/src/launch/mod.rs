@@ -99,7 +99,7 @@ pub fn quota_refusal(
 /// The sessions-per-repository limit for a spec: from the longest `KILN_SPEC_CONFIG` pattern that
 /// matches it, else `KILN_MAX_SESSIONS_PER_REPO`.
 fn sessions_per_repo(config: &Config, spec: &Spec) -> Option<usize> {
-    let name = format!("{}/{}", spec.provider, spec.decoded);
+    let name = spec.pattern_name();
     config
         .spec_config
         .iter()
