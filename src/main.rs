@@ -121,6 +121,13 @@ enum Command {
     /// the first sessions then start without waiting for a pull. Run it once per engine that runs
     /// sessions; `kiln serve` does the same for its engine at POST /api/prewarm.
     Prewarm(commands::prewarm::PrewarmCommand),
+    /// Print what an image holds: every Debian, Python, conda, R, Julia and npm package, from the
+    /// record kiln put in the image (/opt/kiln/contents.json) or beside it in its registry (an OCI
+    /// referrer), as a table, CycloneDX 1.6 JSON or kiln's record.
+    Sbom(commands::sbom::SbomCommand),
+    /// What changed between two images: packages added, removed and changed per package manager
+    /// and environment, the runtimes, the base image and the image size.
+    Diff(commands::sbom::DiffCommand),
 }
 
 fn main() -> ExitCode {
@@ -134,6 +141,8 @@ fn main() -> ExitCode {
         Command::Base(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Serve(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Prewarm(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Sbom(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Diff(c) => runtime().and_then(|rt| rt.block_on(c.run())),
     };
     match result {
         Ok(code) => code,

@@ -38,6 +38,13 @@ pub trait ContainerEngine: Send + Sync {
         image: &str,
         credentials: Option<kiln_builder::engine::DockerCredentials>,
     ) -> Result<(), BuildError>;
+
+    /// What an image holds: its record, from the engine's image or beside it in `registry`.
+    async fn contents(
+        &self,
+        image: &str,
+        registry: Option<&kiln_registry::Registry>,
+    ) -> Result<kiln_builder::contents::Found, BuildError>;
 }
 
 #[async_trait]
@@ -72,5 +79,14 @@ impl ContainerEngine for Engine {
         credentials: Option<kiln_builder::engine::DockerCredentials>,
     ) -> Result<(), BuildError> {
         Engine::pull(self, image, credentials).await
+    }
+
+    async fn contents(
+        &self,
+        image: &str,
+        registry: Option<&kiln_registry::Registry>,
+    ) -> Result<kiln_builder::contents::Found, BuildError> {
+        use kiln_builder::contents::{Lookup, find};
+        find(Some(self), registry, image, Lookup::Auto).await
     }
 }

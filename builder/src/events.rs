@@ -51,6 +51,21 @@ pub struct Event {
     /// refused, 404 not found, 429 a limit, 500 a failed build or launch), as BinderHub sends it.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub status_code: Option<u16>,
+    /// On `built`: the digest of the image's record of what it holds (kiln's schema), as its label
+    /// `io.kiln.contents.digest` gives it.
+    #[serde(
+        rename = "contentsDigest",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub contents_digest: Option<String>,
+    /// On `built`: the digest of the image's CycloneDX SBOM (the blob attached beside it).
+    #[serde(
+        rename = "sbomDigest",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub sbom_digest: Option<String>,
     /// Where the session is, on `ready` after a launch.
     #[serde(flatten, default)]
     pub ready: Option<Ready>,
@@ -97,6 +112,8 @@ impl Event {
             image_name: None,
             progress: None,
             status_code: None,
+            contents_digest: None,
+            sbom_digest: None,
             ready: None,
         }
     }

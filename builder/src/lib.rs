@@ -10,6 +10,7 @@
 pub mod base;
 pub mod build;
 pub mod conda;
+pub mod contents;
 pub mod context;
 pub mod engine;
 pub mod error;

@@ -232,6 +232,26 @@ impl Registry {
         Ok((bytes.to_vec(), digest))
     }
 
+    /// The bytes a pull of `reference` transfers: its configuration and compressed layers, as its
+    /// manifest lists them; `None` for an index (one size per platform) or when there is no such
+    /// image.
+    pub async fn image_size(&self, reference: &str) -> Result<Option<u64>, RegistryError> {
+        if self.manifest_digest(reference).await?.is_none() {
+            return Ok(None);
+        }
+        let (bytes, _) = self.pull_manifest(reference).await?;
+        let manifest: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            RegistryError::Invalid(format!("the manifest of {reference} is not JSON: {e}"))
+        })?;
+        let Some(layers) = manifest["layers"].as_array() else {
+            return Ok(None);
+        };
+        let sizes = layers.iter().map(|l| l["size"].as_u64().unwrap_or(0));
+        Ok(Some(
+            manifest["config"]["size"].as_u64().unwrap_or(0) + sizes.sum::<u64>(),
+        ))
+    }
+
     /// The bytes of a blob of `reference`'s repository.
     pub async fn pull_blob(&self, reference: &str, digest: &str) -> Result<Vec<u8>, RegistryError> {
         let r = self.reference(reference)?;

@@ -6,4 +6,5 @@ pub mod context;
 pub mod plan;
 pub mod prewarm;
 pub mod run;
+pub mod sbom;
 pub mod serve;

@@ -37,6 +37,7 @@ fn build_and_verify(example: &str) {
     assert!(phases.contains(&"building"));
 
     assert_verify(&image);
+    assert_sbom_tells_the_truth(example, &image, &last);
     // Labels and annotations: source, commit, created (the commit time), environment key.
     let labels = docker(&[
         "image",
@@ -64,6 +65,69 @@ fn build_and_verify(example: &str) {
         );
     }
     remove_image(&image);
+}
+
+/// The image's record and SBOM are in it, named by its labels and the `built` event; the SBOM is
+/// valid CycloneDX 1.6 and lists what the example's `verify` uses at the versions the image has.
+fn assert_sbom_tells_the_truth(example: &str, image: &str, built: &serde_json::Value) {
+    let out = kiln()
+        .args(["sbom", image, "--format", "cyclonedx", "--from", "engine"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{example}: kiln sbom failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sbom::assert_valid_cyclonedx(&out.stdout);
+    let bom: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let labels = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        image,
+    ]);
+    let labels: serde_json::Value = serde_json::from_slice(&labels.stdout).unwrap();
+    assert_eq!(
+        labels["io.kiln.contents.digest"], built["contentsDigest"],
+        "{example}"
+    );
+    assert_eq!(
+        labels["io.kiln.sbom.digest"], built["sbomDigest"],
+        "{example}"
+    );
+    // The SBOM in the image is the one kiln sbom prints.
+    let inside = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "cat",
+        image,
+        "/opt/kiln/sbom.cdx.json",
+    ]);
+    let digest = kiln_registry::layer::sha256_digest(&inside.stdout);
+    assert_eq!(labels["io.kiln.sbom.digest"], digest.as_str(), "{example}");
+    assert_eq!(
+        inside.stdout,
+        out.stdout.strip_suffix(b"\n").unwrap_or(&out.stdout),
+        "{example}"
+    );
+    let verify =
+        std::fs::read_to_string(examples().join(example).join("verify")).unwrap_or_default();
+    let checked = sbom::assert_lists_what_verify_uses(image, &verify, &bom);
+    if verify.contains("import six") || verify.contains("command -v jq") {
+        assert!(
+            checked > 0,
+            "{example}: nothing of verify was checked against the SBOM"
+        );
+    }
+    assert!(
+        !sbom::components(&bom, "deb").is_empty(),
+        "{example}: the SBOM lists no Debian packages"
+    );
 }
 
 macro_rules! examples {

@@ -25,6 +25,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/builds/{id}", get(build_status).delete(cancel_build))
         .route("/api/builds/{id}/events", get(build_events))
         .route("/api/images", get(images))
+        .route("/api/images/{*path}", get(image_sbom))
         .route("/api/prewarm", post(prewarm))
 }
 
@@ -109,6 +110,70 @@ async fn images(State(state): State<Arc<AppState>>, caller: Caller) -> Response 
     match state.builds.store().images(operator).await {
         Ok(images) => Json(json!({"images": images})).into_response(),
         Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SbomQuery {
+    format: Option<String>,
+}
+
+/// `GET /api/images/<name>/sbom[?format=cyclonedx|kiln|table]`: what an image the service built
+/// holds, as CycloneDX 1.6 JSON (the default), kiln's record, or a table. Only images the caller
+/// may list (`GET /api/images`): kiln reads no other image for a caller.
+async fn image_sbom(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(path): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<SbomQuery>,
+) -> Response {
+    let Some(image) = path.strip_suffix("/sbom") else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "no such route: ask for /api/images/<name>/sbom",
+        );
+    };
+    let format = query.format.as_deref().unwrap_or("cyclonedx");
+    if !["cyclonedx", "kiln", "table"].contains(&format) {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            format!("format {format:?}: use cyclonedx, kiln or table"),
+        );
+    }
+    let operator = caller.is_operator(&state.config);
+    let built = match state.builds.store().images(operator).await {
+        Ok(images) => images.iter().any(|b| b.image.as_deref() == Some(image)),
+        Err(e) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    if !built {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            format!("kiln has built no image {image}"),
+        );
+    }
+    let registry = state
+        .builds
+        .push()
+        .filter(|p| image.starts_with(&format!("{}/", p.registry.host)))
+        .map(|p| p.registry.as_ref());
+    let found = match state.engine.contents(image, registry).await {
+        Ok(found) => found,
+        Err(e) => return api_error(StatusCode::NOT_FOUND, e.to_string()),
+    };
+    match format {
+        "kiln" => Json(found.contents).into_response(),
+        "table" => kiln_sbom::table(&found.contents).into_response(),
+        _ => match kiln_sbom::to_cyclonedx(&found.contents) {
+            Ok(bom) => (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    kiln_sbom::cyclonedx::MEDIA_TYPE,
+                )],
+                bom,
+            )
+                .into_response(),
+            Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
     }
 }
 

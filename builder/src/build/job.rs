@@ -8,12 +8,14 @@ use kiln_buildpacks::plan::Build;
 use kiln_buildpacks::render::ENVIRONMENT_STAGE;
 use kiln_buildpacks::{BuildPlan, RenderOptions};
 use kiln_registry::ConfigUpdate;
+use kiln_sbom::ImageMeta;
 
 use super::BuildRequest;
 use super::checkout::Checkout;
 use super::labels::{self, environment_image_name, rfc3339};
 use super::push::PushSettings;
 use super::strategy::{Facts, Strategy};
+use crate::contents::{self, Recorded};
 use crate::context::{Context, ContextOptions, build_context, repository_layer};
 use crate::engine::{Engine, EngineBuild};
 use crate::error::BuildError;
@@ -36,6 +38,21 @@ pub(super) struct Job<'a> {
     /// (system stage, conda image): the image of the system stage, and that image plus the conda
     /// layers, which the Dockerfile starts the environment stage from.
     pub(super) conda_image: Option<(String, String)>,
+    /// A local folder's content hash (it names the image and its record).
+    content_hash: OnceLock<String>,
+}
+
+/// What carrying a decision out gave: the `built` event's message, and the image's record of what
+/// it holds (none when reused, or assembled on an environment that has none).
+pub(super) struct CarriedOut {
+    pub(super) message: String,
+    pub(super) contents: Option<Recorded>,
+}
+
+impl CarriedOut {
+    fn new(message: String, contents: Option<Recorded>) -> CarriedOut {
+        CarriedOut { message, contents }
+    }
 }
 
 impl<'a> Job<'a> {
@@ -77,6 +94,7 @@ impl<'a> Job<'a> {
             full_context: OnceLock::new(),
             conda,
             conda_image,
+            content_hash: OnceLock::new(),
         })
     }
 
@@ -105,7 +123,9 @@ impl<'a> Job<'a> {
                     }
                     hex::encode(hash.finalize())
                 };
-                Some(hex[..16.min(hex.len())].to_string())
+                let short = hex[..16.min(hex.len())].to_string();
+                let _ = self.content_hash.set(short.clone());
+                Some(short)
             }
         };
         labels::image_name(
@@ -171,26 +191,31 @@ impl<'a> Job<'a> {
         })
     }
 
-    /// Carry the decision out; returns the `built` event's message.
+    /// Carry the decision out.
     pub(super) async fn carry_out(
         &self,
         strategy: Strategy,
         name: &str,
         sink: &mut dyn EventSink,
-    ) -> Result<String, BuildError> {
+    ) -> Result<CarriedOut, BuildError> {
         let push = self.request.push.as_ref();
         let env = self.environment_image()?;
         match (strategy, push, env.as_deref()) {
-            (Strategy::Reuse, Some(_), _) => Ok(format!(
-                "Reusing {name}: the registry has it, and the folder has not changed"
+            (Strategy::Reuse, Some(_), _) => Ok(CarriedOut::new(
+                format!("Reusing {name}: the registry has it, and the folder has not changed"),
+                None,
             )),
-            (Strategy::Reuse, None, _) => Ok(format!(
-                "Reusing the existing image {name}: the folder has not changed"
+            (Strategy::Reuse, None, _) => Ok(CarriedOut::new(
+                format!("Reusing the existing image {name}: the folder has not changed"),
+                None,
             )),
             (Strategy::Assemble, Some(push), Some(env)) => {
-                self.assemble(push, env, name, sink).await?;
-                Ok(format!(
-                    "Pushed {name}, assembled on the environment {env} without a container"
+                let recorded = self.assemble(push, env, name, sink).await?;
+                Ok(CarriedOut::new(
+                    format!(
+                        "Pushed {name}, assembled on the environment {env} without a container"
+                    ),
+                    recorded,
                 ))
             }
             (Strategy::OnEnvironment, Some(push), Some(env)) => {
@@ -198,9 +223,10 @@ impl<'a> Job<'a> {
                     Phase::Building,
                     format!("The environment {env} is in the registry: building only the repository and what follows it"),
                 ));
-                self.build_and_push(name, Some(env), None, push, sink)
+                let recorded = self
+                    .build_and_push(name, Some(env), None, push, sink)
                     .await?;
-                Ok(format!("Pushed {name}"))
+                Ok(CarriedOut::new(format!("Pushed {name}"), Some(recorded)))
             }
             (
                 Strategy::Full {
@@ -222,28 +248,74 @@ impl<'a> Job<'a> {
                             // The image goes on the environment just pushed, as every later
                             // commit's does: it shares the environment's blobs, so a node that
                             // has this image pulls only the repository layer for the next commit.
-                            if self.steps_after_copy() {
-                                self.build_and_push(name, Some(env), None, push, sink)
-                                    .await?;
+                            let recorded = if self.steps_after_copy() {
+                                Some(
+                                    self.build_and_push(name, Some(env), None, push, sink)
+                                        .await?,
+                                )
                             } else {
-                                self.assemble(push, env, name, sink).await?;
-                            }
-                            return Ok(format!(
-                                "Built the environment {env}, and pushed {name} on it"
+                                self.assemble(push, env, name, sink).await?
+                            };
+                            return Ok(CarriedOut::new(
+                                format!("Built the environment {env}, and pushed {name} on it"),
+                                recorded,
                             ));
                         }
-                        self.build_and_push(name, None, None, push, sink).await?;
-                        Ok(format!("Built and pushed {name}"))
+                        let recorded = self.build_and_push(name, None, None, push, sink).await?;
+                        Ok(CarriedOut::new(
+                            format!("Built and pushed {name}"),
+                            Some(recorded),
+                        ))
                     }
                     _ => {
-                        self.engine_build(name, None, None, sink).await?;
-                        Ok(format!("Built {name}"))
+                        let recorded = self.engine_build(name, None, None, sink).await?;
+                        Ok(CarriedOut::new(format!("Built {name}"), Some(recorded)))
                     }
                 }
             }
             (strategy, _, _) => Err(BuildError::Invalid(format!(
                 "{strategy:?} needs a registry and an environment image"
             ))),
+        }
+    }
+
+    /// What the builder knows of an image besides its packages. An environment image is shared
+    /// by every commit with its key, so its record names no source.
+    async fn image_meta(&self, image: &str, environment: bool) -> ImageMeta {
+        let source = match environment {
+            true => kiln_sbom::Source::default(),
+            false => kiln_sbom::Source {
+                url: Some(self.checkout.source_label.clone()),
+                commit: self.checkout.commit.clone(),
+                content_hash: self.content_hash.get().cloned(),
+                commit_time: self
+                    .checkout
+                    .commit
+                    .as_ref()
+                    .map(|_| rfc3339(self.checkout.time)),
+            },
+        };
+        let base_image = match self.plan.layers() {
+            Some(layers) => {
+                let name = layers.environment.base_image.clone();
+                let digest = match self.engine.inspect_image(&name).await {
+                    Ok(Some(info)) => info
+                        .repo_digests
+                        .iter()
+                        .find_map(|d| d.split_once('@').map(|(_, d)| d.to_string()))
+                        .or(Some(info.id).filter(|id| !id.is_empty())),
+                    _ => None,
+                };
+                Some(kiln_sbom::BaseImage { name, digest })
+            }
+            None => None,
+        };
+        ImageMeta {
+            kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+            source,
+            image: Some(image.to_string()),
+            base_image,
+            environment_key: self.plan.environment_key.clone(),
         }
     }
 
@@ -307,7 +379,7 @@ impl<'a> Job<'a> {
         environment_image: Option<&str>,
         target: Option<&str>,
         sink: &mut dyn EventSink,
-    ) -> Result<(), BuildError> {
+    ) -> Result<Recorded, BuildError> {
         let context = self.context(environment_image).await?;
         let what = match (target, environment_image) {
             (Some(_), _) => "the environment",
@@ -351,7 +423,12 @@ impl<'a> Job<'a> {
                 },
                 sink,
             )
-            .await
+            .await?;
+        // What the image holds, from the image itself, put into it.
+        let meta = self.image_meta(tag, target.is_some()).await;
+        let recorded = contents::collect(self.engine, tag, meta).await?;
+        contents::stamp(self.engine, tag, &recorded, sink).await?;
+        Ok(recorded)
     }
 
     /// Build on the engine, then push the result.
@@ -362,21 +439,28 @@ impl<'a> Job<'a> {
         target: Option<&str>,
         push: &PushSettings,
         sink: &mut dyn EventSink,
-    ) -> Result<(), BuildError> {
-        self.engine_build(tag, environment_image, target, sink)
+    ) -> Result<Recorded, BuildError> {
+        let recorded = self
+            .engine_build(tag, environment_image, target, sink)
             .await?;
         sink.emit(Event::new(Phase::Pushing, format!("Pushing {tag}")));
-        self.engine.push(tag, push.docker_credentials(), sink).await
+        self.engine
+            .push(tag, push.docker_credentials(), sink)
+            .await?;
+        contents::attach(&push.registry, tag, &recorded, sink).await;
+        Ok(recorded)
     }
 
-    /// Assemble the image natively: the environment image plus one layer holding the repository.
+    /// Assemble the image natively: the environment image plus one layer holding the repository,
+    /// and one holding the record of what it holds (the environment's packages: the repository
+    /// layer installs none).
     async fn assemble(
         &self,
         push: &PushSettings,
         environment: &str,
         name: &str,
         sink: &mut dyn EventSink,
-    ) -> Result<(), BuildError> {
+    ) -> Result<Option<Recorded>, BuildError> {
         let layers = self
             .plan
             .layers()
@@ -403,6 +487,34 @@ impl<'a> Job<'a> {
         })
         .await
         .map_err(|e| BuildError::Invalid(format!("layer stopped: {e}")))??;
+        let recorded = match contents::from_registry(&push.registry, environment).await {
+            Ok(Some(held)) => {
+                let meta = self.image_meta(name, false).await;
+                Some(Recorded::for_image(&held, meta)?)
+            }
+            Ok(None) => {
+                sink.emit(Event::new(
+                    Phase::Building,
+                    format!("Warning: the environment {environment} has no record of what it holds (an older kiln built it), so {name} has none; rebuild it with --no-cache to get one"),
+                ));
+                None
+            }
+            Err(e) => {
+                sink.emit(Event::new(
+                    Phase::Building,
+                    format!("Warning: cannot read the record of what {environment} holds ({e}), so {name} has none"),
+                ));
+                None
+            }
+        };
+        let contents_layer = match &recorded {
+            Some(r) => Some(contents::layer(r, self.checkout.time.max(0) as u64)?),
+            None => None,
+        };
+        let mut labels = self.labels.clone();
+        if let Some(r) = &recorded {
+            labels.extend(r.labels());
+        }
         let runtime = &layers.runtime;
         let update = ConfigUpdate {
             env: runtime.env.clone(),
@@ -411,13 +523,22 @@ impl<'a> Job<'a> {
             working_dir: runtime.workdir.clone(),
             user: layers.environment.user.name.clone(),
             exposed_port: Some(runtime.expose),
-            labels: self.labels.clone(),
+            labels,
             created: rfc3339(self.checkout.time),
         };
-        let new_layers = [kiln_registry::NewLayer {
+        let mut new_layers = vec![kiln_registry::NewLayer {
             layer: &layer,
             created_by: format!("COPY the repository to {} (kiln)", layers.repository.dest),
         }];
+        if let Some(layer) = &contents_layer {
+            new_layers.push(kiln_registry::NewLayer {
+                layer,
+                created_by: format!(
+                    "COPY what the image holds to {} (kiln)",
+                    contents::IMAGE_PATH
+                ),
+            });
+        }
         let mut progress = |message: String| sink.emit(Event::new(Phase::Pushing, message));
         kiln_registry::assemble(
             &push.registry,
@@ -430,7 +551,11 @@ impl<'a> Job<'a> {
             &mut progress,
         )
         .await?;
-        Ok(())
+        if let Some(r) = &recorded {
+            contents::report(r, sink);
+            contents::attach(&push.registry, name, r, sink).await;
+        }
+        Ok(recorded)
     }
 }
 

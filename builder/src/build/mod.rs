@@ -111,6 +111,8 @@ pub struct Built {
     pub image: String,
     pub outcome: Outcome,
     pub plan: Option<BuildPlan>,
+    /// What the image holds, as recorded in it (none when it was reused).
+    pub contents: Option<crate::contents::Recorded>,
 }
 
 /// Build (or reuse) the image for a request. Every outcome is also an event: `built` or `failed`.
@@ -122,7 +124,12 @@ pub async fn build(
 ) -> Result<Built, BuildError> {
     match run(engine, git, &request, sink).await {
         Ok((built, message)) => {
-            sink.emit(Event::built(&built.image, message));
+            let mut event = Event::built(&built.image, message);
+            if let Some(recorded) = &built.contents {
+                event.contents_digest = Some(recorded.digest.clone());
+                event.sbom_digest = Some(recorded.sbom_digest.clone());
+            }
+            sink.emit(event);
             Ok(built)
         }
         Err(error) => {
@@ -169,6 +176,7 @@ async fn run(
                 image: name,
                 outcome: Outcome::Reused,
                 plan: None,
+                contents: None,
             };
             return Ok((built, message));
         }
@@ -198,13 +206,14 @@ async fn run(
 
     // 5. Decide, and 6. carry it out.
     let strategy = decide(&facts);
-    let message = job.carry_out(strategy, &name, sink).await?;
+    let carried = job.carry_out(strategy, &name, sink).await?;
     let built = Built {
         image: name,
         outcome: strategy.outcome(),
         plan: Some(plan),
+        contents: carried.contents,
     };
-    Ok((built, message))
+    Ok((built, carried.message))
 }
 
 /// Whether the image of a commit exists: in the registry when pushing, else in the engine with

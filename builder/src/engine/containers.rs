@@ -37,7 +37,101 @@ pub struct ContainerSpec {
     pub resources: Resources,
 }
 
+/// What a command run in an image printed, and how it ended.
+#[derive(Clone, Debug, Default)]
+pub struct CommandOutput {
+    pub status: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
 impl Engine {
+    /// Run `argv` in a new container of `image` (as the image's user, without a network, with the
+    /// image's entrypoint replaced by `argv[0]`) and collect its output; the container is removed.
+    /// Output beyond `max_output` bytes per stream, or a run longer than `timeout`, is an error.
+    pub async fn run_command(
+        &self,
+        image: &str,
+        argv: &[String],
+        timeout: std::time::Duration,
+        max_output: usize,
+    ) -> Result<CommandOutput, BuildError> {
+        let (entrypoint, cmd) = argv
+            .split_first()
+            .ok_or_else(|| BuildError::Invalid("no command to run".into()))?;
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            entrypoint: Some(vec![entrypoint.clone()]),
+            cmd: Some(cmd.to_vec()),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(None::<CreateContainerOptions>, body)
+            .await
+            .map_err(|e| BuildError::Engine(format!("{image}: {e}")))?;
+        let id = created.id;
+        let run = async {
+            self.docker
+                .start_container(&id, None::<StartContainerOptions>)
+                .await
+                .map_err(|e| BuildError::Engine(format!("{image}: {e}")))?;
+            let mut output = CommandOutput::default();
+            let mut logs = self.docker.logs(
+                &id,
+                Some(LogsOptions {
+                    follow: true,
+                    stdout: true,
+                    stderr: true,
+                    ..Default::default()
+                }),
+            );
+            while let Some(chunk) = logs.next().await {
+                let (stream, bytes) = match chunk {
+                    Ok(bollard::container::LogOutput::StdOut { message }) => {
+                        (&mut output.stdout, message)
+                    }
+                    Ok(bollard::container::LogOutput::StdErr { message }) => {
+                        (&mut output.stderr, message)
+                    }
+                    Ok(_) => continue,
+                    Err(e) => return Err(BuildError::Engine(format!("{image}: {e}"))),
+                };
+                if stream.len() + bytes.len() > max_output {
+                    return Err(BuildError::Invalid(format!(
+                        "{image}: the command printed more than {max_output} bytes"
+                    )));
+                }
+                stream.extend_from_slice(&bytes);
+            }
+            let mut wait = self
+                .docker
+                .wait_container(&id, None::<WaitContainerOptions>);
+            output.status = match wait.next().await {
+                Some(Ok(status)) => status.status_code,
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+                Some(Err(e)) => return Err(BuildError::Engine(e.to_string())),
+                None => 0,
+            };
+            Ok(output)
+        };
+        let result = match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(BuildError::Invalid(format!(
+                "{image}: the command ran longer than {} s",
+                timeout.as_secs()
+            ))),
+        };
+        self.remove_container(&id).await;
+        result
+    }
+
     /// Create and start a container; returns its id. A container that cannot start is removed.
     pub async fn start_container(&self, spec: &ContainerSpec) -> Result<String, BuildError> {
         let r = &spec.resources;

@@ -23,6 +23,10 @@ pub struct ImageInfo {
     pub config: serde_json::Value,
     /// Its size in bytes.
     pub size: i64,
+    /// Its id (the digest of its configuration).
+    pub id: String,
+    /// The digests the registries it came from know it by (`name@sha256:…`).
+    pub repo_digests: Vec<String>,
 }
 
 impl Engine {
@@ -44,6 +48,8 @@ impl Engine {
                     .unwrap_or_default(),
                 config: serde_json::to_value(&image.config).unwrap_or_default(),
                 size: image.size.unwrap_or_default(),
+                id: image.id.clone().unwrap_or_default(),
+                repo_digests: image.repo_digests.clone().unwrap_or_default(),
             })),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..

@@ -73,6 +73,7 @@ impl ContainerEngine for ScriptedEngine {
                     image: image.clone(),
                     outcome: Outcome::Built,
                     plan: None,
+                    contents: None,
                 })
             }
             Err(message) => {
@@ -118,6 +119,31 @@ impl ContainerEngine for ScriptedEngine {
             .unwrap()
             .push((image.to_string(), credentials.is_some()));
         Ok(())
+    }
+
+    /// Every image holds one Debian package, `scripted` at version 1, and says which it is.
+    async fn contents(
+        &self,
+        image: &str,
+        _registry: Option<&kiln_registry::Registry>,
+    ) -> Result<kiln_builder::contents::Found, BuildError> {
+        let mut contents = kiln_sbom::Contents::new(kiln_sbom::ImageMeta {
+            kiln_version: "scripted".into(),
+            image: Some(image.to_string()),
+            ..Default::default()
+        });
+        contents.deb.push(kiln_sbom::DebPackage {
+            name: "scripted".into(),
+            architecture: "amd64".into(),
+            version: "1".into(),
+            source: "scripted".into(),
+            source_version: None,
+        });
+        Ok(kiln_builder::contents::Found {
+            contents,
+            place: kiln_builder::contents::Place::Engine,
+            size: None,
+        })
     }
 }
 

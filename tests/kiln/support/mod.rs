@@ -8,6 +8,7 @@ pub mod in_process;
 pub mod jupyterhub;
 pub mod redirector;
 pub mod registry_proxy;
+pub mod sbom;
 pub mod service;
 
 use std::net::TcpStream;
