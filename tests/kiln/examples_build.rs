@@ -37,7 +37,7 @@ fn build_and_verify(example: &str) {
     assert!(phases.contains(&"building"));
 
     assert_verify(&image);
-    assert_sbom_tells_the_truth(example, &image, &last);
+    assert_sbom_tells_the_truth(example, &image, last);
     // Labels and annotations: source, commit, created (the commit time), environment key.
     let labels = docker(&[
         "image",

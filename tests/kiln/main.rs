@@ -12,6 +12,7 @@ mod support;
 mod binderhub_routes;
 mod cli;
 mod conda_build;
+mod contents;
 mod engine_features;
 mod examples_build;
 mod faults;

@@ -42,6 +42,32 @@ fn json_api_builds_resumes_and_lists_images() {
             .iter()
             .any(|i| i["image"] == last["imageName"])
     );
+    // What the image holds: its SBOM, as CycloneDX (valid) and as kiln's record, whose digest the
+    // built event gave.
+    let image = last["imageName"].as_str().unwrap();
+    let (status, bom) = service.get(&format!("/api/images/{image}/sbom"), None);
+    assert_eq!(status, 200, "{bom}");
+    let body = bom.split("\r\n\r\n").nth(1).unwrap();
+    sbom::assert_valid_cyclonedx(body.as_bytes());
+    assert!(body.contains("pkg:pypi/jupyterlab@"), "{body}");
+    let (status, record) = service.json(
+        "GET",
+        &format!("/api/images/{image}/sbom?format=kiln"),
+        None,
+    );
+    assert_eq!(status, 200, "{record}");
+    assert!(record["deb"].as_array().unwrap().len() > 50);
+    assert!(
+        last["contentsDigest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    // Only images kiln built: no other image is read for a caller.
+    let (status, _) = service.json("GET", "/api/images/docker.io/library/debian:12/sbom", None);
+    assert_eq!(status, 404);
+    let (status, _) = service.json("GET", &format!("/api/images/{image}/sbom?format=xml"), None);
+    assert_eq!(status, 400);
     // Bad input: a clear 4xx.
     let (status, error) = service.json(
         "POST",

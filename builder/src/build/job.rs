@@ -310,10 +310,16 @@ impl<'a> Job<'a> {
             }
             None => None,
         };
+        // The repository without the tag: a tag only points at the image, and the same commit
+        // under two tags is the same image (native assembly is byte-for-byte reproducible).
+        let repository = match image.rsplit_once(':') {
+            Some((repository, tag)) if !tag.contains('/') => repository,
+            _ => image,
+        };
         ImageMeta {
             kiln_version: env!("CARGO_PKG_VERSION").to_string(),
             source,
-            image: Some(image.to_string()),
+            image: Some(repository.to_string()),
             base_image,
             environment_key: self.plan.environment_key.clone(),
         }

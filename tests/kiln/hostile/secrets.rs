@@ -115,6 +115,20 @@ fn a_token_in_a_spec_never_appears_in_answers_logs_events_or_labels() {
         "",
     );
     assert!(operator.contains(&image), "{operator}");
+    // Its SBOM likewise: not for a stranger, and without the token for the operator.
+    let sbom = format!("/api/images/{image}/sbom?format=kiln");
+    assert_eq!(
+        service.get(&sbom, None).0,
+        404,
+        "a stranger reads a private image's SBOM"
+    );
+    let (status, answer) =
+        service.request("GET", &sbom, "Authorization: Bearer operator-token\r\n", "");
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        !answer.contains(&token),
+        "the token leaked into the SBOM: {answer}"
+    );
     remove_image(&image);
 }
 
