@@ -151,12 +151,7 @@ pub async fn collect(
 
 /// Put `recorded` into the engine's image `image` (re-tagged in place): one `COPY` on top of it,
 /// with the labels that name the files.
-pub async fn stamp(
-    engine: &Engine,
-    image: &str,
-    recorded: &Recorded,
-    sink: &mut dyn EventSink,
-) -> Result<(), BuildError> {
+pub async fn stamp(engine: &Engine, image: &str, recorded: &Recorded) -> Result<(), BuildError> {
     let dir = tempfile::Builder::new()
         .prefix("kiln-contents-")
         .tempdir()
@@ -190,7 +185,6 @@ pub async fn stamp(
             &mut quiet,
         )
         .await?;
-    report(recorded, sink);
     Ok(())
 }
 
@@ -205,8 +199,8 @@ pub fn layer(recorded: &Recorded, mtime: u64) -> Result<Layer, BuildError> {
     Layer::from_tar(&tar).map_err(|e| BuildError::io("compressing the contents layer", e))
 }
 
-/// One line saying what the record holds.
-pub fn report(recorded: &Recorded, sink: &mut dyn EventSink) {
+/// One line saying what the record holds and how long recording it took.
+pub fn report(recorded: &Recorded, took: Duration, sink: &mut dyn EventSink) {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for entry in recorded.contents.entries() {
         *counts.entry(entry.manager.as_str()).or_default() += 1;
@@ -215,14 +209,15 @@ pub fn report(recorded: &Recorded, sink: &mut dyn EventSink) {
     sink.emit(Event::new(
         Phase::Building,
         format!(
-            "Recorded what the image holds: {} ({} bytes of CycloneDX, {})",
+            "Recorded what the image holds: {} ({} bytes of CycloneDX, {}) in {:.2} s",
             if counts.is_empty() {
                 "no packages".to_string()
             } else {
                 counts.join(", ")
             },
             recorded.sbom.len(),
-            recorded.digest
+            recorded.digest,
+            took.as_secs_f64()
         ),
     ));
 }

@@ -212,3 +212,36 @@ fn an_image_without_a_record_is_listed_from_the_image_with_a_note() {
     assert!(!out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
 }
+
+#[test]
+fn an_image_without_a_shell_is_built_without_a_record_and_a_warning_says_why() {
+    require_engine();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY hello.txt /\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "no shell here\n").unwrap();
+    let image = format!("kiln-test/{}:1", unique("no-shell"));
+    let out = kiln()
+        .args(["build", "--json-logs", "--image-name", &image])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let events = events(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{events:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["phase"], "built");
+    assert!(last.get("contentsDigest").is_none(), "{last}");
+    let text: String = events
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(text.contains("has no record of what it holds"), "{text}");
+    remove_image(&image);
+}

@@ -226,7 +226,7 @@ impl<'a> Job<'a> {
                 let recorded = self
                     .build_and_push(name, Some(env), None, push, sink)
                     .await?;
-                Ok(CarriedOut::new(format!("Pushed {name}"), Some(recorded)))
+                Ok(CarriedOut::new(format!("Pushed {name}"), recorded))
             }
             (
                 Strategy::Full {
@@ -249,10 +249,8 @@ impl<'a> Job<'a> {
                             // commit's does: it shares the environment's blobs, so a node that
                             // has this image pulls only the repository layer for the next commit.
                             let recorded = if self.steps_after_copy() {
-                                Some(
-                                    self.build_and_push(name, Some(env), None, push, sink)
-                                        .await?,
-                                )
+                                self.build_and_push(name, Some(env), None, push, sink)
+                                    .await?
                             } else {
                                 self.assemble(push, env, name, sink).await?
                             };
@@ -264,12 +262,12 @@ impl<'a> Job<'a> {
                         let recorded = self.build_and_push(name, None, None, push, sink).await?;
                         Ok(CarriedOut::new(
                             format!("Built and pushed {name}"),
-                            Some(recorded),
+                            recorded,
                         ))
                     }
                     _ => {
                         let recorded = self.engine_build(name, None, None, sink).await?;
-                        Ok(CarriedOut::new(format!("Built {name}"), Some(recorded)))
+                        Ok(CarriedOut::new(format!("Built {name}"), recorded))
                     }
                 }
             }
@@ -385,7 +383,7 @@ impl<'a> Job<'a> {
         environment_image: Option<&str>,
         target: Option<&str>,
         sink: &mut dyn EventSink,
-    ) -> Result<Recorded, BuildError> {
+    ) -> Result<Option<Recorded>, BuildError> {
         let context = self.context(environment_image).await?;
         let what = match (target, environment_image) {
             (Some(_), _) => "the environment",
@@ -431,10 +429,27 @@ impl<'a> Job<'a> {
             )
             .await?;
         // What the image holds, from the image itself, put into it.
+        // Only images that are kept: an image, or an environment (not the conda system stage).
+        if target.is_some_and(|t| t != ENVIRONMENT_STAGE) {
+            return Ok(None);
+        }
+        let started = std::time::Instant::now();
         let meta = self.image_meta(tag, target.is_some()).await;
-        let recorded = contents::collect(self.engine, tag, meta).await?;
-        contents::stamp(self.engine, tag, &recorded, sink).await?;
-        Ok(recorded)
+        // An image without a shell (a repository's own Dockerfile may make one) cannot be listed:
+        // it is built all the same, without a record, and the warning says why.
+        let recorded = match contents::collect(self.engine, tag, meta).await {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                sink.emit(Event::new(
+                    Phase::Building,
+                    format!("Warning: {e}; {tag} has no record of what it holds"),
+                ));
+                return Ok(None);
+            }
+        };
+        contents::stamp(self.engine, tag, &recorded).await?;
+        contents::report(&recorded, started.elapsed(), sink);
+        Ok(Some(recorded))
     }
 
     /// Build on the engine, then push the result.
@@ -445,7 +460,7 @@ impl<'a> Job<'a> {
         target: Option<&str>,
         push: &PushSettings,
         sink: &mut dyn EventSink,
-    ) -> Result<Recorded, BuildError> {
+    ) -> Result<Option<Recorded>, BuildError> {
         let recorded = self
             .engine_build(tag, environment_image, target, sink)
             .await?;
@@ -453,7 +468,9 @@ impl<'a> Job<'a> {
         self.engine
             .push(tag, push.docker_credentials(), sink)
             .await?;
-        contents::attach(&push.registry, tag, &recorded, sink).await;
+        if let Some(recorded) = &recorded {
+            contents::attach(&push.registry, tag, recorded, sink).await;
+        }
         Ok(recorded)
     }
 
@@ -493,6 +510,7 @@ impl<'a> Job<'a> {
         })
         .await
         .map_err(|e| BuildError::Invalid(format!("layer stopped: {e}")))??;
+        let started = std::time::Instant::now();
         let recorded = match contents::from_registry(&push.registry, environment).await {
             Ok(Some(held)) => {
                 let meta = self.image_meta(name, false).await;
@@ -517,6 +535,7 @@ impl<'a> Job<'a> {
             Some(r) => Some(contents::layer(r, self.checkout.time.max(0) as u64)?),
             None => None,
         };
+        let recording = started.elapsed();
         let mut labels = self.labels.clone();
         if let Some(r) = &recorded {
             labels.extend(r.labels());
@@ -558,7 +577,7 @@ impl<'a> Job<'a> {
         )
         .await?;
         if let Some(r) = &recorded {
-            contents::report(r, sink);
+            contents::report(r, recording, sink);
             contents::attach(&push.registry, name, r, sink).await;
         }
         Ok(recorded)

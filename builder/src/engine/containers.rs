@@ -110,15 +110,7 @@ impl Engine {
                 }
                 stream.extend_from_slice(&bytes);
             }
-            let mut wait = self
-                .docker
-                .wait_container(&id, None::<WaitContainerOptions>);
-            output.status = match wait.next().await {
-                Some(Ok(status)) => status.status_code,
-                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-                Some(Err(e)) => return Err(BuildError::Engine(e.to_string())),
-                None => 0,
-            };
+            output.status = self.exit_code(&id).await?;
             Ok(output)
         };
         let result = match tokio::time::timeout(timeout, run).await {
@@ -219,14 +211,18 @@ impl Engine {
                 Err(_) => break,
             }
         }
+        self.exit_code(id).await
+    }
+
+    /// Wait for a container to exit; its exit code.
+    async fn exit_code(&self, id: &str) -> Result<i64, BuildError> {
         let mut wait = self.docker.wait_container(id, None::<WaitContainerOptions>);
-        let code = match wait.next().await {
-            Some(Ok(status)) => status.status_code,
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-            Some(Err(e)) => return Err(BuildError::Engine(e.to_string())),
-            None => 0,
-        };
-        Ok(code)
+        match wait.next().await {
+            Some(Ok(status)) => Ok(status.status_code),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(BuildError::Engine(e.to_string())),
+            None => Ok(0),
+        }
     }
 
     /// Stop a container (10 s grace) and remove it. Errors are ignored: it may be gone already.
