@@ -7,7 +7,7 @@
 //!   [`SBOM_PATH`]), named by the labels [`LABEL_CONTENTS`] and [`LABEL_SBOM`] with their digests:
 //!   one small engine build (`FROM image` + `COPY`), or [`layer`] for a natively assembled image.
 //! - [`attach`]: push both beside the image in the registry as OCI 1.1 referrers.
-//! - [`from_registry`] and [`from_engine`]: read a record back.
+//! - [`find`]: read a record back, from the engine's image or beside it in the registry.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -288,15 +288,14 @@ pub async fn from_registry(
     }
 }
 
-/// The record inside the engine's image `image`, checked against its label; `None` when the image
-/// has none.
-pub async fn from_engine(engine: &Engine, image: &str) -> Result<Option<Contents>, BuildError> {
-    let Some(info) = engine.inspect_image(image).await? else {
-        return Err(BuildError::Invalid(format!(
-            "the engine has no image {image}"
-        )));
-    };
-    let Some(label) = info.labels.get(LABEL_CONTENTS) else {
+/// The record inside the engine's image `image` (whose labels are `labels`), checked against its
+/// label; `None` when the image has none.
+async fn from_engine(
+    engine: &Engine,
+    image: &str,
+    labels: &HashMap<String, String>,
+) -> Result<Option<Contents>, BuildError> {
+    let Some(label) = labels.get(LABEL_CONTENTS) else {
         return Ok(None);
     };
     let Some(bytes) = engine.read_file(image, IMAGE_PATH).await? else {
@@ -352,28 +351,32 @@ pub async fn find(
     lookup: Lookup,
 ) -> Result<Found, BuildError> {
     let on_engine = match (engine, lookup) {
-        (Some(engine), Lookup::Auto) => engine.inspect_image(image).await?.is_some(),
-        (Some(_), Lookup::Engine) => true,
+        (Some(engine), Lookup::Auto | Lookup::Engine) => match engine.inspect_image(image).await? {
+            Some(info) => Some((engine, info)),
+            None if lookup == Lookup::Engine => {
+                return Err(BuildError::Invalid(format!(
+                    "the engine has no image {image}"
+                )));
+            }
+            None => None,
+        },
         (None, Lookup::Engine) => {
             return Err(BuildError::Invalid(format!(
                 "{image}: no engine to read it from"
             )));
         }
-        _ => false,
+        _ => None,
     };
-    if let (true, Some(engine)) = (on_engine, engine) {
-        let size = engine
-            .inspect_image(image)
-            .await?
-            .map(|i| i.size.max(0) as u64);
-        if let Some(contents) = from_engine(engine, image).await? {
+    if let Some((engine, info)) = on_engine {
+        let size = Some(info.size.max(0) as u64);
+        let labels = info.labels;
+        if let Some(contents) = from_engine(engine, image, &labels).await? {
             return Ok(Found {
                 contents,
                 place: Place::Engine,
                 size,
             });
         }
-        let labels = engine.image_labels(image).await?.unwrap_or_default();
         let meta = ImageMeta {
             kiln_version: env!("CARGO_PKG_VERSION").to_string(),
             source: kiln_sbom::Source {

@@ -83,15 +83,7 @@ impl Engine {
                 .await
                 .map_err(|e| BuildError::Engine(format!("{image}: {e}")))?;
             let mut output = CommandOutput::default();
-            let mut logs = self.docker.logs(
-                &id,
-                Some(LogsOptions {
-                    follow: true,
-                    stdout: true,
-                    stderr: true,
-                    ..Default::default()
-                }),
-            );
+            let mut logs = self.follow_logs(&id);
             while let Some(chunk) = logs.next().await {
                 let (stream, bytes) = match chunk {
                     Ok(bollard::container::LogOutput::StdOut { message }) => {
@@ -196,15 +188,7 @@ impl Engine {
         id: &str,
         mut out: impl FnMut(&[u8]),
     ) -> Result<i64, BuildError> {
-        let mut logs = self.docker.logs(
-            id,
-            Some(LogsOptions {
-                follow: true,
-                stdout: true,
-                stderr: true,
-                ..Default::default()
-            }),
-        );
+        let mut logs = self.follow_logs(id);
         while let Some(chunk) = logs.next().await {
             match chunk {
                 Ok(output) => out(&output.into_bytes()),
@@ -212,6 +196,24 @@ impl Engine {
             }
         }
         self.exit_code(id).await
+    }
+
+    /// A container's standard output and error, as it writes them, until it exits.
+    fn follow_logs(
+        &self,
+        id: &str,
+    ) -> impl futures_util::Stream<
+        Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+    > + use<> {
+        self.docker.logs(
+            id,
+            Some(LogsOptions {
+                follow: true,
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }),
+        )
     }
 
     /// Wait for a container to exit; its exit code.
