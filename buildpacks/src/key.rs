@@ -8,10 +8,10 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::plan::Environment;
+use crate::plan::{CondaEnvironment, Environment};
 
 /// Bumped when the meaning of a plan's environment changes without its data changing.
-const KEY_FORMAT: &str = "kiln-environment-v1";
+const KEY_FORMAT: &str = "kiln-environment-v2";
 
 #[derive(Serialize)]
 struct KeyInput<'a> {
@@ -39,8 +39,24 @@ pub fn environment_key<'a>(
     format!("sha256:{}", hex::encode(Sha256::digest(&json)))
 }
 
+/// The environment as its key sees it before a conda environment is locked: the conda part is
+/// only its prefix, because the key is completed by the lock ([`with_conda_lock`]), which is what
+/// the environment file, its channels and specs resolved to. Two repositories whose files differ
+/// but resolve to the same packages so share one environment.
+pub fn before_conda_lock(environment: &Environment) -> Environment {
+    let mut env = environment.clone();
+    if let Some(conda) = &mut env.conda {
+        *conda = CondaEnvironment {
+            prefix: conda.prefix.clone(),
+            ..CondaEnvironment::default()
+        };
+    }
+    env
+}
+
 /// The key of an environment whose conda part was solved to `lock` (an `@EXPLICIT` list): the
-/// plan's key (which covers the environment files) combined with the exact packages.
+/// plan's key (which covers everything but the conda environment's files) combined with the
+/// exact packages.
 pub fn with_conda_lock(key: &str, lock: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(b"kiln-environment-conda-lock-v1\n");

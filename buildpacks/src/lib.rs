@@ -35,18 +35,12 @@ pub fn plan(root: &Path, options: &PlanOptions) -> Result<BuildPlan, PlanError> 
     let environment_key = match &build {
         Build::Dockerfile(_) => None,
         Build::Layers(layers) => {
-            let env = &layers.environment;
-            let conda_inputs = env
-                .conda
-                .iter()
-                .flat_map(|c| std::iter::once(&c.file).chain(c.lock_file.as_ref()));
-            let inputs = conda_inputs
-                .chain(env.steps.iter().flat_map(|s| &s.inputs))
-                .map(|path| {
-                    let bytes = files.by_path(path).map_or(&[][..], |f| f.text.as_bytes());
-                    (path.as_str(), bytes)
-                });
-            Some(key::environment_key(env, inputs))
+            let env = key::before_conda_lock(&layers.environment);
+            let inputs = env.steps.iter().flat_map(|s| &s.inputs).map(|path| {
+                let bytes = files.by_path(path).map_or(&[][..], |f| f.text.as_bytes());
+                (path.as_str(), bytes)
+            });
+            Some(key::environment_key(&env, inputs))
         }
     };
     Ok(BuildPlan {

@@ -1,6 +1,8 @@
 //! What an operator can choose when planning, and the pinned versions kiln installs by default.
 //! Every pinned version lives here, in one place.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// The image every plan builds on by default: Debian bookworm, made locally by `kiln base bootstrap`.
@@ -73,6 +75,29 @@ pub struct PlanOptions {
     pub cran_url: String,
     /// Conda channels used when `environment.yml` names none.
     pub default_conda_channels: Vec<String>,
+    /// What an earlier image held, installed again instead of resolving the repository's files
+    /// (`kiln build --locked IMAGE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked: Option<Locked>,
+}
+
+/// The packages of an earlier image, to install exactly (`--locked IMAGE`). The builder reads them
+/// from the image's contents record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Locked {
+    /// The image they come from, for decisions and messages.
+    pub from: String,
+    /// A requirements file that pins the Python environment at `/srv/venv` (`name==version`, with
+    /// `--hash` lines when every pin has one, after the index options), when the image had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
+    /// Debian package versions by name (the image's native architecture).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deb: BTreeMap<String, String>,
+    /// The date of the CRAN snapshot R's packages came from (`YYYY-MM-DD`), when the image had a
+    /// dated one: R's packages are installed from the same snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r_snapshot: Option<String>,
 }
 
 impl Default for PlanOptions {
@@ -91,6 +116,7 @@ impl Default for PlanOptions {
                 .collect(),
             cran_url: DEFAULT_CRAN_URL.to_string(),
             default_conda_channels: vec!["conda-forge".to_string()],
+            locked: None,
         }
     }
 }

@@ -142,7 +142,7 @@ pub struct Environment {
 
 /// A conda environment built natively: solved on the host with rattler (or taken from a lock),
 /// installed into a staging root at `prefix`, and added to the image as layers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CondaEnvironment {
     /// The environment file (`environment.yml`), relative to the repository root.
     pub file: String,

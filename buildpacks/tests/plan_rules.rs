@@ -352,3 +352,170 @@ fn an_appendix_goes_verbatim_at_the_very_end() {
         "{dockerfile}"
     );
 }
+
+fn plan_with(
+    files: &[(&str, &str)],
+    options: &PlanOptions,
+) -> Result<kiln_buildpacks::BuildPlan, PlanError> {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), files);
+    kiln_buildpacks::plan(dir.path(), options)
+}
+
+fn locked() -> PlanOptions {
+    PlanOptions {
+        locked: Some(kiln_buildpacks::options::Locked {
+            from: "registry.example/analysis:abc".into(),
+            python: Some("numpy==1.26.4 \\\n    --hash=sha256:aaaa\nsix==1.16.0 \\\n    --hash=sha256:bbbb\n".into()),
+            deb: [("graphviz".to_string(), "2.42.2-7+b3".to_string())].into(),
+            r_snapshot: Some("2024-06-01".into()),
+        }),
+        ..PlanOptions::default()
+    }
+}
+
+#[test]
+fn a_python_environment_records_its_lock_after_every_environment_step() {
+    let plan = plan_of(&[
+        (
+            "requirements.txt",
+            "--extra-index-url http://127.0.0.1:9/simple/\nsix\n",
+        ),
+        (
+            "pyproject.toml",
+            "[project]\nname = \"x\"\ndependencies = [\"numpy\"]\n",
+        ),
+    ])
+    .unwrap();
+    let Build::Layers(layers) = &plan.build else {
+        panic!()
+    };
+    let last = layers.environment.steps.last().unwrap();
+    assert!(last.name.contains("Python lock"), "{:?}", last.name);
+    assert!(last.network, "it asks the index for the hashes");
+    // It reads the requirements file for its index options.
+    assert!(
+        last.commands[0]
+            .iter()
+            .any(|a| a.ends_with("/requirements.txt")),
+        "{:?}",
+        last.commands
+    );
+    assert!(
+        layers
+            .environment
+            .files
+            .iter()
+            .any(|f| f.dest.ends_with("/lock-python"))
+    );
+}
+
+#[test]
+fn locked_python_installs_the_earlier_image_in_place_of_the_requirements() {
+    let a = plan_with(&[("requirements.txt", "numpy\nsix\n")], &locked()).unwrap();
+    let Build::Layers(layers) = &a.build else {
+        panic!()
+    };
+    let steps = &layers.environment.steps;
+    assert!(
+        !steps
+            .iter()
+            .any(|s| s.inputs.iter().any(|i| i == "requirements.txt")),
+        "requirements.txt is no longer resolved: {steps:#?}"
+    );
+    let install = steps.iter().find(|s| s.name.contains("--locked")).unwrap();
+    let command = &install.commands[0];
+    assert!(
+        command.iter().any(|a| a == "--require-hashes"),
+        "{command:?}"
+    );
+    assert!(command.iter().any(|a| a == "--no-deps"), "{command:?}");
+    let lock = layers
+        .environment
+        .files
+        .iter()
+        .find(|f| f.dest.ends_with("/python-locked.txt"))
+        .unwrap();
+    assert!(lock.content.contains("numpy==1.26.4"));
+    assert!(
+        a.decisions
+            .iter()
+            .any(|d| d.topic == "requirements.txt" && d.value == "replaced by the lock")
+    );
+
+    // The key covers the lock, not the files: another repository locked to the same image shares it.
+    let b = plan_with(
+        &[("requirements.txt", "numpy>=1\nsix  # other words\n")],
+        &locked(),
+    )
+    .unwrap();
+    assert_eq!(a.environment_key, b.environment_key);
+    let unlocked = plan_of(&[("requirements.txt", "numpy\nsix\n")]).unwrap();
+    assert_ne!(a.environment_key, unlocked.environment_key);
+}
+
+#[test]
+fn locked_apt_packages_get_the_versions_of_the_earlier_image() {
+    let plan = plan_with(
+        &[
+            ("apt.txt", "graphviz\nnot-in-the-image\n"),
+            ("requirements.txt", "six\n"),
+        ],
+        &locked(),
+    )
+    .unwrap();
+    let Build::Layers(layers) = &plan.build else {
+        panic!()
+    };
+    assert_eq!(
+        layers.environment.system_packages,
+        ["graphviz=2.42.2-7+b3", "not-in-the-image"]
+    );
+    let decision = plan
+        .decisions
+        .iter()
+        .find(|d| d.topic == "apt.txt")
+        .unwrap();
+    assert!(
+        decision.reason.contains("not pinned: not-in-the-image"),
+        "{decision:?}"
+    );
+}
+
+#[test]
+fn conda_environment_key_waits_for_the_lock_not_the_file() {
+    // Different files, before the lock: the key does not tell them apart, so that what they
+    // resolve to decides (the builder completes the key with the lock).
+    let a = plan_of(&[("environment.yml", "dependencies:\n  - numpy\n")]).unwrap();
+    let b = plan_of(&[(
+        "environment.yml",
+        "# the same, said otherwise\ndependencies: [numpy]\n",
+    )])
+    .unwrap();
+    let (ka, kb) = (a.environment_key.unwrap(), b.environment_key.unwrap());
+    assert_eq!(ka, kb);
+    let lock = "@EXPLICIT\nhttps://c.example/linux-64/numpy-2.0-0.conda#sha256:00\n";
+    let other = "@EXPLICIT\nhttps://c.example/linux-64/numpy-2.1-0.conda#sha256:01\n";
+    use kiln_buildpacks::key::with_conda_lock;
+    assert_eq!(with_conda_lock(&ka, lock), with_conda_lock(&kb, lock));
+    assert_ne!(with_conda_lock(&ka, lock), with_conda_lock(&ka, other));
+}
+
+#[test]
+fn locked_r_installs_from_the_snapshot_of_the_earlier_image() {
+    let plan = plan_with(
+        &[
+            ("runtime.txt", "r-4.2-2023-01-15\n"),
+            ("install.R", "install.packages('x')\n"),
+        ],
+        &locked(),
+    )
+    .unwrap();
+    let decision = plan
+        .decisions
+        .iter()
+        .find(|d| d.topic == "CRAN snapshot")
+        .unwrap();
+    assert!(decision.value.ends_with("/2024-06-01"), "{decision:?}");
+    assert!(decision.reason.contains("--locked"), "{decision:?}");
+}

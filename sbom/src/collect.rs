@@ -25,7 +25,7 @@
 //! | `os` | | `/etc/os-release` (`KEY=value`, shell quoting), quoted |
 //! | `arch` | | `dpkg --print-architecture` (or `uname -m`) |
 //! | `deb` | | [`DPKG_QUERY`]: `status⇥package⇥version⇥architecture⇥source⇥source version`, one line each |
-//! | `python` | `sys.prefix` candidate | one JSON line from [`PYTHON_SNIPPET`]: `{"prefix", "python", "implementation", "distributions": [{"name", "version", "installer", "requested", "direct_url"}]}` |
+//! | `python` | `sys.prefix` candidate | one JSON line from [`PYTHON_SNIPPET`]: `{"prefix", "python", "implementation", "distributions": [{"name", "version", "installer", "requested", "direct_url"}], "lock"}`; `lock` is [`PYTHON_LOCK_FILE`] in the prefix, or null |
 //! | `conda-lock` | prefix | `PREFIX/conda-meta/kiln-lock.txt`, kiln's `@EXPLICIT` lock (`URL#sha256:HEX`), quoted |
 //! | `conda-meta` | prefix | the names of `PREFIX/conda-meta/*.json` (`name-version-build.json`), one a line, quoted |
 //! | `r` | | TSV from [`R_SNIPPET`]: `version⇥X.Y.Z`, `repo⇥NAME⇥URL`, `columns⇥…`, then `package⇥…` rows |
@@ -40,6 +40,10 @@
 
 use crate::error::SbomError;
 
+/// The lock with hashes that kiln makes in a Python environment at build time
+/// (`uv pip compile --generate-hashes` of what was installed), in the environment's prefix; the
+/// `python` section carries it.
+pub const PYTHON_LOCK_FILE: &str = "kiln-lock.txt";
 /// The format of the collected output.
 pub const FORMAT: &str = "kiln.collect/v1";
 /// The start of every marker line.
@@ -78,7 +82,13 @@ for d in md.distributions():
     except ValueError:
         du = None
     out.append({"name": name, "version": version, "installer": (read("INSTALLER") or "").strip() or None, "requested": read("REQUESTED") is not None, "direct_url": du})
-print(json.dumps({"prefix": sys.prefix, "python": platform.python_version(), "implementation": sys.implementation.name, "distributions": out}, sort_keys=True))
+lock = None
+try:
+    with open(sys.prefix + "/kiln-lock.txt", encoding="utf-8") as f:
+        lock = f.read(4194304)
+except (OSError, ValueError):
+    pass
+print(json.dumps({"prefix": sys.prefix, "python": platform.python_version(), "implementation": sys.implementation.name, "distributions": out, "lock": lock}, sort_keys=True))
 "#;
 
 /// Run as `Rscript -e SNIPPET` (so the site profile, with kiln's CRAN snapshot, is read). Prints

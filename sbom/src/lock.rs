@@ -23,8 +23,9 @@ fn header(record: &Contents, what: &str) -> String {
 }
 
 /// `requirements.txt` for the Python environment at `prefix`: `name==version` for every
-/// distribution, `name @ URL` for VCS and archive installs. `--hash=sha256:` lines are written
-/// only when every pinned distribution has a known hash: pip turns on hash-checking for the whole
+/// distribution, `name @ URL` for VCS and archive installs, after the index options of kiln's
+/// build-time lock. `--hash=sha256:` lines (every file of the version, from that lock, or the
+/// archive hash of a URL install) are written only when every pinned distribution has one: pip turns on hash-checking for the whole
 /// file as soon as one requirement has a hash, and would then refuse the others. Local folders
 /// (the repository itself, editable installs) and conda's own packages are listed as comments.
 pub fn requirements_txt(record: &Contents, prefix: &str) -> Result<String, SbomError> {
@@ -41,7 +42,11 @@ pub fn requirements_txt(record: &Contents, prefix: &str) -> Result<String, SbomE
     if let Some(v) = &env.python_version {
         out.push_str(&format!("# Python {v}\n"));
     }
-    let mut pins: Vec<(String, Option<String>)> = Vec::new();
+    for index in &env.indexes {
+        out.push_str(index);
+        out.push('\n');
+    }
+    let mut pins: Vec<(String, Vec<String>)> = Vec::new();
     let mut skipped = Vec::new();
     let mut conda = 0;
     for p in &env.packages {
@@ -72,18 +77,25 @@ pub fn requirements_txt(record: &Contents, prefix: &str) -> Result<String, SbomE
             }
             Some(du) => format!("{} @ {}", p.name, du.url),
         };
-        pins.push((line, p.hashes.get("sha256").cloned()));
+        let hashes = if p.lock_hashes.is_empty() {
+            p.hashes.get("sha256").into_iter().cloned().collect()
+        } else {
+            p.lock_hashes.clone()
+        };
+        pins.push((line, hashes));
     }
-    let all_hashed = !pins.is_empty() && pins.iter().all(|(_, h)| h.is_some());
-    if !all_hashed && pins.iter().any(|(_, h)| h.is_some()) {
+    let all_hashed = !pins.is_empty() && pins.iter().all(|(_, h)| !h.is_empty());
+    if !all_hashed && pins.iter().any(|(_, h)| !h.is_empty()) {
         out.push_str(
-            "# Hashes are left out: the installer recorded them for only some packages.\n",
+            "# Hashes are left out: they are known for only some packages (those installed after the repository copy have none).\n",
         );
     }
-    for (line, hash) in pins {
+    for (line, hashes) in pins {
         out.push_str(&line);
-        if all_hashed && let Some(h) = hash {
-            out.push_str(&format!(" \\\n    --hash=sha256:{h}"));
+        if all_hashed {
+            for h in hashes {
+                out.push_str(&format!(" \\\n    --hash=sha256:{h}"));
+            }
         }
         out.push('\n');
     }

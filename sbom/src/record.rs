@@ -11,7 +11,7 @@
 //!  "environment_key": "sha256:…", "os": {"id": "debian", "version_id": "12", …}, "architecture": "amd64",
 //!  "deb": [{"name", "version", "architecture", "source", "source_version"?}],
 //!  "python": [{"prefix": "/srv/venv", "python_version", "implementation",
-//!              "packages": [{"name" (PEP 503), "version", "installer"?, "requested"?, "direct_url"?, "hashes"?}]}],
+//!              "indexes"?, "packages": [{"name" (PEP 503), "version", "installer"?, "requested"?, "direct_url"?, "hashes"?, "lock_hashes"?}]}],
 //!  "conda": [{"prefix", "packages": [{"name", "version", "build", "channel"?, "subdir"?, "url"?, "sha256"?}]}],
 //!  "r": {"version", "repos": {"CRAN": "…"}, "snapshot_date"?, "packages": [{"name", "version", "library", …}]},
 //!  "julia": [{"manifest", "julia_version"?, "packages": [{"name", "uuid", "version"?, "git_tree_sha1"?, …}]}],
@@ -123,6 +123,10 @@ pub struct PythonEnvironment {
     pub python_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub implementation: Option<String>,
+    /// The package indexes of kiln's build-time lock, as `uv pip compile` gave them
+    /// (`--index-url …`, `--extra-index-url …`, `--find-links …`), without credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<String>,
     #[serde(default)]
     pub packages: Vec<PythonPackage>,
 }
@@ -149,6 +153,10 @@ pub struct PythonPackage {
     /// Archive hashes by algorithm (`sha256` → hex), when the installer recorded them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hashes: BTreeMap<String, String>,
+    /// The sha256 (hex) of every file the index offers for this version, from the lock kiln made
+    /// at build time: any of them installs exactly this version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lock_hashes: Vec<String>,
 }
 
 /// A PEP 610 direct URL, without credentials.

@@ -192,6 +192,45 @@ fn requirements_txt_has_hash_lines_when_every_pin_has_a_hash() {
 }
 
 #[test]
+fn requirements_txt_writes_the_build_time_lock_with_its_indexes_and_every_hash() {
+    let mut r = record();
+    let env = r
+        .python
+        .iter_mut()
+        .find(|e| e.prefix == "/srv/venv")
+        .unwrap();
+    env.indexes = vec![
+        "--index-url https://pypi.org/simple".into(),
+        "--extra-index-url http://127.0.0.1:9/simple/".into(),
+    ];
+    for (i, p) in env.packages.iter_mut().enumerate() {
+        p.lock_hashes = vec![format!("{i:064x}"), format!("{:064x}", i + 100)];
+    }
+    let text = requirements_txt(&r, "/srv/venv").unwrap();
+    assert!(
+        text.contains("# Python 3.12.7\n--index-url https://pypi.org/simple\n--extra-index-url http://127.0.0.1:9/simple/\n"),
+        "{text}"
+    );
+    let numpy = text
+        .lines()
+        .position(|l| l.starts_with("numpy==1.26.4"))
+        .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[numpy].ends_with(" \\"), "{text}");
+    assert!(lines[numpy + 1].starts_with("    --hash=sha256:"), "{text}");
+    assert!(lines[numpy + 2].starts_with("    --hash=sha256:"), "{text}");
+    // Every requirement line carries hashes: pip's hash-checking mode needs all or none.
+    for (i, l) in lines.iter().enumerate() {
+        if !l.starts_with('#') && !l.starts_with("--") && !l.starts_with(' ') {
+            assert!(
+                lines[i + 1].contains("--hash=sha256:"),
+                "{l} has no hash: {text}"
+            );
+        }
+    }
+}
+
+#[test]
 fn the_conda_lock_is_written_back_byte_for_byte() {
     let r = record();
     // The lock as the image holds it: the section's lines without the `|` of the collection.

@@ -46,6 +46,9 @@ pub(crate) struct Planner<'a> {
     pub path: Vec<String>,
     pub runtime_env: BTreeMap<String, String>,
     pub command: Vec<String>,
+    /// The Python environment at `/srv/venv` gets its lock with hashes after every environment
+    /// step; the paths (in the image) are requirements files whose index options it uses.
+    pub python_lock: Option<Vec<String>>,
 }
 
 pub(crate) fn assemble(
@@ -113,8 +116,9 @@ pub(crate) fn assemble(
         Buildpack::Nix => nix::plan(&mut planner)?,
         Buildpack::Dockerfile => unreachable!("handled above"),
     }
+    let common = planner.common_files()?;
     let decisions = std::mem::take(&mut planner.decisions);
-    let layers = planner.finish(&uses)?;
+    let layers = planner.finish(&uses, common)?;
     Ok((uses, decisions, Build::Layers(Box::new(layers))))
 }
 
@@ -197,6 +201,7 @@ impl<'a> Planner<'a> {
             path: Vec::new(),
             runtime_env: BTreeMap::from([("PYTHONUNBUFFERED".into(), "1".into())]),
             command: vec!["jupyter".into(), "lab".into(), "--ip=0.0.0.0".into()],
+            python_lock: None,
         }
     }
 
@@ -272,10 +277,35 @@ impl<'a> Planner<'a> {
 
     /// `apt.txt`, `postBuild` and `start`: honoured by every buildpack but the Dockerfile one.
     fn common_files(&mut self) -> Result<CommonFiles, PlanError> {
-        let system_packages = match &self.files.apt_txt {
+        let mut system_packages = match &self.files.apt_txt {
             Some(ConfigFile { path, text }) => apt::parse(path, text)?,
             None => Vec::new(),
         };
+        if let Some(locked) = self.opts.locked.clone()
+            && !system_packages.is_empty()
+        {
+            let (mut pinned, mut unknown) = (Vec::new(), Vec::new());
+            for package in &mut system_packages {
+                if package.contains('=') {
+                    continue;
+                }
+                match locked.deb.get(package.as_str()) {
+                    Some(version) => {
+                        pinned.push(format!("{package}={version}"));
+                        *package = format!("{package}={version}");
+                    }
+                    None => unknown.push(package.clone()),
+                }
+            }
+            let mut reason = format!("--locked {}: the versions that image held", locked.from);
+            if !unknown.is_empty() {
+                reason.push_str(&format!(
+                    "; not in it, so not pinned: {}",
+                    unknown.join(" ")
+                ));
+            }
+            self.decide("apt.txt", &pinned.join(" "), &reason);
+        }
         let mut executables = Vec::new();
         if let Some(post_build) = self.files.post_build.clone() {
             executables.push(post_build.clone());
@@ -298,8 +328,13 @@ impl<'a> Planner<'a> {
         Ok((system_packages, start, executables))
     }
 
-    fn finish(mut self, uses: &[BuildpackUse]) -> Result<Layers, PlanError> {
-        let (system_packages, start, executables) = self.common_files()?;
+    fn finish(mut self, uses: &[BuildpackUse], common: CommonFiles) -> Result<Layers, PlanError> {
+        let (system_packages, start, executables) = common;
+        // The Python lock is made once every environment step has run.
+        if let Some(reads) = self.python_lock.take() {
+            let step = python::lock_step(&mut self, &reads);
+            self.steps.push(step);
+        }
         let home = self.home();
         let repo_dir = self.repo_dir();
         let mut path = std::mem::take(&mut self.path);

@@ -101,6 +101,17 @@ pub fn plan_pipfile(p: &mut Planner, selection: &Selection) -> Result<(), PlanEr
         caches: vec![Cache::Uv, Cache::Pip],
         network: true,
     };
+    if let Some(locked) = &p.opts.locked
+        && locked.python.is_some()
+    {
+        let from = locked.from.clone();
+        p.decide(
+            "Pipfile",
+            "not replaced by --locked",
+            &format!("pipenv installs it as it says; the packages of {from} are not imposed on it"),
+        );
+    }
+    p.python_lock = Some(Vec::new());
     if info.installs_local_path {
         p.decide(
             "Pipfile",
@@ -278,12 +289,74 @@ fn uv_pip_install(args: &[&str]) -> Vec<String> {
     cmd
 }
 
+/// The step that records the environment's lock with hashes (`kiln-lock.txt` in the prefix), run
+/// after every environment step: `reads` are the requirements files (in the image) whose index
+/// options it uses.
+pub fn lock_step(p: &mut Planner, reads: &[String]) -> Step {
+    let script = p.helper("lock-python", include_str!("../scripts/lock-python"));
+    let mut command = argv(&[&format!("{VENV}/bin/python"), &script, VENV]);
+    command.extend(reads.iter().cloned());
+    Step {
+        name: "the Python lock with hashes (uv pip compile)".into(),
+        run_as: RunAs::User,
+        inputs: vec![],
+        commands: vec![command],
+        env: BTreeMap::new(),
+        caches: vec![Cache::Uv],
+        network: true,
+    }
+}
+
+/// With `--locked IMAGE`: install the image's Python packages exactly, in place of the steps that
+/// resolve the repository's files before the copy. Returns the lock's path in the image.
+fn locked_step(p: &mut Planner, replaced: &[String]) -> Option<String> {
+    let (from, lock) = p
+        .opts
+        .locked
+        .as_ref()
+        .and_then(|l| l.python.as_ref().map(|t| (l.from.clone(), t.clone())))?;
+    let hashed = lock.lines().any(|l| l.trim_start().starts_with("--hash="));
+    let file = p.helper_file("python-locked.txt", &lock, 0o644);
+    for path in replaced {
+        p.decide(
+            path,
+            "replaced by the lock",
+            &format!("--locked {from}: the packages that image held are installed instead"),
+        );
+    }
+    let mut args = vec!["--no-deps"];
+    if hashed {
+        args.push("--require-hashes");
+    }
+    args.extend(["-r", file.as_str()]);
+    p.decide(
+        "python lock",
+        &format!("from {from}"),
+        if hashed {
+            "exact versions with the hashes of their files (--require-hashes)"
+        } else {
+            "exact versions; the image recorded no hashes for some of them"
+        },
+    );
+    p.steps.push(Step {
+        name: format!("the Python packages of {from} (--locked)"),
+        run_as: RunAs::User,
+        inputs: vec![],
+        commands: vec![uv_pip_install(&args)],
+        env: BTreeMap::new(),
+        caches: vec![Cache::Uv],
+        network: true,
+    });
+    Some(file)
+}
+
 /// `requirements.txt`, `pyproject.toml`, `uv.lock` and `setup.py`.
 fn python_files(p: &mut Planner, selection: &Selection) -> Result<(), PlanError> {
     let files = p.files;
     let is_package = files.setup_py.is_some()
         || (files.config_dir.is_none()
             && selection.pyproject.as_ref().is_some_and(|x| x.is_package()));
+    let environment_steps = p.steps.len();
 
     if let (Some(lock), Some(project)) = (&files.uv_lock, &files.pyproject) {
         let dir = parent_in_image(p, &project.path);
@@ -363,6 +436,25 @@ fn python_files(p: &mut Planner, selection: &Selection) -> Result<(), PlanError>
             });
         }
     }
+
+    // `--locked`: the steps above that resolve before the copy give way to the image's packages.
+    let mut locked = None;
+    if p.opts.locked.as_ref().is_some_and(|l| l.python.is_some()) {
+        let replaced: Vec<Step> = p.steps.drain(environment_steps..).collect();
+        let mut paths: Vec<String> = replaced.iter().flat_map(|s| s.inputs.clone()).collect();
+        paths.dedup();
+        locked = locked_step(p, &paths);
+    }
+    // The lock step reads the index options of the requirements files (or of the lock installed).
+    let reads: Vec<String> = p
+        .steps
+        .iter()
+        .flat_map(|s| s.inputs.iter())
+        .filter(|path| path.ends_with(".txt"))
+        .map(|path| p.in_repo(path))
+        .chain(locked)
+        .collect();
+    p.python_lock = Some(reads);
 
     if is_package && files.uv_lock.is_none() {
         let what = files

@@ -66,14 +66,23 @@ pub fn plan(p: &mut Planner, selection: &Selection) -> Result<(), PlanError> {
     };
     p.decide("R", &full, &why);
 
-    let snapshot = date.clone().unwrap_or_else(|| "latest".to_string());
+    let locked = p
+        .opts
+        .locked
+        .as_ref()
+        .and_then(|l| l.r_snapshot.as_ref().map(|d| (l.from.clone(), d.clone())));
+    let snapshot = match (&locked, &date) {
+        (Some((_, d)), _) | (None, Some(d)) => d.clone(),
+        (None, None) => "latest".to_string(),
+    };
     let cran = p.opts.cran_url.replace("{date}", &snapshot);
     p.decide(
         "CRAN snapshot",
         &cran,
-        &match &date {
-            Some(d) => format!("{runtime_path} pins packages to the snapshot of {d}"),
-            None => "no date in runtime.txt: the latest snapshot (write r-X.Y-YYYY-MM-DD to make installs reproducible)".to_string(),
+        &match (&locked, &date) {
+            (Some((from, d)), _) => format!("--locked {from}: the snapshot its R packages came from ({d})"),
+            (None, Some(d)) => format!("{runtime_path} pins packages to the snapshot of {d}"),
+            (None, None) => "no date in runtime.txt: the latest snapshot (write r-X.Y-YYYY-MM-DD to make installs reproducible)".to_string(),
         },
     );
 

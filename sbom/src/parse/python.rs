@@ -19,6 +19,9 @@ struct Collected {
     implementation: Option<String>,
     #[serde(default)]
     distributions: Vec<Distribution>,
+    /// kiln's build-time lock (`kiln-lock.txt` in the prefix), when there is one.
+    #[serde(default)]
+    lock: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -123,9 +126,17 @@ pub fn parse(text: &str, candidate: &str) -> Result<PythonEnvironment, SbomError
             requested: d.requested,
             direct_url,
             hashes,
+            lock_hashes: Vec::new(),
         });
     }
+    let lock = collected.lock.as_deref().map(lock).unwrap_or_default();
+    for p in &mut packages {
+        if let Some(hashes) = lock.hashes.get(&(p.name.clone(), p.version.clone())) {
+            p.lock_hashes = hashes.clone();
+        }
+    }
     Ok(PythonEnvironment {
+        indexes: lock.indexes,
         prefix: if collected.prefix.is_empty() {
             candidate.to_string()
         } else {
@@ -135,6 +146,79 @@ pub fn parse(text: &str, candidate: &str) -> Result<PythonEnvironment, SbomError
         implementation: collected.implementation,
         packages,
     })
+}
+
+/// What kiln's build-time lock (`uv pip compile --generate-hashes` output) says.
+#[derive(Default)]
+struct Lock {
+    /// Index options, in order, without credentials.
+    indexes: Vec<String>,
+    /// (normalised name, version) to the sha256 hex of every file of that version, sorted.
+    hashes: BTreeMap<(String, String), Vec<String>>,
+}
+
+/// Read a requirements-format lock: `name==version \` continued by `--hash=sha256:HEX` lines, and
+/// index options. Anything else (comments, markers, other options) is skipped.
+fn lock(text: &str) -> Lock {
+    let mut out = Lock::default();
+    let mut logical = String::new();
+    let mut lines = Vec::new();
+    for raw in text.lines() {
+        let line = raw.split(" #").next().unwrap_or_default().trim_end();
+        if let Some(head) = line.strip_suffix('\\') {
+            logical.push_str(head);
+            logical.push(' ');
+            continue;
+        }
+        logical.push_str(line);
+        lines.push(std::mem::take(&mut logical));
+    }
+    lines.push(logical);
+    for line in lines {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(first) = words.first() else { continue };
+        if first.starts_with('#') {
+            continue;
+        }
+        if [
+            "--index-url",
+            "--extra-index-url",
+            "--find-links",
+            "-i",
+            "-f",
+        ]
+        .contains(first)
+        {
+            if let Some(url) = words.get(1) {
+                let option = match *first {
+                    "-i" => "--index-url",
+                    "-f" => "--find-links",
+                    other => other,
+                };
+                let entry = format!("{option} {}", without_credentials(url));
+                if !out.indexes.contains(&entry) {
+                    out.indexes.push(entry);
+                }
+            }
+            continue;
+        }
+        let requirement = first.split(';').next().unwrap_or_default();
+        let Some((name, version)) = requirement.split_once("==") else {
+            continue;
+        };
+        let mut hashes: Vec<String> = words
+            .iter()
+            .filter_map(|w| w.strip_prefix("--hash=sha256:"))
+            .map(str::to_ascii_lowercase)
+            .collect();
+        hashes.sort();
+        hashes.dedup();
+        if !hashes.is_empty() {
+            out.hashes
+                .insert((normalise_python_name(name), version.to_string()), hashes);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -164,6 +248,36 @@ mod tests {
         assert_eq!(du.commit_id.as_deref(), Some("0123abcd"));
         let mine = env.packages.iter().find(|p| p.name == "mypkg").unwrap();
         assert!(mine.direct_url.as_ref().unwrap().editable);
+    }
+
+    #[test]
+    fn build_time_lock_gives_hashes_and_indexes_without_credentials() {
+        let lock = "--index-url https://pypi.org/simple\n--extra-index-url http://deploy:t0ken@127.0.0.1:9/simple/\n\nnumpy==1.26.4 \\\n    --hash=sha256:BBB \\\n    --hash=sha256:aaa\n    # via -r x.in\njupyter-server==2.14.2 \\\n    --hash=sha256:ccc\nsix==1.0\n";
+        let with_lock = SAMPLE.replacen(
+            "{",
+            &format!("{{\"lock\": {}, ", serde_json::to_string(lock).unwrap()),
+            1,
+        );
+        let env = parse(&with_lock, "/srv/venv").unwrap();
+        assert_eq!(
+            env.indexes,
+            [
+                "--index-url https://pypi.org/simple",
+                "--extra-index-url http://127.0.0.1:9/simple/"
+            ]
+        );
+        let numpy = env.packages.iter().find(|p| p.name == "numpy").unwrap();
+        assert_eq!(numpy.lock_hashes, ["aaa", "bbb"]);
+        let server = env
+            .packages
+            .iter()
+            .find(|p| p.name == "jupyter-server")
+            .unwrap();
+        assert_eq!(server.lock_hashes, ["ccc"]);
+        // A version the lock does not name gets no hashes from it.
+        let six = env.packages.iter().find(|p| p.name == "six").unwrap();
+        assert!(six.lock_hashes.is_empty());
+        assert!(!env.indexes.iter().any(|i| i.contains("t0ken")));
     }
 
     #[test]
