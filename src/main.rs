@@ -128,6 +128,11 @@ enum Command {
     /// What changed between two images: packages added, removed and changed per package manager
     /// and environment, the runtimes, the base image and the image size.
     Diff(commands::sbom::DiffCommand),
+    /// Write pin files into a checkout from what its image holds, for you to commit, so that the
+    /// next build installs exactly those packages: requirements.txt (with hashes), the conda lock
+    /// (conda-linux-64.lock), runtime.txt with R's CRAN snapshot date, apt.txt with versions. It
+    /// builds the checkout first (or reuses its image), or takes the packages of --image.
+    Lock(commands::lock::LockCommand),
 }
 
 fn main() -> ExitCode {
@@ -143,6 +148,7 @@ fn main() -> ExitCode {
         Command::Prewarm(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Sbom(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Diff(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Lock(c) => runtime().and_then(|rt| rt.block_on(c.run())),
     };
     match result {
         Ok(code) => code,

@@ -91,6 +91,56 @@ impl Recorded {
     }
 }
 
+/// The digests of an image's record and SBOM, as its labels name them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Digests {
+    pub contents: String,
+    pub sbom: String,
+}
+
+impl Digests {
+    /// From an image's labels, when it has a record.
+    pub fn from_labels(labels: &HashMap<String, String>) -> Option<Digests> {
+        Some(Digests {
+            contents: labels.get(LABEL_CONTENTS)?.clone(),
+            sbom: labels.get(LABEL_SBOM)?.clone(),
+        })
+    }
+}
+
+impl Recorded {
+    pub fn digests(&self) -> Digests {
+        Digests {
+            contents: self.digest.clone(),
+            sbom: self.sbom_digest.clone(),
+        }
+    }
+}
+
+/// The record digests of an image in its registry, read from its configuration's labels.
+pub async fn registry_digests(
+    registry: &Registry,
+    image: &str,
+) -> Result<Option<Digests>, BuildError> {
+    let (manifest, _) = registry.pull_manifest(image).await?;
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest)
+        .map_err(|e| BuildError::Invalid(format!("{image}: its manifest is not JSON: {e}")))?;
+    let Some(config) = manifest["config"]["digest"].as_str() else {
+        // An index (several platforms) has no one configuration.
+        return Ok(None);
+    };
+    let config: serde_json::Value =
+        serde_json::from_slice(&registry.pull_blob(image, config).await?).map_err(|e| {
+            BuildError::Invalid(format!("{image}: its configuration is not JSON: {e}"))
+        })?;
+    let labels = &config["config"]["Labels"];
+    let get = |key: &str| labels[key].as_str().map(str::to_string);
+    Ok(match (get(LABEL_CONTENTS), get(LABEL_SBOM)) {
+        (Some(contents), Some(sbom)) => Some(Digests { contents, sbom }),
+        _ => None,
+    })
+}
+
 /// A tar of `entries` (directories end in `/`; root-owned; files 0644, directories 0755).
 fn tar_of(entries: &[(String, &[u8])], mtime: u64) -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());

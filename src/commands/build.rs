@@ -88,8 +88,9 @@ pub struct BuildArgs {
     /// BinderHub does (for comparison and debugging).
     #[arg(long)]
     pub no_native: bool,
-    /// Install the conda environment from the lock stored in this earlier image (kiln writes it to
-    /// /srv/conda/envs/notebook/conda-meta/kiln-lock.txt) instead of solving environment.yml.
+    /// Install what this earlier image held instead of resolving the repository's files: its Python
+    /// packages (exact versions, hashes checked when its record has them), its conda lock, its
+    /// versions of apt.txt's packages. What differs afterwards is reported.
     #[arg(long, value_name = "IMAGE")]
     pub locked: Option<String>,
     /// Longest a fetch may take, in seconds.

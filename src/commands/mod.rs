@@ -3,6 +3,7 @@
 pub mod base;
 pub mod build;
 pub mod context;
+pub mod lock;
 pub mod plan;
 pub mod prewarm;
 pub mod run;

@@ -95,8 +95,13 @@ impl SbomCommand {
 pub struct DiffCommand {
     /// The older image (tag or digest).
     from_image: String,
-    /// The newer image.
-    to_image: String,
+    /// The newer image; or give --source instead.
+    #[arg(required_unless_present = "source")]
+    to_image: Option<String>,
+    /// Compare with what a repository's current files give instead of a second image: the source
+    /// (a local folder, a git URL, gh:org/repo) is built on the engine, or its image reused.
+    #[arg(long, value_name = "SOURCE", conflicts_with = "to_image")]
+    source: Option<String>,
     /// Print the difference as JSON.
     #[arg(long)]
     json: bool,
@@ -110,10 +115,16 @@ pub struct DiffCommand {
 
 impl DiffCommand {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let (a, b) = tokio::try_join!(
-            find(&self.from_image, self.from),
-            find(&self.to_image, self.from)
-        )?;
+        let (a, b) = match (&self.to_image, &self.source) {
+            (Some(to), _) => {
+                tokio::try_join!(find(&self.from_image, self.from), find(to, self.from))?
+            }
+            (None, Some(source)) => {
+                let a = find(&self.from_image, self.from).await?;
+                (a, built_from_source(source).await?)
+            }
+            (None, None) => anyhow::bail!("give a second image or --source"),
+        };
         let mut diff = kiln_sbom::diff(&a.contents, &b.contents);
         if let (Some(old), Some(new)) = (a.size, b.size) {
             diff = diff.with_sizes(old, new);
@@ -128,5 +139,38 @@ impl DiffCommand {
         } else {
             ExitCode::SUCCESS
         })
+    }
+}
+
+/// The record of the image that `source`'s current files give: built (or reused) on the engine,
+/// with the build's progress on standard error.
+async fn built_from_source(source: &str) -> anyhow::Result<Found> {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Source {
+        #[command(flatten)]
+        build: crate::commands::build::BuildArgs,
+    }
+    let args = Source::try_parse_from(["kiln diff --source", source])?.build;
+    let mut output = crate::output::Output::new(false);
+    let Some(engine) = args.connect(&mut output).await else {
+        anyhow::bail!("--source {source}: no engine to build it on");
+    };
+    let built = args.build(&engine, &mut output).await;
+    output.finish();
+    let built = built.map_err(|_| anyhow::anyhow!("--source {source}: the build failed"))?;
+    match built.contents {
+        Some(recorded) => {
+            let size = engine
+                .inspect_image(&built.image)
+                .await?
+                .map(|i| i.size.max(0) as u64);
+            Ok(Found {
+                contents: recorded.contents,
+                place: Place::Engine,
+                size,
+            })
+        }
+        None => Ok(contents::find(Some(&engine), None, &built.image, Lookup::Engine).await?),
     }
 }

@@ -30,12 +30,7 @@ pub(super) async fn lock(
         .and_then(|l| l.environment.conda.as_ref())
         .is_none()
     {
-        return match &request.locked {
-            Some(image) => Err(BuildError::Invalid(format!(
-                "--locked {image}: the repository has no conda environment (environment.yml) to install a lock into"
-            ))),
-            None => Ok(None),
-        };
+        return Ok(None);
     }
     let mut settings = match &request.conda {
         Some(settings) => settings.clone(),

@@ -15,6 +15,7 @@ mod checkout;
 mod conda_stage;
 mod job;
 mod labels;
+mod locked;
 mod push;
 mod strategy;
 
@@ -66,7 +67,8 @@ pub struct BuildRequest {
     /// Dockerfile instructions added at the very end of kiln's Dockerfile (`--appendix`; not for a
     /// repository's own Dockerfile). The image is then always built by the engine.
     pub appendix: Option<String>,
-    /// Install the conda lock stored in this image instead of solving (`--locked IMAGE`).
+    /// Install what this earlier image held instead of resolving the repository's files
+    /// (`--locked IMAGE`): its Python packages, its conda lock, its versions of apt.txt's packages.
     pub locked: Option<String>,
     /// Channels, mirrors and caches for conda environments (default: from the environment,
     /// `KILN_CONDA_*`).
@@ -113,6 +115,8 @@ pub struct Built {
     pub plan: Option<BuildPlan>,
     /// What the image holds, as recorded in it (none when it was reused).
     pub contents: Option<crate::contents::Recorded>,
+    /// The digests of its record and SBOM (also for a reused image that has them).
+    pub digests: Option<crate::contents::Digests>,
 }
 
 /// Build (or reuse) the image for a request. Every outcome is also an event: `built` or `failed`.
@@ -125,9 +129,9 @@ pub async fn build(
     match run(engine, git, &request, sink).await {
         Ok((built, message)) => {
             let mut event = Event::built(&built.image, message);
-            if let Some(recorded) = &built.contents {
-                event.contents_digest = Some(recorded.digest.clone());
-                event.sbom_digest = Some(recorded.sbom_digest.clone());
+            if let Some(digests) = &built.digests {
+                event.contents_digest = Some(digests.contents.clone());
+                event.sbom_digest = Some(digests.sbom.clone());
             }
             sink.emit(event);
             Ok(built)
@@ -164,7 +168,8 @@ async fn run(
     if let (Some(resolved), Source::Git(git_source)) = (&resolved, &source) {
         let name = labels::image_name(request, &source, Some(&resolved.commit), None)?;
         if !request.no_cache
-            && built_from(engine, request, &name, &resolved.commit, &git_source.url).await?
+            && let Some(digests) =
+                built_from(engine, request, &name, &resolved.commit, &git_source.url).await?
         {
             let place = if request.push.is_some() {
                 "the registry"
@@ -177,6 +182,7 @@ async fn run(
                 outcome: Outcome::Reused,
                 plan: None,
                 contents: None,
+                digests,
             };
             return Ok((built, message));
         }
@@ -188,8 +194,12 @@ async fn run(
         checkout.dir = checkout::subdir(&checkout.dir, subdir)?;
     }
 
-    // 3. Plan; a conda environment's lock completes the plan and its environment key.
-    let mut plan = kiln_buildpacks::plan(&checkout.dir, &request.plan_options)?;
+    // 3. Plan (with an earlier image's packages for `--locked`); a conda environment's lock
+    //    completes the plan and its environment key.
+    let locked = locked::read(engine, request, sink).await?;
+    let mut options = request.plan_options.clone();
+    options.locked = locked.as_ref().map(|l| l.options.clone());
+    let mut plan = kiln_buildpacks::plan(&checkout.dir, &options)?;
     let conda = conda_stage::lock(engine, request, &mut plan, sink).await?;
     report_plan(&plan, sink);
     if request.appendix.is_some() && plan.layers().is_none() {
@@ -207,30 +217,42 @@ async fn run(
     // 5. Decide, and 6. carry it out.
     let strategy = decide(&facts);
     let carried = job.carry_out(strategy, &name, sink).await?;
+    if let (Some(locked), Some(recorded)) = (&locked, &carried.contents) {
+        locked::report(locked, &recorded.contents, sink);
+    }
     let built = Built {
         image: name,
         outcome: strategy.outcome(),
         plan: Some(plan),
+        digests: carried.contents.as_ref().map(|r| r.digests()),
         contents: carried.contents,
     };
     Ok((built, carried.message))
 }
 
 /// Whether the image of a commit exists: in the registry when pushing, else in the engine with
-/// labels naming the same source and commit.
+/// labels naming the same source and commit. `Some` holds its record's digests, when it has them.
 async fn built_from(
     engine: &Engine,
     request: &BuildRequest,
     name: &str,
     commit: &str,
     source_url: &str,
-) -> Result<bool, BuildError> {
+) -> Result<Option<Option<crate::contents::Digests>>, BuildError> {
     if let Some(push) = &request.push {
-        return Ok(push.registry.manifest_digest(name).await?.is_some());
+        if push.registry.manifest_digest(name).await?.is_none() {
+            return Ok(None);
+        }
+        // The digests are for the `built` event; an image without them is still reused.
+        let digests = crate::contents::registry_digests(&push.registry, name)
+            .await
+            .unwrap_or(None);
+        return Ok(Some(digests));
     }
-    Ok(engine.image_labels(name).await?.is_some_and(|labels| {
-        labels.get(LABEL_COMMIT).map(String::as_str) == Some(commit)
-            && labels.get(LABEL_SOURCE).map(String::as_str) == Some(source_url)
+    Ok(engine.image_labels(name).await?.and_then(|labels| {
+        (labels.get(LABEL_COMMIT).map(String::as_str) == Some(commit)
+            && labels.get(LABEL_SOURCE).map(String::as_str) == Some(source_url))
+        .then(|| crate::contents::Digests::from_labels(&labels))
     }))
 }
 

@@ -74,6 +74,7 @@ impl ContainerEngine for ScriptedEngine {
                     outcome: Outcome::Built,
                     plan: None,
                     contents: None,
+                    digests: None,
                 })
             }
             Err(message) => {
