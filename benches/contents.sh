@@ -7,6 +7,8 @@
 #     build     : the whole `kiln build`, wall clock
 #     recording : the collection run in the image plus the COPY that puts the record in it, as the
 #                 build's own "Recorded what the image holds ... in S s" event says
+#     lock      : the Python lock with hashes made at build time (uv pip compile of what was
+#                 installed), as the step's own "kiln: locked ... in S s" line says (0 for conda)
 #   and the bytes the record adds to the image (the last layer, uncompressed, and gzip -6 of it).
 # Usage: bash benches/contents.sh [ROUNDS]   (needs the engine and the base image)
 set -euo pipefail
@@ -25,7 +27,7 @@ python3 tests/services/conda-channel.py "$ch_port" "$channel_dir" & pids+=($!)
 sleep 1
 export KILN_CONDA_MIRRORS="conda-forge=http://127.0.0.1:$ch_port/" KILN_CONDA_CACHE="$work/conda-cache"
 
-printf 'image\tround\tbuild_s\trecording_s\tshare\n' > "$work/rounds.tsv"
+printf 'image\tround\tbuild_s\trecording_s\tlock_s\tshare\n' > "$work/rounds.tsv"
 for example in python-default conda-fixture; do
     env_file=requirements.txt
     [ "$example" = conda-fixture ] && env_file=environment.yml
@@ -40,10 +42,16 @@ for example in python-default conda-fixture; do
 for line in open(sys.argv[1]):
     m = re.search(r"Recorded what the image holds: .* in ([0-9.]+) s", json.loads(line)["message"])
     if m: print(m.group(1))' "$work/events.jsonl")
+        lock=$(python3 -c 'import json,re,sys
+found = "0"
+for line in open(sys.argv[1]):
+    m = re.search(r"kiln: locked [0-9]+ Python distributions .* in ([0-9.]+) s", json.loads(line)["message"])
+    if m: found = m.group(1)
+print(found)' "$work/events.jsonl")
         image=$(tail -n1 "$work/events.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["imageName"])')
         build=$(python3 -c "print(($t1 - $t0) / 1e9)")
-        printf '%s\t%s\t%.2f\t%s\t%.1f%%\n' "$example" "$round" "$build" "$rec" \
-            "$(python3 -c "print(100 * $rec / $build)")" >> "$work/rounds.tsv"
+        printf '%s\t%s\t%.2f\t%s\t%s\t%.1f%%\n' "$example" "$round" "$build" "$rec" "$lock" \
+            "$(python3 -c "print(100 * ($rec + $lock) / $build)")" >> "$work/rounds.tsv"
         [ "$round" = "$rounds" ] || docker image rm -f "$image" > /dev/null
         last_image=$image
     done
@@ -64,5 +72,6 @@ for image in sorted({r["image"] for r in rows}):
     mine = [r for r in rows if r["image"] == image]
     b = statistics.median(float(r["build_s"]) for r in mine)
     c = statistics.median(float(r["recording_s"]) for r in mine)
-    print(f"{image}: median build {b:.2f} s, recording {c:.2f} s = {100 * c / b:.1f}% of the build")
+    l = statistics.median(float(r["lock_s"]) for r in mine)
+    print(f"{image}: median build {b:.2f} s, recording {c:.2f} s + lock {l:.2f} s = {100 * (c + l) / b:.1f}% of the build")
 PY

@@ -51,14 +51,6 @@ fn remove_with_conda(image: &str) {
     remove_image(image);
 }
 
-fn messages(events: &[serde_json::Value]) -> String {
-    events
-        .iter()
-        .filter_map(|e| e["message"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn conda_environment_builds_natively_and_records_its_lock() {
     require_engine();
@@ -159,6 +151,22 @@ fn conda_layers(events: &[serde_json::Value], count: usize) -> Vec<String> {
         })
         .unwrap_or_else(|| panic!("no conda image was pushed:\n{log}"))
         .to_string();
+    let layers = image_layers(&name);
+    layers[layers.len() - count..].to_vec()
+}
+
+/// The environment image a build's log names (`…kiln-environment:<key>`).
+fn environment_of(events: &[serde_json::Value]) -> String {
+    let log = messages(events);
+    log.split_whitespace()
+        .find(|w| w.contains("kiln-environment:"))
+        .unwrap_or_else(|| panic!("no environment image in the log:\n{log}"))
+        .trim_end_matches([',', '.'])
+        .to_string()
+}
+
+/// An image's layer digests, read from the registry.
+fn image_layers(name: &str) -> Vec<String> {
     let out = Command::new("skopeo")
         .args(["inspect", "--raw", "--tls-verify=false"])
         .arg(format!("docker://{name}"))
@@ -170,13 +178,12 @@ fn conda_layers(events: &[serde_json::Value], count: usize) -> Vec<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let layers: Vec<String> = manifest["layers"]
+    manifest["layers"]
         .as_array()
         .unwrap()
         .iter()
         .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect();
-    layers[layers.len() - count..].to_vec()
+        .collect()
 }
 
 #[test]
@@ -235,16 +242,18 @@ fn conda_push_is_native_and_a_lock_gives_the_same_layers() {
     assert_eq!(version.trim(), "0.1.0");
 
     // 2. Another repository, rebuilt with --locked from the first image: no solve, the same
-    //    records, the same layer digests, although its environment.yml would pick 0.2.0.
+    //    records, the same layer digests, although its environment.yml would pick 0.2.0. Its
+    //    environment is keyed by the lock, so it is the first's, and the image is assembled on it.
     let second = push("loose", &prefix, &["--locked", &pinned]);
     let log = messages(&second);
     assert!(!log.contains("Conda: solving"), "{log}");
     assert!(log.contains("installing the lock of"), "{log}");
-    assert_eq!(conda_layers(&second, 3), pinned_layers);
+    assert!(log.contains("without a container"), "{log}");
     let loose = second.last().unwrap()["imageName"]
         .as_str()
         .unwrap()
         .to_string();
+    assert_eq!(environment_of(&second), environment_of(&first), "{log}");
     assert_eq!(
         in_image(&loose, &format!("cat {LOCK_PATH}")),
         in_image(&pinned, &format!("cat {LOCK_PATH}"))
@@ -257,6 +266,34 @@ fn conda_push_is_native_and_a_lock_gives_the_same_layers() {
         .trim(),
         "0.1.0"
     );
+
+    // 2b. The environment is known by what it resolved to: a third repository whose
+    //     environment.yml is written otherwise (a comment, another order, a looser pin that
+    //     solves to the same packages) has the first's environment key, so its image is made
+    //     on the first's environment without a container.
+    server.commit(
+        "same",
+        &[
+            (
+                "environment.yml",
+                "# the same packages, said otherwise
+channels: [conda-forge]
+dependencies:
+  - kiln-hello
+  - kiln-greet<0.2
+  - python=3.11
+  - pip
+",
+            ),
+            ("verify", verify),
+        ],
+        "same",
+    );
+    let same = push("same", &prefix, &[]);
+    let log = messages(&same);
+    assert!(log.contains("Conda: solved"), "{log}");
+    assert!(log.contains("without a container"), "{log}");
+    assert_eq!(environment_of(&same), environment_of(&first), "{log}");
 
     // 3. The same lock again, from scratch under another prefix, with a fresh package cache:
     //    the same conda layers, byte for byte.

@@ -30,14 +30,6 @@ fn push(
     (out.status.success(), events(&out.stdout))
 }
 
-fn messages(events: &[serde_json::Value]) -> String {
-    events
-        .iter()
-        .filter_map(|e| e["message"].as_str())
-        .collect::<Vec<_>>()
-        .join("")
-}
-
 fn built_name(events: &[serde_json::Value]) -> String {
     let last = events.last().unwrap();
     assert_eq!(last["phase"], "built", "{last}");

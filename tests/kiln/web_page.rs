@@ -76,6 +76,20 @@ fn paste_a_repository_watch_the_log_and_reach_ready() {
         "{badge}"
     );
 
+    // The packages of the image, from its record: the example's pin is listed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while browser.text("#packages-summary").is_empty() {
+        assert!(Instant::now() < deadline, "no package list on the page");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let summary = browser.text("#packages-summary");
+    assert!(
+        summary.contains("python") && summary.contains("deb"),
+        "{summary}"
+    );
+    let table = browser.text("#packages-table");
+    assert!(table.contains("six") && table.contains("1.16.0"), "{table}");
+
     let shot = browser.call("GET", "/screenshot", None);
     let png = base64::engine::general_purpose::STANDARD
         .decode(shot["value"].as_str().unwrap())

@@ -40,6 +40,52 @@ function sessionTarget(urlpath, serverUrl, log) {
   return target;
 }
 
+// The packages of a built image, from GET /api/images/<name>/sbom?format=kiln. Names and
+// versions come from the repository's environment: they are set as text, never as HTML.
+function rows(record) {
+  const out = [];
+  for (const p of record.deb || []) out.push(["deb", "", p.name, p.version]);
+  for (const env of record.python || [])
+    for (const p of env.packages || []) out.push(["python", env.prefix, p.name, p.version]);
+  for (const env of record.conda || [])
+    for (const p of env.packages || []) out.push(["conda", env.prefix, p.name, p.version]);
+  if (record.r) for (const p of record.r.packages || []) out.push(["r", p.library || "", p.name, p.version]);
+  for (const env of record.julia || [])
+    for (const p of env.packages || []) out.push(["julia", env.manifest, p.name, p.version || ""]);
+  for (const p of record.npm || []) out.push(["npm", "", p.name, p.version]);
+  return out;
+}
+
+function showPackages(image) {
+  const base = "/api/images/" + image + "/sbom";
+  fetch(base + "?format=kiln").then((r) => (r.ok ? r.json() : null)).then((record) => {
+    if (!record) return;
+    const all = rows(record);
+    const counts = {};
+    for (const [manager] of all) counts[manager] = (counts[manager] || 0) + 1;
+    document.getElementById("packages-summary").textContent =
+      image + ": " + Object.entries(counts).map(([m, n]) => n + " " + m).join(", ") + " packages";
+    document.getElementById("packages-sbom").href = base;
+    const body = document.querySelector("#packages-table tbody");
+    const render = (filter) => {
+      body.replaceChildren();
+      for (const row of all) {
+        if (filter && !row[2].includes(filter)) continue;
+        const tr = document.createElement("tr");
+        for (const cell of row) {
+          const td = document.createElement("td");
+          td.textContent = cell;
+          tr.appendChild(td);
+        }
+        body.appendChild(tr);
+      }
+    };
+    render("");
+    document.getElementById("packages-filter").oninput = (e) => render(e.target.value.trim().toLowerCase());
+    document.getElementById("packages").hidden = false;
+  }).catch(() => {});
+}
+
 function follow(spec, urlpath, redirect) {
   const log = document.getElementById("log");
   const phase = document.getElementById("phase");
@@ -51,6 +97,7 @@ function follow(spec, urlpath, redirect) {
       log.textContent += event.message;
       log.scrollTop = log.scrollHeight;
     }
+    if (event.phase === "built" && event.imageName && document.getElementById("packages")) showPackages(event.imageName);
     if (event.phase === "ready" || event.phase === "failed") source.close();
     if (event.phase === "ready" && event.url) {
       const target = sessionTarget(urlpath, event.url, log);

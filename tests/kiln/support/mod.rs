@@ -6,6 +6,7 @@ pub mod conda;
 pub mod git_http;
 pub mod in_process;
 pub mod jupyterhub;
+pub mod package_index;
 pub mod redirector;
 pub mod registry_proxy;
 pub mod sbom;
@@ -77,6 +78,15 @@ pub fn events(stdout: &[u8]) -> Vec<serde_json::Value> {
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).expect("each line is a JSON event"))
         .collect()
+}
+
+/// The events' messages, one a line: the build's log as people read it.
+pub fn messages(events: &[serde_json::Value]) -> String {
+    events
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub fn last_event(stdout: &[u8]) -> serde_json::Value {

@@ -1,0 +1,66 @@
+//! A PEP 503 Python package index on loopback (tests/services/package-index.py), standing in for
+//! PyPI where a test needs an index it can change: wheels published by the test,
+//! listed with their sha256 as PyPI lists them.
+
+use std::process::{Child, Command, Stdio};
+
+const SCRIPT: &str = "/tests/services/package-index.py";
+
+/// The index, served on a free loopback port; stopped by its PID on drop.
+pub struct PackageIndex {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn script() -> String {
+    format!("{}{SCRIPT}", env!("CARGO_MANIFEST_DIR"))
+}
+
+impl PackageIndex {
+    pub fn start() -> PackageIndex {
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::free_port();
+        let child = Command::new("python3")
+            .arg(script())
+            .args(["serve", dir.path().to_str().unwrap(), &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs (it serves the package index)");
+        super::wait_for_port(port);
+        PackageIndex { child, port, dir }
+    }
+
+    /// The index URL for `--index-url` / `--extra-index-url`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/simple/", self.port)
+    }
+
+    fn run(&self, command: &str, name: &str, version: &str) -> String {
+        let out = Command::new("python3")
+            .arg(script())
+            .args([command, self.dir.path().to_str().unwrap(), name, version])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Publish a pure-Python wheel `name` `version` (module `name` with `_`, whose `__version__`
+    /// is `version`); returns the wheel's sha256.
+    pub fn publish(&self, name: &str, version: &str) -> String {
+        self.run("publish", name, version)
+    }
+}
+
+impl Drop for PackageIndex {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
