@@ -153,8 +153,9 @@ pub struct PythonPackage {
     /// Archive hashes by algorithm (`sha256` → hex), when the installer recorded them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hashes: BTreeMap<String, String>,
-    /// The sha256 (hex) of every file the index offers for this version, from the lock kiln made
-    /// at build time: any of them installs exactly this version.
+    /// The sha256 (hex) of the files of this version that install on the image (the wheels whose
+    /// tags match the installed one's, else the source archives), from the lock kiln made at build
+    /// time: any of them installs exactly this version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lock_hashes: Vec<String>,
 }
