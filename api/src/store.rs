@@ -49,6 +49,9 @@ pub struct HubServer {
     pub server: String,
     /// Whether kiln created the user for this launch.
     pub temporary: bool,
+    /// The launch failed: nobody was given its URL, so it goes whatever the hub says of it (a hub
+    /// restarted mid-launch may resume a spawn that kiln has given up on).
+    pub failed: bool,
 }
 
 /// What a build starts as.
@@ -133,7 +136,7 @@ const SCHEMA: &str = "PRAGMA journal_mode = WAL;
          PRIMARY KEY (build_id, seq));
      CREATE TABLE IF NOT EXISTS hub_servers (
          user TEXT NOT NULL, server TEXT NOT NULL, temporary INTEGER NOT NULL, created INTEGER NOT NULL,
-         PRIMARY KEY (user, server));";
+         failed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (user, server));";
 
 impl Store {
     /// Open (or create) the database, mark builds left running by a previous process as failed,
@@ -351,7 +354,7 @@ impl Store {
     pub async fn hub_servers(&self) -> Result<Vec<HubServer>, StoreError> {
         self.read(|conn| {
             let mut statement = conn.prepare_cached(
-                "SELECT user, server, temporary FROM hub_servers ORDER BY created",
+                "SELECT user, server, temporary, failed FROM hub_servers ORDER BY created",
             )?;
             let rows = statement
                 .query_map([], |r| {
@@ -359,6 +362,7 @@ impl Store {
                         user: r.get(0)?,
                         server: r.get(1)?,
                         temporary: r.get(2)?,
+                        failed: r.get(3)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -387,6 +391,15 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(
         "CREATE UNIQUE INDEX IF NOT EXISTS builds_public_id ON builds (public_id);",
     )?;
+    let hub_columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('hub_servers')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if !hub_columns.iter().any(|c| c == "failed") {
+        conn.execute_batch(
+            "ALTER TABLE hub_servers ADD COLUMN failed INTEGER NOT NULL DEFAULT 0;",
+        )?;
+    }
     Ok(())
 }
 
@@ -497,8 +510,8 @@ fn apply(conn: &Connection, op: &Op) -> Result<i64, StoreError> {
         }
         Op::AddHubServer(s) => {
             conn.execute(
-                "INSERT OR REPLACE INTO hub_servers (user, server, temporary, created) VALUES (?1, ?2, ?3, ?4)",
-                params![s.user, s.server, s.temporary, now()],
+                "INSERT OR REPLACE INTO hub_servers (user, server, temporary, created, failed) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![s.user, s.server, s.temporary, now(), s.failed],
             )?;
             Ok(0)
         }
@@ -542,6 +555,35 @@ mod tests {
             repo_url: url,
             reference: "HEAD",
         }
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_failed_launches_were_recorded_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE hub_servers (user TEXT NOT NULL, server TEXT NOT NULL, temporary INTEGER NOT NULL,
+             created INTEGER NOT NULL, PRIMARY KEY (user, server));
+             INSERT INTO hub_servers VALUES ('binder-old', '', 1, 0);",
+        )
+        .unwrap();
+        drop(old);
+        let store = Store::open(&path).unwrap();
+        let failed = HubServer {
+            user: "binder-new".into(),
+            server: String::new(),
+            temporary: true,
+            failed: true,
+        };
+        store.add_hub_server(&failed).await.unwrap();
+        let servers = store.hub_servers().await.unwrap();
+        assert_eq!(servers.len(), 2);
+        assert!(
+            !servers[0].failed,
+            "the old row is a launch that did not fail"
+        );
+        assert_eq!(servers[1], failed);
     }
 
     #[tokio::test]

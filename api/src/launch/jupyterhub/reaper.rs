@@ -1,5 +1,6 @@
 //! The reaper: every server kiln starts is recorded in the state database; once the hub no longer
-//! runs one (stopped by its culler, by the user, or after a failed launch), kiln deletes the
+//! runs one (stopped by its culler, by the user, or after a failed launch), or its launch failed
+//! while the hub could not be reached (a restarted hub may resume that spawn), kiln deletes the
 //! temporary user, or removes the named server from the hub user's list.
 
 use std::sync::Arc;
@@ -85,8 +86,8 @@ impl JupyterHub {
             }
             let model = &answer.body["servers"][&server.server];
             let running = model["ready"] == true || model["pending"].is_string();
-            if answer.ok() && !running {
-                tracing::info!(user = %server.user, server = %server.server, "the hub's server is gone; cleaning up");
+            if answer.ok() && (!running || server.failed) {
+                tracing::info!(user = %server.user, server = %server.server, failed = server.failed, "the hub's server is gone, or its launch failed; cleaning up");
                 self.clean_up(&server).await;
             }
         }

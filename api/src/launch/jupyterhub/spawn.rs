@@ -54,11 +54,13 @@ impl JupyterHub {
                 user: user.to_string(),
                 server: launch_name(&fields.repo_url, 20)?,
                 temporary: false,
+                failed: false,
             },
             None => HubServer {
                 user: launch_name(&fields.repo_url, 32)?,
                 server: String::new(),
                 temporary: true,
+                failed: false,
             },
         };
         let key = (server.user.clone(), server.server.clone());
@@ -66,7 +68,15 @@ impl JupyterHub {
         let result = self.start(&server, image, fields, hub_major, events).await;
         self.launching_set().remove(&key);
         if result.is_err() {
-            self.clean_up(&server).await;
+            let failed = HubServer {
+                failed: true,
+                ..server
+            };
+            if !self.clean_up(&failed).await
+                && let Err(e) = self.store.add_hub_server(&failed).await
+            {
+                tracing::error!(user = %failed.user, "cannot record a failed launch for the reaper: {e}");
+            }
         }
         result
     }
