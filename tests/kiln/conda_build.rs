@@ -267,6 +267,27 @@ fn conda_push_is_native_and_a_lock_gives_the_same_layers() {
         "0.1.0"
     );
 
+    // kiln lock writes the first image's lock for a checkout to commit (printed here).
+    let checkout = server.repo_dir("loose");
+    let out = kiln_ok(&[
+        "lock",
+        "--dry-run",
+        "--image",
+        &pinned,
+        checkout.to_str().unwrap(),
+    ]);
+    let printed = String::from_utf8_lossy(&out);
+    assert!(printed.contains("==> conda-linux-64.lock"), "{printed}");
+    assert!(printed.contains("@EXPLICIT"), "{printed}");
+    assert!(printed.contains("kiln-greet-0.1.0"), "{printed}");
+    assert!(
+        !server
+            .repo_dir("loose")
+            .join("conda-linux-64.lock")
+            .exists(),
+        "--dry-run writes nothing"
+    );
+
     // 2b. The environment is known by what it resolved to: a third repository whose
     //     environment.yml is written otherwise (a comment, another order, a looser pin that
     //     solves to the same packages) has the first's environment key, so its image is made

@@ -171,16 +171,8 @@ fn pushed_images_carry_their_record_beside_them_and_a_changed_pin_is_exactly_the
     );
     assert!(diff["size"]["old"].as_u64().unwrap() > 0);
     // An image against what a repository's current files give (built on the engine here).
-    let out = kiln()
-        .args(["diff", &first, "--json", "--source", &server.url("pins")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let against: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = kiln_ok(&["diff", &first, "--json", "--source", &server.url("pins")]);
+    let against: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(against["packages"], diff["packages"], "{against}");
     let table = kiln()
         .args(["diff", &first, &third, "--from", "registry"])

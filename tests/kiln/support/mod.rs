@@ -71,6 +71,19 @@ pub fn require_engine() {
     }
 }
 
+/// Run `kiln ARGS`, assert it succeeded (with its standard error as the message), and return its
+/// standard output.
+pub fn kiln_ok(args: &[&str]) -> Vec<u8> {
+    let out = kiln().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "kiln {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// JSON-lines events printed by `kiln ... --json-logs`.
 pub fn events(stdout: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(stdout)
