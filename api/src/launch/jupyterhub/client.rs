@@ -35,6 +35,13 @@ impl Answer {
         self.status.is_success()
     }
 
+    /// The hub itself says there is no such user or server: a 404 in the hub's API error format
+    /// (`{"status": 404, "message": …}`). The proxy in front of a hub that is starting answers
+    /// 404 too, for every path, before the hub's route exists: that is not an answer about a user.
+    pub fn hub_says_not_found(&self) -> bool {
+        self.status == StatusCode::NOT_FOUND && self.body["status"].as_u64() == Some(404)
+    }
+
     /// The hub's own reason.
     pub fn reason(&self) -> String {
         let message = self.body["message"]
@@ -142,5 +149,25 @@ impl HubClient {
             .header("Accept", "text/event-stream")
             .send()
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_hubs_own_404_says_a_user_is_gone() {
+        let hub = Answer {
+            status: StatusCode::NOT_FOUND,
+            body: json!({"status": 404, "message": "Not Found"}),
+        };
+        assert!(hub.hub_says_not_found());
+        // configurable-http-proxy before the hub's route is added: a 404 page, not the hub's JSON.
+        let proxy = Answer {
+            status: StatusCode::NOT_FOUND,
+            body: json!({"message": "<html><body>404: Not Found</body></html>"}),
+        };
+        assert!(!proxy.hub_says_not_found());
     }
 }

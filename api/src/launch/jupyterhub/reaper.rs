@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::json;
 
 use super::JupyterHub;
@@ -31,7 +31,7 @@ impl JupyterHub {
             .call(Method::DELETE, &path, body.as_ref(), Retry::OnServerErrors)
             .await
         {
-            Ok(answer) if answer.ok() || answer.status == StatusCode::NOT_FOUND => {
+            Ok(answer) if answer.ok() || answer.hub_says_not_found() => {
                 match self.store.remove_hub_server(server).await {
                     Ok(()) => true,
                     Err(e) => {
@@ -78,7 +78,7 @@ impl JupyterHub {
                 Ok(a) => a,
                 Err(_) => return, // the hub is away: try again next time
             };
-            if answer.status == StatusCode::NOT_FOUND {
+            if answer.hub_says_not_found() {
                 if let Err(e) = self.store.remove_hub_server(&server).await {
                     tracing::error!(user = %server.user, "cannot forget a hub server: {e}");
                 }
