@@ -432,6 +432,35 @@ fn transient_failures_are_retried_and_no_tag_points_at_a_partial_image() {
     assert_eq!(proxy.failed_uploads(), 2);
     drop(proxy);
 
+    // A registry that refuses artifacts: the image is pushed all the same, its record stays in
+    // the image, and a warning says so.
+    let proxy = RegistryProxy::start(
+        registry.port,
+        Faults {
+            refuse_artifacts: true,
+            ..Faults::default()
+        },
+    );
+    server.commit("flaky", &[("c.py", "3\n")], "no artifacts");
+    let (ok, events) = push(&server, "flaky", &format!("{}/na-", proxy.host()), &[], &[]);
+    let text = messages(&events);
+    assert!(ok, "{text}");
+    assert!(text.contains("did not take"), "{text}");
+    let image = events.last().unwrap()["imageName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let beside = kiln()
+        .args(["sbom", &image, "--from", "registry"])
+        .output()
+        .unwrap();
+    assert!(!beside.status.success(), "no record beside it");
+    assert!(docker(&["pull", "-q", &image]).status.success());
+    let inside = kiln_ok(&["sbom", &image, "--from", "engine"]);
+    assert!(String::from_utf8_lossy(&inside).contains("libc6"));
+    remove_image(&image);
+    drop(proxy);
+
     // Uploads that keep failing: bounded retries, a clear error, and no tag for the commit.
     let proxy = RegistryProxy::start(
         registry.port,

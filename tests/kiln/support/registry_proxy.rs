@@ -35,6 +35,10 @@ pub struct Faults {
     /// Answer `503 Service Unavailable` (empty body, `Content-Length: 0`) to the first N requests whose method is
     /// PUT or PATCH or POST and whose path contains "/blobs/uploads" — without forwarding them — then forward normally.
     pub fail_first_uploads: usize,
+    /// A registry that takes images but no OCI 1.1 artifacts: answer `400 Bad Request` (without
+    /// forwarding) to every manifest PUT whose body names an `artifactType` (artifact manifests
+    /// and the referrers tag index).
+    pub refuse_artifacts: bool,
 }
 
 /// A reverse proxy on 127.0.0.1:<free port> in front of the registry on 127.0.0.1:<upstream_port>.
@@ -262,6 +266,13 @@ fn handle(mut request: Request, shared: &Shared) -> io::Result<Response> {
         if injected {
             return Ok(Response::empty(503, "Service Unavailable"));
         }
+    }
+    if shared.faults.refuse_artifacts
+        && method == "PUT"
+        && path.contains("/manifests/")
+        && request.body.windows(14).any(|w| w == b"\"artifactType\"")
+    {
+        return Ok(Response::empty(400, "Bad Request"));
     }
     forward(&request, shared)
 }
