@@ -170,6 +170,21 @@ fn pushed_images_carry_their_record_beside_them_and_a_changed_pin_is_exactly_the
         "{diff}"
     );
     assert!(diff["size"]["old"].as_u64().unwrap() > 0);
+    // The same two images named by their digests.
+    let by_digest = |image: &str| {
+        let repository = image.rsplit_once(':').unwrap().0;
+        format!("{repository}@{}", registry.digest(image, None).unwrap())
+    };
+    let out = kiln_ok(&[
+        "diff",
+        &by_digest(&first),
+        &by_digest(&third),
+        "--json",
+        "--from",
+        "registry",
+    ]);
+    let by_digests: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(by_digests["packages"], diff["packages"], "{by_digests}");
     // An image against what a repository's current files give (built on the engine here).
     let out = kiln_ok(&["diff", &first, "--json", "--source", &server.url("pins")]);
     let against: serde_json::Value = serde_json::from_slice(&out).unwrap();
