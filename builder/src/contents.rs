@@ -133,12 +133,9 @@ pub async fn registry_digests(
         serde_json::from_slice(&registry.pull_blob(image, config).await?).map_err(|e| {
             BuildError::Invalid(format!("{image}: its configuration is not JSON: {e}"))
         })?;
-    let labels = &config["config"]["Labels"];
-    let get = |key: &str| labels[key].as_str().map(str::to_string);
-    Ok(match (get(LABEL_CONTENTS), get(LABEL_SBOM)) {
-        (Some(contents), Some(sbom)) => Some(Digests { contents, sbom }),
-        _ => None,
-    })
+    let labels: HashMap<String, String> =
+        serde_json::from_value(config["config"]["Labels"].clone()).unwrap_or_default();
+    Ok(Digests::from_labels(&labels))
 }
 
 /// A tar of `entries` (directories end in `/`; root-owned; files 0644, directories 0755).

@@ -110,6 +110,19 @@ pub fn requirements_txt(record: &Contents, prefix: &str) -> Result<String, SbomE
     Ok(out)
 }
 
+/// How many packages a requirements file from [`requirements_txt`] pins.
+pub fn pin_count(requirements: &str) -> usize {
+    requirements
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with(['#', '-', ' ']))
+        .count()
+}
+
+/// Whether a requirements file from [`requirements_txt`] carries hashes (then every pin has them).
+pub fn has_hashes(requirements: &str) -> bool {
+    requirements.contains("--hash=sha256:")
+}
+
 /// The conda `@EXPLICIT` lock of the environment at `prefix`, in kiln's format (the same bytes as
 /// the lock kiln stored in the image, when nothing changed it since). Fails when a package was
 /// installed after the lock and so has no URL and sha256.

@@ -121,15 +121,12 @@ fn pin_files(
             );
         } else {
             let text = kiln_sbom::requirements_txt(record, DEFAULT_PYTHON_ENV)?;
-            let hashed = if text.contains("--hash=") {
+            let hashed = if kiln_sbom::lock::has_hashes(&text) {
                 "with hashes"
             } else {
                 "without hashes"
             };
-            let pins = text
-                .lines()
-                .filter(|l| !l.starts_with(['#', '-', ' ']) && !l.is_empty())
-                .count();
+            let pins = kiln_sbom::lock::pin_count(&text);
             out.push(PinFile {
                 path: format!("{config}requirements.txt"),
                 what: format!("{pins} Python packages, {hashed}"),
@@ -160,11 +157,11 @@ fn pin_files(
     }
     let apt = format!("{config}apt.txt");
     if let Ok(current) = std::fs::read_to_string(dir.join(&apt)) {
-        let names: Vec<&str> = current
-            .lines()
-            .map(|l| l.split('#').next().unwrap_or_default().trim())
-            .filter(|l| !l.is_empty())
-            .map(|l| l.split(['=', ':']).next().unwrap_or_default())
+        // apt.txt as the planner reads it (already checked by the plan above): the names alone.
+        let entries = kiln_buildpacks::parse::apt::parse(&apt, &current)?;
+        let names: Vec<&str> = entries
+            .iter()
+            .map(|e| e.split(['=', ':']).next().unwrap_or_default())
             .collect();
         let pinned = kiln_sbom::apt_txt(record, Some(&names));
         let count = pinned.lines().count();

@@ -54,11 +54,8 @@ pub(super) async fn read(
         .collect();
     let mut held = Vec::new();
     if let Some(text) = &python {
-        let pins = text
-            .lines()
-            .filter(|l| !l.starts_with(['#', '-', ' ']) && !l.is_empty())
-            .count();
-        let hashes = if text.contains("--hash=") {
+        let pins = kiln_sbom::lock::pin_count(text);
+        let hashes = if kiln_sbom::lock::has_hashes(text) {
             "with the hashes of their files"
         } else {
             "without hashes (the record has none for some)"
@@ -68,7 +65,8 @@ pub(super) async fn read(
     if !record.conda.is_empty() {
         held.push("its conda lock".to_string());
     }
-    if let Some(date) = record.r.as_ref().and_then(|r| r.snapshot_date.as_ref()) {
+    let r_snapshot = record.r.as_ref().and_then(|r| r.snapshot_date.clone());
+    if let Some(date) = &r_snapshot {
         held.push(format!("R packages from its CRAN snapshot of {date}"));
     }
     held.push("its versions of apt.txt's packages".to_string());
@@ -86,7 +84,7 @@ pub(super) async fn read(
             from: image.clone(),
             python,
             deb,
-            r_snapshot: record.r.as_ref().and_then(|r| r.snapshot_date.clone()),
+            r_snapshot,
         },
         record,
     }))
