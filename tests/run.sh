@@ -4,6 +4,8 @@
 #   - the default base image (kiln base bootstrap: debootstrap, then import; skipped when present)
 #   - JupyterHub, DockerSpawner and configurable-http-proxy (examples/hub/install.sh: PyPI and npm, into
 #     /var/cache/kiln-hub/<version>, for JupyterHub 6.1.1 and 5.4.6); the hub tests start their own hubs from examples/hub/jupyterhub_config.py
+#   - BinderHub's JavaScript client (tests/services/binderhub-client.sh: @jupyterhub/binderhub-client
+#     from npm, into /var/cache/kiln-npm), which the hub service tests drive as fancy-profiles does
 #   - the fixture conda channel (tests/conda/make-channel.sh: Debian's Python repackaged with
 #     py-rattler-build from PyPI; quick when unchanged), in /var/cache/kiln-conda-fixture/channel
 #   - the CycloneDX 1.6 schema validator (sbom/tests/make-validator.sh: cyclonedx-python-lib from PyPI
@@ -41,6 +43,7 @@ cargo clippy --quiet --workspace --all-targets -- -D warnings
 bash tests/services/engine.sh
 bash examples/hub/install.sh >/dev/null
 KILN_JUPYTERHUB_VERSION=5.4.6 bash examples/hub/install.sh >/dev/null
+bash tests/services/binderhub-client.sh >/dev/null
 cargo build --quiet --bin kiln
 "${CARGO_TARGET_DIR:-target}/debug/kiln" base bootstrap
 bash tests/conda/make-channel.sh /var/cache/kiln-conda-fixture/channel

@@ -1,9 +1,11 @@
-//! Who is calling, and whether they may: one reading of the request's address and credentials,
-//! banned networks, the rate limit, open streams per client, spec patterns, and the build token.
+//! Who is calling, and whether they may: one reading of the request's address and credentials
+//! (the [`Identity`] from [`crate::auth`]), banned networks, who may build, the rate limit, open
+//! streams per client, spec patterns, and the build token.
 //!
-//! The client's address is the connection's, or, behind `KILN_TRUSTED_PROXY_HOPS` proxies, the
-//! address those proxies recorded in `X-Forwarded-For` (the entries a client writes itself are
-//! never trusted).
+//! A client is a hub user when the hub vouches for them, else an address: the connection's, or,
+//! behind `KILN_TRUSTED_PROXY_HOPS` proxies, the address those proxies recorded in
+//! `X-Forwarded-For` (the entries a client writes itself are never trusted). Limits count per
+//! client.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -12,21 +14,24 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Query};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
 
+use crate::auth::sessions::SESSION_COOKIE;
+use crate::auth::{HubUser, Identity, TokenOutcome};
 use crate::config::{Config, Secret};
 use crate::routes::api_error;
 use crate::spec::Spec;
 use crate::state::AppState;
 
-/// The caller as the request shows them: their address and the token they sent, from
-/// `Authorization: token <t>` or `Authorization: Bearer <t>` (either spelling of the scheme), or
-/// `?build_token=`.
+/// The caller as the request shows them: their address, the token they sent (from
+/// `Authorization: token <t>` or `Authorization: Bearer <t>`, either spelling of the scheme, or
+/// `?build_token=`), and who that proves them to be.
 #[derive(Clone)]
 pub struct Caller {
     pub address: IpAddr,
     pub token: Option<String>,
+    pub identity: Identity,
 }
 
 impl std::fmt::Debug for Caller {
@@ -34,8 +39,50 @@ impl std::fmt::Debug for Caller {
         f.debug_struct("Caller")
             .field("address", &self.address)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("user", &self.identity.hub_user().map(|u| &u.name))
             .finish()
     }
+}
+
+/// Whom limits are counted for: a hub user when known, else an address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    Address(IpAddr),
+    User(String),
+}
+
+impl std::fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientKey::Address(address) => write!(f, "{address}"),
+            ClientKey::User(name) => write!(f, "hub user {name}"),
+        }
+    }
+}
+
+/// The value of one cookie of the request.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// A refusal of the caller's credentials: JSON with the reason (and, for a browser that is not
+/// logged in, where to log in).
+fn refused(status: StatusCode, reason: impl Into<String>) -> Response {
+    let mut response = api_error(status, reason);
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            "token".parse().expect("a header value"),
+        );
+    }
+    response
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -74,8 +121,11 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, hops: usize) -> IpAddr 
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {
-    type Rejection = std::convert::Infallible;
+    type Rejection = Response;
 
+    /// A token the hub refuses is refused here (401 or 403 with the hub's reason), and so is a
+    /// state-changing call with a session cookie but without its CSRF token. A cookie that is
+    /// forged, ended or expired counts as no cookie.
     async fn from_request_parts(
         parts: &mut Parts,
         state: &Arc<AppState>,
@@ -92,22 +142,129 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .build_token
             .filter(|t| !t.is_empty())
             .or_else(|| authorization_token(&parts.headers));
-        Ok(Caller { address, token })
+        let identity = identify(state, token.as_deref(), parts).await?;
+        Ok(Caller {
+            address,
+            token,
+            identity,
+        })
     }
+}
+
+/// Who the request's token or session cookie proves the caller to be.
+async fn identify(
+    state: &AppState,
+    token: Option<&str>,
+    parts: &Parts,
+) -> Result<Identity, Response> {
+    let config = &state.config;
+    if let Some(token) = token {
+        if let Some(expected) = &config.build_token
+            && same_secret(expected, token)
+        {
+            return Ok(Identity::Operator);
+        }
+        // Without a hub, a token that is not the build token proves nothing.
+        if !state.auth.tokens.has_hub() {
+            return Ok(Identity::Anonymous);
+        }
+        return match state.auth.tokens.identify(token).await {
+            Ok(TokenOutcome::User(user)) => Ok(Identity::TokenUser(user)),
+            Ok(TokenOutcome::Refused { status, reason }) => Err(refused(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
+                reason,
+            )),
+            Err(reason) => Err(refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot check your hub token now: {reason}; try again shortly"),
+            )),
+        };
+    }
+    if !config.hub_auth {
+        return Ok(Identity::Anonymous);
+    }
+    let Some(session) =
+        cookie(&parts.headers, SESSION_COOKIE).and_then(|c| state.auth.sessions.find(c))
+    else {
+        return Ok(Identity::Anonymous);
+    };
+    // A page of another site cannot read the CSRF token: every call that changes something must
+    // send it. Reads need none, but a cross-site one is refused (SameSite already keeps the
+    // cookie from most of them).
+    let changes = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let sent = parts
+        .headers
+        .get("x-kiln-csrf")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if changes && !same_secret(&Secret::new(session.csrf.clone()), sent) {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "this request changes something but lacks the page's CSRF token (X-Kiln-CSRF); reload kiln's page",
+        ));
+    }
+    let site = parts
+        .headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("same-origin");
+    let navigation = parts
+        .headers
+        .get("sec-fetch-mode")
+        .is_some_and(|v| v.as_bytes() == b"navigate");
+    if (site == "cross-site" && (changes || !navigation)) || (site == "same-site" && changes) {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "requests from other sites may not use your kiln login",
+        ));
+    }
+    Ok(Identity::CookieUser {
+        user: session.user,
+        csrf: session.csrf,
+    })
 }
 
 impl Caller {
     /// Whether the caller holds the operator's build token.
-    pub fn is_operator(&self, config: &Config) -> bool {
-        match (&config.build_token, &self.token) {
-            (Some(expected), Some(given)) => same_secret(expected, given),
-            _ => false,
+    pub fn is_operator(&self) -> bool {
+        self.identity == Identity::Operator
+    }
+
+    /// The hub user the caller proved to be.
+    pub fn hub_user(&self) -> Option<&HubUser> {
+        self.identity.hub_user()
+    }
+
+    /// Whom the caller's limits count for.
+    pub fn client(&self) -> ClientKey {
+        match self.hub_user() {
+            Some(user) => ClientKey::User(user.name.clone()),
+            None => ClientKey::Address(self.address),
         }
     }
 
-    /// A token that is not the build token: the caller's hub token.
-    pub fn hub_token(&self, config: &Config) -> Option<&str> {
-        self.token.as_deref().filter(|_| !self.is_operator(config))
+    /// Builds this caller may have running or waiting.
+    pub fn builds_limit(&self, config: &Config) -> usize {
+        self.limit(config, |g| g.builds, config.max_builds_per_client)
+    }
+
+    /// A limit for this caller: the largest their hub groups give, else `default`.
+    pub fn limit<T: Ord + Copy>(
+        &self,
+        config: &Config,
+        of_group: impl Fn(&crate::config::GroupLimits) -> Option<T>,
+        default: T,
+    ) -> T {
+        let Some(user) = self.hub_user() else {
+            return default;
+        };
+        config
+            .group_limits
+            .iter()
+            .filter(|g| user.groups.contains(&g.group))
+            .filter_map(of_group)
+            .max()
+            .unwrap_or(default)
     }
 }
 
@@ -122,7 +279,7 @@ fn same_secret(expected: &Secret, given: &str) -> bool {
 /// the table holds at most the clients of the last hour.
 #[derive(Default)]
 pub struct RateLimiter {
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    windows: Mutex<HashMap<ClientKey, (Instant, u32)>>,
 }
 
 const RATE_WINDOW: Duration = Duration::from_secs(3600);
@@ -135,11 +292,11 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl RateLimiter {
     /// `Ok(remaining)` or `Err(seconds until the window resets)`.
-    pub fn check(&self, client: IpAddr, limit: u32) -> Result<u32, u64> {
+    pub fn check(&self, client: &ClientKey, limit: u32) -> Result<u32, u64> {
         self.check_at(client, limit, Instant::now())
     }
 
-    fn check_at(&self, client: IpAddr, limit: u32, now: Instant) -> Result<u32, u64> {
+    fn check_at(&self, client: &ClientKey, limit: u32, now: Instant) -> Result<u32, u64> {
         if limit == 0 {
             return Ok(u32::MAX);
         }
@@ -147,7 +304,7 @@ impl RateLimiter {
         if windows.len() >= 1024 {
             windows.retain(|_, (start, _)| now.duration_since(*start) < RATE_WINDOW);
         }
-        let entry = windows.entry(client).or_insert((now, 0));
+        let entry = windows.entry(client.clone()).or_insert((now, 0));
         if now.duration_since(entry.0) >= RATE_WINDOW {
             *entry = (now, 0);
         }
@@ -170,13 +327,13 @@ impl RateLimiter {
 /// Event streams each client holds open.
 #[derive(Default)]
 pub struct Streams {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    open: Arc<Mutex<HashMap<ClientKey, usize>>>,
 }
 
 /// One open stream; it closes when dropped.
 pub struct StreamTicket {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    client: IpAddr,
+    open: Arc<Mutex<HashMap<ClientKey, usize>>>,
+    client: ClientKey,
 }
 
 impl Drop for StreamTicket {
@@ -193,9 +350,9 @@ impl Drop for StreamTicket {
 
 impl Streams {
     /// A ticket for one more stream, or `None` when the client holds `limit` already.
-    pub fn open(&self, client: IpAddr, limit: usize) -> Option<StreamTicket> {
+    pub fn open(&self, client: ClientKey, limit: usize) -> Option<StreamTicket> {
         let mut open = locked(&self.open);
-        let n = open.entry(client).or_insert(0);
+        let n = open.entry(client.clone()).or_insert(0);
         if limit > 0 && *n >= limit {
             return None;
         }
@@ -256,8 +413,8 @@ pub fn spec_refused(config: &Config, spec: &Spec) -> Option<String> {
     None
 }
 
-/// Banned networks, the build-only token and the rate limit (which the operator's token skips):
-/// `Err` is the response to send instead.
+/// Banned networks, who may build (anonymous callers, hub groups), `build_only`, and the rate
+/// limit (which the operator's token skips): `Err` is the response to send instead.
 pub fn admit(state: &AppState, caller: &Caller, build_only: bool) -> Result<(), Box<Response>> {
     let config = &state.config;
     if let Some(banned) = config
@@ -273,27 +430,29 @@ pub fn admit(state: &AppState, caller: &Caller, build_only: bool) -> Result<(), 
             ),
         )));
     }
-    let operator = caller.is_operator(config);
-    if build_only && config.build_token.is_some() && !operator {
-        return Err(Box::new(api_error(
-            StatusCode::FORBIDDEN,
-            "build_only needs a valid build token",
-        )));
-    }
-    if operator {
+    if caller.is_operator() {
         return Ok(());
     }
-    if let Err(reset) = state.limiter.check(caller.address, config.rate_limit) {
+    may_build(config, caller)?;
+    // build_only is for programs: the operator's, and hub users' (jupyterhub-fancy-profiles).
+    if build_only && config.build_token.is_some() && caller.hub_user().is_none() {
+        return Err(Box::new(api_error(
+            StatusCode::FORBIDDEN,
+            "build_only needs a valid build token or a hub user's token",
+        )));
+    }
+    let limit = caller.limit(config, |g| g.rate, config.rate_limit);
+    let client = caller.client();
+    if let Err(reset) = state.limiter.check(&client, limit) {
         let mut response = api_error(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
-                "too many build requests from {}; try again in {} minutes",
-                caller.address,
+                "too many build requests from {client}; try again in {} minutes",
                 reset.div_ceil(60)
             ),
         );
         let headers = response.headers_mut();
-        headers.insert("x-ratelimit-limit", config.rate_limit.into());
+        headers.insert("x-ratelimit-limit", limit.into());
         headers.insert("x-ratelimit-remaining", 0.into());
         headers.insert("x-ratelimit-reset", reset.into());
         return Err(Box::new(response));
@@ -301,17 +460,50 @@ pub fn admit(state: &AppState, caller: &Caller, build_only: bool) -> Result<(), 
     Ok(())
 }
 
+/// Whether the caller may build and launch at all: anonymous callers only where allowed, hub
+/// users only in `KILN_BUILD_GROUPS` when it is set.
+pub fn may_build(config: &Config, caller: &Caller) -> Result<(), Box<Response>> {
+    match caller.hub_user() {
+        _ if caller.is_operator() => Ok(()),
+        None if !config.allow_anonymous => Err(Box::new(refused(
+            StatusCode::UNAUTHORIZED,
+            match config.hub_auth {
+                true => format!(
+                    "log in through the hub first ({}oauth_login), or send a hub token",
+                    config.base_url
+                ),
+                false => "this service builds only for callers with a token".to_string(),
+            },
+        ))),
+        Some(user)
+            if !config.build_groups.is_empty()
+                && !user.groups.iter().any(|g| config.build_groups.contains(g)) =>
+        {
+            Err(Box::new(refused(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} may not build here: only members of the hub groups {} may",
+                    user.name,
+                    config.build_groups.join(", ")
+                ),
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A stream slot for the caller, or the 429 to send.
 pub fn open_stream(state: &AppState, caller: &Caller) -> Result<StreamTicket, Box<Response>> {
+    let client = caller.client();
     state
         .streams
-        .open(caller.address, state.config.max_streams_per_client)
+        .open(client.clone(), state.config.max_streams_per_client)
         .ok_or_else(|| {
             Box::new(api_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
-                    "{} holds {} event streams open already; close one and try again",
-                    caller.address, state.config.max_streams_per_client
+                    "{client} holds {} event streams open already; close one and try again",
+                    state.config.max_streams_per_client
                 ),
             ))
         })
@@ -354,19 +546,24 @@ mod tests {
     #[test]
     fn rate_limit_windows_and_the_table_shrinks() {
         let limiter = RateLimiter::default();
-        let client = IpAddr::from([10, 0, 0, 1]);
-        assert_eq!(limiter.check(client, 2), Ok(1));
-        assert_eq!(limiter.check(client, 2), Ok(0));
-        assert!(limiter.check(client, 2).is_err());
-        assert!(limiter.check(IpAddr::from([10, 0, 0, 2]), 2).is_ok());
-        assert_eq!(limiter.check(client, 0), Ok(u32::MAX));
+        let address = |a: [u8; 4]| ClientKey::Address(IpAddr::from(a));
+        let client = address([10, 0, 0, 1]);
+        assert_eq!(limiter.check(&client, 2), Ok(1));
+        assert_eq!(limiter.check(&client, 2), Ok(0));
+        assert!(limiter.check(&client, 2).is_err());
+        assert!(limiter.check(&address([10, 0, 0, 2]), 2).is_ok());
+        assert!(
+            limiter.check(&ClientKey::User("alice".into()), 2).is_ok(),
+            "a hub user behind the same proxy has a window of their own"
+        );
+        assert_eq!(limiter.check(&client, 0), Ok(u32::MAX));
         let start = Instant::now();
         for i in 0..2000u32 {
-            let address = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            let _ = limiter.check_at(address, 5, start);
+            let key = ClientKey::Address(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
+            let _ = limiter.check_at(&key, 5, start);
         }
         let later = start + RATE_WINDOW + Duration::from_secs(1);
-        let _ = limiter.check_at(IpAddr::from([192, 0, 2, 1]), 5, later);
+        let _ = limiter.check_at(&address([192, 0, 2, 1]), 5, later);
         assert!(limiter.clients() < 10, "{} clients kept", limiter.clients());
     }
 
@@ -418,10 +615,10 @@ mod tests {
     #[test]
     fn stream_tickets_are_counted_and_returned() {
         let streams = Streams::default();
-        let client = IpAddr::from([10, 0, 0, 1]);
-        let a = streams.open(client, 2).unwrap();
-        let _b = streams.open(client, 2).unwrap();
-        assert!(streams.open(client, 2).is_none());
+        let client = ClientKey::Address(IpAddr::from([10, 0, 0, 1]));
+        let a = streams.open(client.clone(), 2).unwrap();
+        let _b = streams.open(client.clone(), 2).unwrap();
+        assert!(streams.open(client.clone(), 2).is_none());
         drop(a);
         assert!(streams.open(client, 2).is_some());
     }

@@ -4,7 +4,6 @@
 //! Every watcher gets the log so far, then follows it live.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use sha2::Digest;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::ClientKey;
 use crate::engine::ContainerEngine;
 use crate::error::StoreError;
 use crate::metrics::Metrics;
@@ -56,7 +56,7 @@ pub enum Refusal {
     #[error(
         "{client} has {count} builds running or waiting already; wait for one to finish and try again"
     )]
-    TooManyForClient { client: IpAddr, count: usize },
+    TooManyForClient { client: ClientKey, count: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -86,11 +86,11 @@ pub struct SharedBuild {
     image: Mutex<Option<String>>,
     cancel: CancellationToken,
     /// The client whose request started it (counted against their builds).
-    client: IpAddr,
+    client: ClientKey,
 }
 
 impl SharedBuild {
-    fn new(id: String, row: i64, client: IpAddr) -> Self {
+    fn new(id: String, row: i64, client: ClientKey) -> Self {
         SharedBuild {
             id,
             row,
@@ -292,11 +292,13 @@ impl Builds {
     }
 
     /// The build of `spec`: joined when one is in flight for the same repository, ref and
-    /// credentials, started otherwise (unless the queue or the client's builds are full).
+    /// credentials, started otherwise (unless the queue or the client's builds are full:
+    /// `max_per_client`, else the service's setting).
     pub async fn build(
         self: &Arc<Self>,
         spec: &Spec,
-        client: IpAddr,
+        client: ClientKey,
+        max_per_client: Option<usize>,
     ) -> Result<Arc<SharedBuild>, Refusal> {
         let key = self.key(spec);
         let mut in_flight = self.in_flight.lock().await;
@@ -309,7 +311,8 @@ impl Builds {
             return Err(Refusal::QueueFull(waiting));
         }
         let mine = in_flight.values().filter(|b| b.client == client).count();
-        if self.settings.max_per_client > 0 && mine >= self.settings.max_per_client {
+        let max = max_per_client.unwrap_or(self.settings.max_per_client);
+        if max > 0 && mine >= max {
             return Err(Refusal::TooManyForClient {
                 client,
                 count: mine,

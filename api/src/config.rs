@@ -45,6 +45,27 @@ pub struct BannedNetwork {
     pub label: String,
 }
 
+/// Hub users' limits for the members of one hub group (the largest of a user's groups counts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupLimits {
+    pub group: String,
+    /// Build requests per hour.
+    pub rate: Option<u32>,
+    /// Builds running or waiting.
+    pub builds: Option<usize>,
+    /// Sessions running.
+    pub sessions: Option<usize>,
+}
+
+/// Which server of a logged-in hub user a launch starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaunchServer {
+    /// A named server per repository (the hub must allow named servers).
+    Named,
+    /// The user's default server (a running one is stopped first).
+    Default,
+}
+
 /// How the service runs.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -56,6 +77,13 @@ pub struct Config {
     /// `KILN_DEVELOPMENT`: allows `KILN_NETWORK=host`, which lets builds and sessions reach every
     /// loopback service of the machine (default off: `kiln serve` refuses host networking).
     pub development: bool,
+    /// `KILN_BASE_URL`: the path every route is served under, as the hub's proxy forwards it
+    /// (default `/`; `/services/kiln/` as a hub service).
+    pub base_url: String,
+    /// `KILN_PUBLIC_URL`: the address people reach kiln at, with scheme and base path
+    /// (`https://hub.example.org/services/kiln/`), for links, badges and `binder_launch_host`.
+    /// Unset: the request's `Host`, and behind trusted proxies their `X-Forwarded-Proto`/`-Host`.
+    pub public_url: Option<url::Url>,
 
     // Images.
     /// `KILN_IMAGE_PREFIX`: push built images under this prefix; unset keeps them in the engine.
@@ -97,6 +125,11 @@ pub struct Config {
     /// `KILN_MAX_LOG_LINES`: events of a build kept (in memory and in the database); later lines
     /// are counted, not kept (default 20,000). Each line is cut at 4 KiB.
     pub max_log_lines: usize,
+    /// What the service's images are made of (`kiln build`'s options): `KILN_BASE_IMAGE`,
+    /// `KILN_BASE_PYTHON`, `KILN_USER`, `KILN_UID`, `KILN_JUPYTER_PACKAGES` (pip requirements,
+    /// comma-separated, replacing kiln's pins), `KILN_CRAN_URL`; conda's channels and mirrors
+    /// come from `KILN_CONDA_MIRRORS` (read by the builds).
+    pub plan_options: kiln_buildpacks::PlanOptions,
 
     // Sessions.
     /// `KILN_MAX_SESSIONS`: sessions running at once (default 8 for local sessions; no limit with a
@@ -162,6 +195,35 @@ pub struct Config {
     /// `KILN_HUB_SERVICE_NAME`: kiln's name among the hub's services (default `kiln`); a caller's hub
     /// token needs `access:services!service=<name>` (or `access:services`).
     pub hub_service_name: String,
+
+    // Hub login: kiln as the hub's OAuth client.
+    /// `KILN_HUB_AUTH`: people log in through the hub (OAuth) and are known by a session cookie;
+    /// needs `KILN_HUB_URL` and `KILN_HUB_API_TOKEN` (default off).
+    pub hub_auth: bool,
+    /// `KILN_ALLOW_ANONYMOUS`: whether callers the hub does not know may build and launch
+    /// (default: yes without hub login, no with it).
+    pub allow_anonymous: bool,
+    /// `KILN_BUILD_GROUPS`: hub groups whose members may build (default: every hub user).
+    pub build_groups: Vec<String>,
+    /// `KILN_GROUP_LIMITS`: per-group limits of hub users, `group=rate:N builds:N sessions:N`
+    /// separated by commas (TOML: a table of such strings).
+    pub group_limits: Vec<GroupLimits>,
+    /// `KILN_MAX_SESSIONS_PER_USER`: servers one hub user may run through kiln (default 2).
+    pub max_sessions_per_user: usize,
+    /// `KILN_HUB_LAUNCH_SERVER`: `named` (a server per repository, default) or `default` (the
+    /// user's default server) for launches of logged-in users.
+    pub hub_launch_server: LaunchServer,
+    /// `KILN_HUB_OAUTH_CLIENT_ID`: kiln's OAuth client on the hub (default `service-<name>`, the
+    /// hub's default for a service).
+    pub hub_oauth_client_id: String,
+    /// `KILN_HUB_OAUTH_REDIRECT_URI`: where the hub sends people back (default
+    /// `<KILN_BASE_URL>oauth_callback`, the hub's default for a service).
+    pub hub_oauth_redirect_uri: String,
+    /// `KILN_COOKIE_SECRET`: the key that signs session cookies (64 hex digits); unset, a key is
+    /// made and kept in `kiln_cookie_secret` beside the state database.
+    pub cookie_secret: Option<Secret>,
+    /// `KILN_LOGIN_SECONDS`: how long a login lasts (default 43200, 12 h).
+    pub login_seconds: u64,
 }
 
 /// Every setting, by its TOML key.
@@ -208,6 +270,24 @@ const KEYS: &[&str] = &[
     "hub_token_seconds",
     "hub_reap_seconds",
     "hub_service_name",
+    "base_url",
+    "public_url",
+    "base_image",
+    "base_python",
+    "user",
+    "uid",
+    "jupyter_packages",
+    "cran_url",
+    "hub_auth",
+    "allow_anonymous",
+    "build_groups",
+    "group_limits",
+    "max_sessions_per_user",
+    "hub_launch_server",
+    "hub_oauth_client_id",
+    "hub_oauth_redirect_uri",
+    "cookie_secret",
+    "login_seconds",
 ];
 
 /// A TOML file as `key -> value` strings (arrays joined with commas, tables as `k=v` pairs).
@@ -387,6 +467,88 @@ fn spec_config(entries: Vec<String>) -> Result<Vec<SpecQuota>, ConfigError> {
         .collect()
 }
 
+/// A base path: starts and ends with `/`.
+fn base_path(path: &str) -> Result<String, ConfigError> {
+    let trimmed = path.trim().trim_matches('/');
+    if trimmed.contains(['?', '#', ' ']) || trimmed.contains("//") || trimmed.contains("..") {
+        return Err(ConfigError::Invalid(format!(
+            "KILN_BASE_URL={path:?} is not a path such as /services/kiln/"
+        )));
+    }
+    Ok(match trimmed {
+        "" => "/".to_string(),
+        t => format!("/{t}/"),
+    })
+}
+
+fn group_limits(entries: Vec<String>) -> Result<Vec<GroupLimits>, ConfigError> {
+    entries
+        .into_iter()
+        .map(|entry| {
+            let invalid = |why: &str| {
+                ConfigError::Invalid(format!(
+                    "KILN_GROUP_LIMITS: {entry:?} {why} (expected group=rate:N builds:N sessions:N)"
+                ))
+            };
+            let (group, limits) = entry.split_once('=').ok_or_else(|| invalid("has no ="))?;
+            let mut out = GroupLimits {
+                group: group.trim().to_string(),
+                rate: None,
+                builds: None,
+                sessions: None,
+            };
+            for part in limits.split_whitespace() {
+                let (name, n) = part
+                    .split_once(':')
+                    .ok_or_else(|| invalid("is not name:N"))?;
+                let n: usize = n
+                    .parse()
+                    .map_err(|_| invalid("has a limit that is not a number"))?;
+                match name {
+                    "rate" => {
+                        out.rate = Some(u32::try_from(n).map_err(|_| invalid("is too large"))?)
+                    }
+                    "builds" => out.builds = Some(n),
+                    "sessions" => out.sessions = Some(n),
+                    _ => return Err(invalid("names an unknown limit")),
+                }
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+fn plan_options(
+    r: &Reader,
+    jupyterhub_version: &str,
+) -> Result<kiln_buildpacks::PlanOptions, ConfigError> {
+    use kiln_buildpacks::options as o;
+    let mut options = kiln_buildpacks::PlanOptions {
+        base_image: r
+            .get("KILN_BASE_IMAGE")
+            .unwrap_or_else(|| o::DEFAULT_BASE_IMAGE.into()),
+        base_python: r
+            .get("KILN_BASE_PYTHON")
+            .unwrap_or_else(|| o::BASE_PYTHON.into()),
+        user: r.get("KILN_USER").unwrap_or_else(|| "jovyan".into()),
+        uid: r.number("KILN_UID", 1000)?,
+        cran_url: r
+            .get("KILN_CRAN_URL")
+            .unwrap_or_else(|| o::DEFAULT_CRAN_URL.into()),
+        ..kiln_buildpacks::PlanOptions::default()
+    };
+    let jupyter = r.list("KILN_JUPYTER_PACKAGES");
+    if !jupyter.is_empty() {
+        options.jupyter_packages = jupyter;
+    }
+    if options.uid == 0 {
+        return Err(ConfigError::Invalid(
+            "KILN_UID=0: sessions must not run as root; choose a uid such as 1000".into(),
+        ));
+    }
+    Ok(options.with_jupyterhub(jupyterhub_version))
+}
+
 fn provider_host(r: &Reader, k: &str, default: String) -> Result<String, ConfigError> {
     match r.get(k) {
         None => Ok(default),
@@ -418,6 +580,36 @@ impl Config {
                     .into(),
             ));
         }
+        let hub_auth = r.flag("KILN_HUB_AUTH")?;
+        if hub_auth && r.get("KILN_HUB_URL").is_none() {
+            return Err(ConfigError::Invalid(
+                "KILN_HUB_AUTH needs a hub: set KILN_HUB_URL and KILN_HUB_API_TOKEN".into(),
+            ));
+        }
+        let base_url = base_path(&r.get("KILN_BASE_URL").unwrap_or_else(|| "/".into()))?;
+        let public_url = match r.get("KILN_PUBLIC_URL") {
+            None => None,
+            Some(v) => {
+                let url = url::Url::parse(&with_slash(&v))
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                    .ok_or_else(|| Reader::invalid("KILN_PUBLIC_URL", &v, "an http(s) URL"))?;
+                if !url.path().ends_with(&base_url) {
+                    return Err(ConfigError::Invalid(format!(
+                        "KILN_PUBLIC_URL={v:?} must end with the base path {base_url} (KILN_BASE_URL)"
+                    )));
+                }
+                Some(url)
+            }
+        };
+        let service_name = r
+            .get("KILN_HUB_SERVICE_NAME")
+            .unwrap_or_else(|| "kiln".into());
+        let jupyterhub_version = match r.get("KILN_JUPYTERHUB_VERSION") {
+            Some(v) => kiln_buildpacks::options::check_jupyterhub_version(&v)
+                .map_err(|e| ConfigError::Invalid(format!("KILN_JUPYTERHUB_VERSION: {e}")))?,
+            None => kiln_buildpacks::options::JUPYTERHUB_VERSION.to_string(),
+        };
         let allowed_hosts =
             AllowList::from_entries(r.list("KILN_ALLOWED_HOSTS").iter().map(String::as_str))
                 .map_err(|e| ConfigError::Invalid(format!("KILN_ALLOWED_HOSTS: {e}")))?;
@@ -435,11 +627,8 @@ impl Config {
             }),
             development: r.flag("KILN_DEVELOPMENT")?,
             image_prefix: r.get("KILN_IMAGE_PREFIX"),
-            jupyterhub_version: match r.get("KILN_JUPYTERHUB_VERSION") {
-                Some(v) => kiln_buildpacks::options::check_jupyterhub_version(&v)
-                    .map_err(|e| ConfigError::Invalid(format!("KILN_JUPYTERHUB_VERSION: {e}")))?,
-                None => kiln_buildpacks::options::JUPYTERHUB_VERSION.to_string(),
-            },
+            plan_options: plan_options(&r, &jupyterhub_version)?,
+            jupyterhub_version,
             ca_bundle: r
                 .get("KILN_CA_BUNDLE")
                 .or_else(|| r.get("SSL_CERT_FILE"))
@@ -481,9 +670,36 @@ impl Config {
             hub_api_token: r.get("KILN_HUB_API_TOKEN").map(Secret::new),
             hub_token_seconds: r.number("KILN_HUB_TOKEN_SECONDS", 86_400)?,
             hub_reap_seconds: r.number("KILN_HUB_REAP_SECONDS", 60)?,
-            hub_service_name: r
-                .get("KILN_HUB_SERVICE_NAME")
-                .unwrap_or_else(|| "kiln".into()),
+            hub_auth,
+            allow_anonymous: match r.get("KILN_ALLOW_ANONYMOUS") {
+                None => !hub_auth,
+                Some(_) => r.flag("KILN_ALLOW_ANONYMOUS")?,
+            },
+            build_groups: r.list("KILN_BUILD_GROUPS"),
+            group_limits: group_limits(r.list("KILN_GROUP_LIMITS"))?,
+            max_sessions_per_user: r.number("KILN_MAX_SESSIONS_PER_USER", 2)?,
+            hub_launch_server: match r.get("KILN_HUB_LAUNCH_SERVER").as_deref() {
+                None | Some("named") => LaunchServer::Named,
+                Some("default") => LaunchServer::Default,
+                Some(v) => {
+                    return Err(Reader::invalid(
+                        "KILN_HUB_LAUNCH_SERVER",
+                        v,
+                        "named or default",
+                    ));
+                }
+            },
+            hub_oauth_client_id: r
+                .get("KILN_HUB_OAUTH_CLIENT_ID")
+                .unwrap_or_else(|| format!("service-{service_name}")),
+            hub_oauth_redirect_uri: r
+                .get("KILN_HUB_OAUTH_REDIRECT_URI")
+                .unwrap_or_else(|| format!("{base_url}oauth_callback")),
+            cookie_secret: r.get("KILN_COOKIE_SECRET").map(Secret::new),
+            login_seconds: r.number("KILN_LOGIN_SECONDS", 43_200)?,
+            hub_service_name: service_name,
+            base_url,
+            public_url,
         })
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! - [`routes`]: the routes by audience (BinderHub's `/build` API, the JSON API, the pages,
 //!   operations), over the shared [`state`];
-//! - [`admission`]: who is calling (their address and token), the rate limit, spec patterns and the
-//!   build token;
+//! - [`auth`]: who is calling: the operator, a hub user (a hub token, or the session cookie of a
+//!   hub login), or an anonymous address;
+//! - [`admission`]: whether they may: who may build, the rate limit per client, spec patterns,
+//!   the build token;
 //! - [`spec`]: BinderHub's `<provider>/<spec>` into a source, and whether its host may be fetched;
 //! - [`builds`]: one shared, queued build per repository and ref, run on the [`engine`] and
 //!   recorded in the [`store`] (SQLite, off the async threads);
@@ -14,6 +16,7 @@
 //! `kiln serve` and the tests start the service the same way: [`AppState::new`], then [`run`].
 
 pub mod admission;
+pub mod auth;
 pub mod builds;
 pub mod config;
 pub mod engine;

@@ -17,6 +17,8 @@ use crate::store::Store;
 /// The service's shared state.
 pub struct AppState {
     pub config: Arc<Config>,
+    /// Hub tokens and logins.
+    pub auth: crate::auth::Auth,
     pub engine: Arc<dyn ContainerEngine>,
     pub builds: Arc<Builds>,
     pub launchers: Launchers,
@@ -51,8 +53,7 @@ impl AppState {
             max_per_client: config.max_builds_per_client,
             max_age: std::time::Duration::from_secs(config.build_max_age_seconds),
             max_log_lines: config.max_log_lines,
-            plan_options: kiln_buildpacks::PlanOptions::default()
-                .with_jupyterhub(&config.jupyterhub_version),
+            plan_options: config.plan_options.clone(),
             ca_bundle: config.ca_bundle.clone(),
             push,
             fetch: fetch_settings(&config)?,
@@ -71,7 +72,9 @@ impl AppState {
             metrics.clone(),
         )?);
         let launchers = Launchers::new(config.clone(), store, engine.clone(), metrics.clone())?;
+        let auth = crate::auth::Auth::new(&config, launchers.hub.clone())?;
         Ok(Arc::new(AppState {
+            auth,
             config,
             engine,
             builds,

@@ -16,6 +16,11 @@
 #   KILN_HUB_HTTP_TIMEOUT      seconds a started server may take to answer (default 60)
 #   KILN_HUB_CULL_IDLE         stop servers idle this many seconds (default 3600; 0 = never), needs
 #                              jupyterhub-idle-culler
+#   KILN_SERVICE_URL           where kiln listens (e.g. http://127.0.0.1:8585): kiln becomes a service of
+#                              the hub, proxied at /services/kiln/ and logging people in through the hub
+#                              (run kiln with KILN_BASE_URL=/services/kiln/ KILN_HUB_AUTH=1; README,
+#                              "Inside a JupyterHub")
+#   KILN_HUB_USERS_GROUPS      hub groups to create, `group=user1 user2;group2=user3` (for per-group limits)
 #
 # Security: host networking lets every session reach every loopback service of the host (the hub API, the
 # registry, kiln). That is fine for a workstation or a test; a public hub needs isolated networks.
@@ -108,7 +113,13 @@ c.JupyterHub.named_server_limit_per_user = 5
 
 # kiln's service: create and delete users, start, read and stop their servers, and issue each launch a
 # token that opens only that server.
-c.JupyterHub.services = [{"name": "kiln", "api_token": os.environ["KILN_HUB_API_TOKEN"]}]
+kiln = {"name": "kiln", "api_token": os.environ["KILN_HUB_API_TOKEN"]}
+if os.environ.get("KILN_SERVICE_URL"):
+    # Proxied at /services/kiln/ (the proxy keeps the prefix: kiln serves under KILN_BASE_URL), and an
+    # OAuth client of the hub: client id service-kiln, redirect /services/kiln/oauth_callback (the
+    # hub's defaults, which are kiln's), its API token as the secret. Users are not asked to confirm.
+    kiln.update(url=os.environ["KILN_SERVICE_URL"], oauth_no_confirm=True, display=True)
+c.JupyterHub.services = [kiln]
 c.JupyterHub.load_roles = [
     {
         "name": "kiln",
@@ -119,6 +130,14 @@ c.JupyterHub.load_roles = [
     # it launches as them (a token that only opens one server, such as a launch's, lacks it).
     {"name": "user", "scopes": ["self", "access:services!service=kiln"]},
 ]
+
+groups = {}
+for entry in os.environ.get("KILN_HUB_USERS_GROUPS", "").split(";"):
+    if "=" in entry:
+        group, members = entry.split("=", 1)
+        groups[group.strip()] = {"users": members.split()}
+if groups:
+    c.JupyterHub.load_groups = groups
 
 cull = int(os.environ.get("KILN_HUB_CULL_IDLE", "3600"))
 if cull > 0:

@@ -151,17 +151,16 @@ fn hub_users_launch_named_servers_with_their_token() {
     assert_eq!(status, 201, "{issued}");
     let alice = issued["token"].as_str().unwrap();
 
-    // A token the hub does not know is refused before anything starts.
-    let (events, raw) = service.events_with(&path, "Authorization: token not-a-hub-token\r\n");
-    let last = events.last().unwrap();
-    assert_eq!(last["phase"], "failed", "{raw}");
-    assert!(
-        last["message"]
-            .as_str()
-            .unwrap()
-            .contains("did not accept your token"),
-        "{last}"
+    // A token the hub does not know is refused (401, with the hub's reason) before anything starts.
+    let (status, answer) = service.request(
+        "GET",
+        &path,
+        "Accept: text/event-stream\r\nAuthorization: token not-a-hub-token\r\n",
+        "",
     );
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("did not accept your token"), "{answer}");
+    assert_eq!(service.builds_started(), 0);
 
     let (events, raw) = service.events_with(&path, &format!("Authorization: token {alice}\r\n"));
     assert_eq!(phases(&events).last(), Some(&"ready"), "{raw}");

@@ -20,6 +20,7 @@ mod git_sources;
 mod handlers;
 mod hostile;
 mod hub_launch;
+mod hub_service;
 mod locks;
 mod registry;
 mod run_session;

@@ -111,7 +111,7 @@ fn sessions_per_repo(config: &Config, spec: &Spec) -> Option<usize> {
 
 /// What BinderHub tells a session and its client about the launch: `repo_url` and the `binder_*`
 /// fields, with the URL and token still to be filled in.
-pub fn binder_fields(spec: &Spec, image: &str, host: &str) -> Ready {
+pub fn binder_fields(spec: &Spec, image: &str, launch_host: &str) -> Ready {
     let commit = image
         .rsplit_once(':')
         .map(|(_, t)| t)
@@ -140,7 +140,7 @@ pub fn binder_fields(spec: &Spec, image: &str, host: &str) -> Ready {
         image: image.to_string(),
         repo_url: spec.repo_url.clone(),
         binder_ref_url: ref_url,
-        binder_launch_host: format!("http://{host}/"),
+        binder_launch_host: launch_host.to_string(),
         binder_request: format!("v2/{}/{}", spec.provider, spec.raw),
         binder_persistent_request: persistent,
         hub_spawn_ms: None,
@@ -151,11 +151,13 @@ pub fn binder_fields(spec: &Spec, image: &str, host: &str) -> Ready {
 pub struct LaunchRequest<'a> {
     pub spec: &'a Spec,
     pub image: &'a str,
-    /// The `Host` the client used (for `binder_launch_host`).
-    pub host: &'a str,
-    /// A hub token the caller sent (`Authorization: token ...` or `Bearer ...`): the launch then uses
-    /// a named server of that hub user.
-    pub caller_token: Option<&'a str>,
+    /// The address the client reached kiln at, with its base path (`binder_launch_host`).
+    pub launch_host: &'a str,
+    /// The caller's hub user (by their hub token or login): the launch then starts one of their
+    /// servers, within their session quota.
+    pub user: Option<&'a crate::auth::HubUser>,
+    /// Servers that user may run through kiln.
+    pub max_user_sessions: usize,
 }
 
 impl Launchers {
@@ -336,15 +338,24 @@ impl Launchers {
         let LaunchRequest {
             spec,
             image,
-            host,
-            caller_token,
+            launch_host,
+            user,
+            max_user_sessions,
         } = request;
         let config = &self.config;
-        // Who launches: the caller's hub user when they sent a hub token.
-        let user = match (&self.hub, caller_token) {
-            (Some(hub), Some(token)) => Some(hub.identify(token).await?),
-            _ => None,
-        };
+        // Who launches: the caller's hub user, when there is a hub and they are one.
+        let user = user.filter(|_| self.hub.is_some()).map(|u| u.name.as_str());
+        if let (Some(hub), Some(name)) = (&self.hub, user) {
+            let theirs = hub
+                .sessions_of(name)
+                .await
+                .map_err(|e| LaunchError::Quota(format!("cannot check your session quota: {e}")))?;
+            if max_user_sessions > 0 && theirs >= max_user_sessions {
+                return Err(LaunchError::Quota(format!(
+                    "you run {theirs} sessions from kiln already (the limit is {max_user_sessions}); stop one from the hub's home page and try again"
+                )));
+            }
+        }
         let reservation = {
             let _quota = self.quota.lock().await;
             // A hub without quotas set needs no count (the hub keeps its own limits).
@@ -367,7 +378,7 @@ impl Launchers {
         let _ = progress
             .send(Event::launching(format!("Launching {image}"), None))
             .await;
-        let mut ready = binder_fields(spec, image, host);
+        let mut ready = binder_fields(spec, image, launch_host);
         let timeout = Duration::from_secs(config.launch_timeout_seconds.max(1));
         match &self.hub {
             Some(hub) => {
@@ -375,7 +386,13 @@ impl Launchers {
                     let _ = self.hub_check().await;
                 }
                 let launched = hub
-                    .launch(image, &ready, user.as_deref(), self.hub_major(), progress)
+                    .launch(
+                        image,
+                        &ready,
+                        user.map(|u| (u, config.hub_launch_server)),
+                        self.hub_major(),
+                        progress,
+                    )
                     .await?;
                 ready.url = launched.url;
                 ready.token = launched.token;

@@ -2,6 +2,9 @@
 // Both read GET /build/<provider>/<spec> as server-sent events and open the session on `ready`.
 "use strict";
 
+// The path kiln is served under (KILN_BASE_URL, such as /services/kiln/ inside a hub), ending in "/".
+const BASE = (document.querySelector('meta[name="kiln-base"]') || {}).content || "/";
+
 function specFor(repo, ref) {
   const r = (ref || "").trim() || "HEAD";
   const gh = repo.trim().match(/^https?:\/\/github\.com\/([^/]+)\/([^/]+?)(?:\.git)?\/?$/);
@@ -57,7 +60,7 @@ function rows(record) {
 }
 
 function showPackages(image) {
-  const base = "/api/images/" + image + "/sbom";
+  const base = BASE + "api/images/" + image + "/sbom";
   fetch(base + "?format=kiln").then((r) => (r.ok ? r.json() : null)).then((record) => {
     if (!record) return;
     const all = rows(record);
@@ -89,7 +92,7 @@ function showPackages(image) {
 function follow(spec, urlpath, redirect) {
   const log = document.getElementById("log");
   const phase = document.getElementById("phase");
-  const source = new EventSource("/build/" + spec);
+  const source = new EventSource(BASE + "build/" + spec);
   source.onmessage = (message) => {
     const event = JSON.parse(message.data);
     if (event.phase) phase.textContent = event.phase;
@@ -126,17 +129,39 @@ if (form) {
     const file = document.getElementById("filepath").value.trim();
     const params = new URLSearchParams();
     if (file) params.set("urlpath", "doc/tree/" + file);
-    const link = window.location.origin + "/v2/" + spec + (file ? "?" + params.toString() : "");
+    const link = window.location.origin + BASE + "v2/" + spec + (file ? "?" + params.toString() : "");
     document.getElementById("link").value = link;
     document.getElementById("badge").value =
-      "[![Launch with kiln](" + window.location.origin + "/badge_logo.svg)](" + link + ")";
+      "[![Launch with kiln](" + window.location.origin + BASE + "badge_logo.svg)](" + link + ")";
     document.getElementById("share").hidden = false;
     document.getElementById("progress").hidden = false;
     document.getElementById("log").textContent = "";
     follow(spec, params.get("urlpath"), false);
   });
-} else if (window.location.pathname.startsWith("/v2/")) {
-  const spec = window.location.pathname.slice("/v2/".length);
+} else if (window.location.pathname.startsWith(BASE + "v2/")) {
+  const spec = window.location.pathname.slice((BASE + "v2/").length);
   document.getElementById("spec").textContent = decodeURIComponent(spec);
   follow(spec, urlpathFrom(new URLSearchParams(window.location.search)), true);
 }
+
+// Who is logged in (a hub login), with a way out; nothing when the service has no hub login.
+fetch(BASE + "api/me").then((r) => (r.ok ? r.json() : null)).then((me) => {
+  const who = document.getElementById("who");
+  if (!me || !who || !me.login) return;
+  who.replaceChildren();
+  const link = document.createElement("a");
+  if (me.user) {
+    who.append("Logged in as ");
+    const name = document.createElement("strong");
+    name.id = "who-name";
+    name.textContent = me.user;
+    who.append(name, " · ");
+    link.href = BASE + "logout";
+    link.textContent = "Log out";
+  } else {
+    link.href = BASE + "oauth_login?next=" + encodeURIComponent(window.location.pathname + window.location.search);
+    link.textContent = "Log in through the hub";
+  }
+  who.append(link);
+  who.hidden = false;
+}).catch(() => {});

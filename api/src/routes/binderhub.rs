@@ -5,15 +5,15 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{OriginalUri, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kiln_builder::{Event, Phase};
 use tokio::sync::mpsc;
 
-use super::api_error;
+use super::{api_error, public_base};
 use crate::admission::{Caller, admit, open_stream, spec_refused};
 use crate::launch::LaunchRequest;
 use crate::spec::{self, Spec};
@@ -109,7 +109,7 @@ struct BuildQuery {
 async fn build(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    OriginalUri(uri): OriginalUri,
+    uri: Uri,
     Query(query): Query<BuildQuery>,
     headers: HeaderMap,
 ) -> Response {
@@ -124,7 +124,8 @@ async fn build(
         )
             .into_response();
     }
-    // The raw path, still percent-encoded: an escaped repository URL keeps its slashes.
+    // The raw path under the base, still percent-encoded: an escaped repository URL keeps its
+    // slashes.
     let rest = uri.path().strip_prefix("/build/").unwrap_or_default();
     let (provider, raw_spec) = rest.split_once('/').unwrap_or_default();
     let build_only = matches!(query.build_only.as_deref(), Some("true") | Some("1"));
@@ -147,16 +148,12 @@ async fn build(
     if let Some(reason) = spec_refused(&state.config, &spec) {
         return api_error(StatusCode::FORBIDDEN, reason);
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1")
-        .to_string();
+    let launch_host = public_base(&state, &headers);
     tokio::spawn(async move {
         let request = StreamRequest {
             spec,
             build_only,
-            host,
+            launch_host,
             caller,
         };
         // An error means the client went away.
@@ -170,7 +167,8 @@ async fn build(
 struct StreamRequest {
     spec: Spec,
     build_only: bool,
-    host: String,
+    /// kiln's public address, for `binder_launch_host`.
+    launch_host: String,
     caller: Caller,
 }
 
@@ -195,7 +193,15 @@ async fn stream_build(
     {
         return send(Event::failed(429, refusal)).await;
     }
-    let shared = match state.builds.build(spec, request.caller.address).await {
+    let shared = match state
+        .builds
+        .build(
+            spec,
+            request.caller.client(),
+            Some(request.caller.builds_limit(&state.config)),
+        )
+        .await
+    {
         Ok(shared) => shared,
         Err(e) => return send(Event::failed(e.status_code(), e.to_string())).await,
     };
@@ -239,8 +245,13 @@ async fn stream_build(
     let launch = LaunchRequest {
         spec,
         image: &image,
-        host: &request.host,
-        caller_token: request.caller.hub_token(&state.config),
+        launch_host: &request.launch_host,
+        user: request.caller.hub_user(),
+        max_user_sessions: request.caller.limit(
+            &state.config,
+            |g| g.sessions,
+            state.config.max_sessions_per_user,
+        ),
     };
     let result = state.launchers.launch(launch, &progress_tx).await;
     drop(progress_tx);

@@ -27,6 +27,34 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/images", get(images))
         .route("/api/images/{*path}", get(image_sbom))
         .route("/api/prewarm", post(prewarm))
+        .route("/api/me", get(me))
+}
+
+/// `GET /api/me`: who kiln takes the caller for: `{"user", "groups", "csrf", "login"}` (`csrf` is
+/// what state-changing calls with a login cookie send in `X-Kiln-CSRF`; `login` whether the
+/// service has hub login).
+async fn me(State(state): State<Arc<AppState>>, caller: Caller) -> Response {
+    let (user, groups, csrf) = match &caller.identity {
+        crate::auth::Identity::CookieUser { user, csrf } => {
+            (Some(&user.name), user.groups.clone(), Some(csrf.clone()))
+        }
+        crate::auth::Identity::TokenUser(user) => (Some(&user.name), user.groups.clone(), None),
+        _ => (None, Vec::new(), None),
+    };
+    let mut answer = Json(json!({
+        "user": user,
+        "groups": groups,
+        "operator": caller.is_operator(),
+        "csrf": csrf,
+        "login": state.config.hub_auth,
+        "anonymous_allowed": state.config.allow_anonymous,
+    }))
+    .into_response();
+    answer.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    answer
 }
 
 #[derive(serde::Deserialize)]
@@ -55,7 +83,15 @@ async fn start_build(
     if let Err(e) = spec::check_reachable(&spec.repo_url, state.builds.policy()).await {
         return api_error(StatusCode::FORBIDDEN, e.to_string());
     }
-    let shared = match state.builds.build(&spec, caller.address).await {
+    let shared = match state
+        .builds
+        .build(
+            &spec,
+            caller.client(),
+            Some(caller.builds_limit(&state.config)),
+        )
+        .await
+    {
         Ok(shared) => shared,
         Err(e) => {
             let status =
@@ -66,7 +102,7 @@ async fn start_build(
     let id = &shared.id;
     (
         StatusCode::ACCEPTED,
-        Json(json!({"id": id, "status": "running", "events": format!("/api/builds/{id}/events")})),
+        Json(json!({"id": id, "status": "running", "events": format!("{}api/builds/{id}/events", state.config.base_url)})),
     )
         .into_response()
 }
@@ -86,7 +122,7 @@ async fn cancel_build(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Response {
-    if !caller.is_operator(&state.config) {
+    if !caller.is_operator() {
         return api_error(
             StatusCode::FORBIDDEN,
             "cancelling a build needs the operator's build token",
@@ -106,7 +142,7 @@ async fn cancel_build(
 /// `GET /api/images`: the images built, newest first; builds from requests with credentials only
 /// for the operator.
 async fn images(State(state): State<Arc<AppState>>, caller: Caller) -> Response {
-    let operator = caller.is_operator(&state.config);
+    let operator = caller.is_operator();
     match state.builds.store().images(operator).await {
         Ok(images) => Json(json!({"images": images})).into_response(),
         Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -140,7 +176,7 @@ async fn image_sbom(
             format!("format {format:?}: use cyclonedx, kiln or table"),
         );
     }
-    let operator = caller.is_operator(&state.config);
+    let operator = caller.is_operator();
     let built = match state.builds.store().images(operator).await {
         Ok(images) => images.iter().any(|b| b.image.as_deref() == Some(image)),
         Err(e) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -257,7 +293,7 @@ async fn prewarm(
     caller: Caller,
     Json(request): Json<Prewarm>,
 ) -> Response {
-    if !caller.is_operator(&state.config) {
+    if !caller.is_operator() {
         return api_error(
             StatusCode::FORBIDDEN,
             "a pre-warm needs the operator's build token",

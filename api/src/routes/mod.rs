@@ -3,33 +3,108 @@
 //!   jupyterhub-fancy-profiles);
 //! - [`json_api`]: `/api/...` for programs;
 //! - [`pages`]: the web page, the `/v2/` launch page, assets;
+//! - [`login`]: the hub login (OAuth redirect and callback, logout);
 //! - [`operations`]: `/health`, `/versions`, `/metrics` for operators and monitoring.
+//!
+//! Every route is served under `KILN_BASE_URL`: the whole router sits behind one rewrite that
+//! takes the base off the path (and refuses paths outside it), so the routes read as if at `/`.
 
 mod binderhub;
 mod json_api;
+mod login;
 mod operations;
 mod pages;
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Json, middleware};
 use serde_json::json;
 
 use crate::state::AppState;
 
-/// Every route of the service.
+/// Every route of the service, under its base path.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .merge(binderhub::routes())
         .merge(json_api::routes())
         .merge(pages::routes())
+        .merge(login::routes())
         .merge(operations::routes())
-        .with_state(state)
+        .with_state(state.clone());
+    let base = state.config.base_url.clone();
+    if base == "/" {
+        return routes;
+    }
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let base = base.clone();
+            async move { under_base(&base, request, next).await }
+        }))
+}
+
+/// Serve a request whose path starts with `base` as if it started at `/`; the base without its
+/// slash is redirected to it, and anything else is a 404 that says where kiln is.
+async fn under_base(base: &str, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
+    if path == base.trim_end_matches('/') {
+        return Redirect::permanent(base).into_response();
+    }
+    let Some(rest) = path.strip_prefix(base.trim_end_matches('/')) else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            format!("kiln serves under {base}; {path} is outside it"),
+        );
+    };
+    let query = request
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    match format!("{rest}{query}").parse::<Uri>() {
+        Ok(uri) => {
+            *request.uri_mut() = uri;
+            next.run(request).await
+        }
+        Err(_) => api_error(StatusCode::BAD_REQUEST, "the request's path is not valid"),
+    }
 }
 
 /// A JSON error answer: `{"error": message}`.
 pub fn api_error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+/// Where people reach kiln, ending in the base path and `/`: `KILN_PUBLIC_URL`, else the request's
+/// `Host` (behind trusted proxies, their `X-Forwarded-Host` and `X-Forwarded-Proto`).
+pub fn public_base(state: &AppState, headers: &HeaderMap) -> String {
+    let config = &state.config;
+    if let Some(url) = &config.public_url {
+        return url.to_string();
+    }
+    let forwarded = |name: &str| {
+        (config.trusted_proxy_hops > 0)
+            .then(|| headers.get(name).and_then(|v| v.to_str().ok()))
+            .flatten()
+            .and_then(|v| v.split(',').next_back())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let host = forwarded("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        })
+        .unwrap_or("127.0.0.1");
+    let scheme = match forwarded("x-forwarded-proto") {
+        Some("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}{}", config.base_url)
 }

@@ -4,34 +4,67 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::Path;
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use crate::admission::Caller;
 use crate::state::AppState;
+
+/// The launch form.
+async fn index(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+) -> Response {
+    html_page(&state, &caller, &uri, include_str!("../pages/index.html"))
+}
+
+/// The page a badge opens: it builds and launches, then goes to the session.
+async fn launch_page(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+) -> Response {
+    html_page(&state, &caller, &uri, include_str!("../pages/launch.html"))
+}
+
+/// A page with the base path filled in; where only hub users may build, a caller the hub does not
+/// know yet is sent to log in first (and comes back to this page).
+fn html_page(state: &AppState, caller: &Caller, uri: &axum::http::Uri, template: &str) -> Response {
+    let config = &state.config;
+    if config.hub_auth
+        && !config.allow_anonymous
+        && caller.hub_user().is_none()
+        && !caller.is_operator()
+    {
+        let next = uri
+            .path_and_query()
+            .map_or(config.base_url.clone(), |p| p.to_string());
+        let to = format!(
+            "{}oauth_login?next={}",
+            config.base_url,
+            utf8_percent_encode(&next, PART)
+        );
+        return Redirect::to(&to).into_response();
+    }
+    let body = template.replace("{{base}}", &config.base_url);
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route(
-            "/",
-            get(|| {
-                page(
-                    "text/html; charset=utf-8",
-                    include_str!("../pages/index.html"),
-                )
-            }),
-        )
-        .route(
-            "/v2/{*spec}",
-            get(|| {
-                page(
-                    "text/html; charset=utf-8",
-                    include_str!("../pages/launch.html"),
-                )
-            }),
-        )
+        .route("/", get(index))
+        .route("/v2/{*spec}", get(launch_page))
         .route(
             "/static/kiln.js",
             get(|| {
@@ -67,12 +100,18 @@ async fn badge() -> Response {
 
 /// BinderHub's legacy links, `/repo/<owner>/<repo>[/<path>]`: the GitHub repository's `master`
 /// (which a repository without one turns into its default branch), opening `<path>`.
-async fn legacy_repo(Path((owner, repo)): Path<(String, String)>) -> Redirect {
-    legacy_redirect(&owner, &repo, "")
+async fn legacy_repo(
+    State(state): State<Arc<AppState>>,
+    Path((owner, repo)): Path<(String, String)>,
+) -> Redirect {
+    legacy_redirect(&state.config.base_url, &owner, &repo, "")
 }
 
-async fn legacy_repo_path(Path((owner, repo, path)): Path<(String, String, String)>) -> Redirect {
-    legacy_redirect(&owner, &repo, &path)
+async fn legacy_repo_path(
+    State(state): State<Arc<AppState>>,
+    Path((owner, repo, path)): Path<(String, String, String)>,
+) -> Redirect {
+    legacy_redirect(&state.config.base_url, &owner, &repo, &path)
 }
 
 /// What is escaped in a part of the address: all but letters, digits and `-_.~`.
@@ -82,9 +121,9 @@ const PART: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-fn legacy_redirect(owner: &str, repo: &str, path: &str) -> Redirect {
+fn legacy_redirect(base: &str, owner: &str, repo: &str, path: &str) -> Redirect {
     let escape = |s: &str| utf8_percent_encode(s, PART).to_string();
-    let mut to = format!("/v2/gh/{}/{}/master", escape(owner), escape(repo));
+    let mut to = format!("{base}v2/gh/{}/{}/master", escape(owner), escape(repo));
     let path = path.trim_matches('/');
     if !path.is_empty() {
         to.push_str("?urlpath=");

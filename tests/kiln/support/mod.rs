@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod conda;
 pub mod git_http;
+pub mod hub_login;
 pub mod in_process;
 pub mod jupyterhub;
 pub mod package_index;

@@ -56,8 +56,26 @@ impl Service {
         Service::spawn(state, env, std::fs::File::create(log).unwrap().into())
     }
 
+    /// [`Service::start_logged`] on a given port (a hub that proxies to kiln must know it first).
+    pub fn start_on(
+        port: u16,
+        state: &std::path::Path,
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> Service {
+        Service::spawn_on(port, state, env, std::fs::File::create(log).unwrap().into())
+    }
+
     fn spawn(state: &std::path::Path, env: &[(&str, &str)], stderr: Stdio) -> Service {
-        let port = free_port();
+        Service::spawn_on(free_port(), state, env, stderr)
+    }
+
+    fn spawn_on(
+        port: u16,
+        state: &std::path::Path,
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Service {
         let child = kiln()
             .arg("serve")
             .env("KILN_STATE", state)

@@ -141,6 +141,41 @@ impl HubClient {
         Err(LaunchError::Hub(last))
     }
 
+    /// A form posted without a token (the OAuth token endpoint, where kiln's token is the client
+    /// secret in the form), not retried: a code is good for one exchange.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Result<Answer, LaunchError> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let response = self
+            .http
+            .post(format!("{}{path}", self.api_url))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| {
+                LaunchError::Hub(format!(
+                    "the hub at {} cannot be reached: {e}",
+                    self.api_url
+                ))
+            })?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| json!({"message": text.trim()}));
+        Ok(Answer { status, body })
+    }
+
+    /// kiln's own token (the OAuth client secret).
+    pub fn token(&self) -> &Secret {
+        &self.token
+    }
+
     /// The server-sent events of a server's spawn progress (`GET <path>/progress`).
     pub async fn progress(&self, path: &str) -> Result<reqwest::Response, reqwest::Error> {
         self.http

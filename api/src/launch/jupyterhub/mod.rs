@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 
+use crate::auth::{HubUser, TokenOutcome};
 use crate::config::Config;
 use crate::error::{ConfigError, LaunchError};
 use crate::store::Store;
@@ -39,6 +40,16 @@ pub struct JupyterHub {
     service_name: String,
     /// Servers being launched: the reaper leaves them alone.
     launching: Mutex<HashSet<(String, String)>>,
+}
+
+/// A JSON list of names, when it is one.
+fn names(value: &serde_json::Value) -> Option<Vec<String>> {
+    value.as_array().map(|items| {
+        items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    })
 }
 
 impl JupyterHub {
@@ -118,10 +129,16 @@ impl JupyterHub {
         }
     }
 
-    /// The hub user a caller's token belongs to, when the token may be used with kiln: its scopes
-    /// (as the hub reports them) include `access:services` or `access:services!service=<kiln's
-    /// name>`. A token that only opens one server (such as the one a launch hands out) does not.
-    pub async fn identify(&self, caller_token: &str) -> Result<String, LaunchError> {
+    /// Whose `caller_token` is, and whether it may be used with kiln: the hub must know it as a
+    /// user's, and its scopes (as the hub reports them) must include `access:services` or
+    /// `access:services!service=<kiln's name>`. A token that only opens one server (such as the one
+    /// a launch hands out) does not. The user's groups come from their token's answer, or, with
+    /// `want_groups`, from kiln's own reading of the user. `Err` only when the hub cannot be asked.
+    pub async fn identify(
+        &self,
+        caller_token: &str,
+        want_groups: bool,
+    ) -> Result<TokenOutcome, LaunchError> {
         let answer = self
             .client
             .call_as(
@@ -132,13 +149,30 @@ impl JupyterHub {
                 Retry::OnServerErrors,
             )
             .await?;
+        if answer.status.is_server_error() {
+            return Err(LaunchError::Hub(format!(
+                "the hub could not check your token ({})",
+                answer.reason()
+            )));
+        }
         let name = match answer.body["name"].as_str() {
             Some(name) if answer.ok() && answer.body["kind"] == "user" => name.to_string(),
+            Some(_) if answer.ok() => {
+                return Ok(TokenOutcome::Refused {
+                    status: 403,
+                    reason:
+                        "this token is not a hub user's (a service's tokens cannot build as a user)"
+                            .into(),
+                });
+            }
             _ => {
-                return Err(LaunchError::Hub(format!(
-                    "the hub did not accept your token as a user's ({})",
-                    answer.reason()
-                )));
+                return Ok(TokenOutcome::Refused {
+                    status: 401,
+                    reason: format!(
+                        "the hub did not accept your token: it may have expired or been revoked ({})",
+                        answer.reason()
+                    ),
+                });
             }
         };
         let scopes: Vec<&str> = answer.body["scopes"]
@@ -146,17 +180,104 @@ impl JupyterHub {
             .map(|s| s.iter().filter_map(|v| v.as_str()).collect())
             .unwrap_or_default();
         let wanted = format!("access:services!service={}", self.service_name);
-        if scopes
+        if !scopes
             .iter()
             .any(|s| *s == "access:services" || *s == wanted)
         {
-            Ok(name)
-        } else {
-            Err(LaunchError::Hub(format!(
-                "your hub token may not be used with kiln: it lacks the scope {wanted} (or access:services); \
-                 ask the hub's administrator to grant it to users, or make a token that has it"
-            )))
+            return Ok(TokenOutcome::Refused {
+                status: 403,
+                reason: format!(
+                    "your hub token may not be used with kiln: it lacks the scope {wanted} (or access:services); \
+                     ask the hub's administrator to grant it to users, or make a token that has it"
+                ),
+            });
         }
+        let mut groups = names(&answer.body["groups"]);
+        if groups.is_none() && want_groups {
+            let theirs = self
+                .client
+                .call(
+                    Method::GET,
+                    &names::user_path(&name),
+                    None,
+                    Retry::OnServerErrors,
+                )
+                .await?;
+            if !theirs.ok() {
+                return Err(self.refusal("read the user's groups", &theirs));
+            }
+            groups = names(&theirs.body["groups"]);
+        }
+        Ok(TokenOutcome::User(HubUser {
+            name,
+            groups: groups.unwrap_or_default(),
+        }))
+    }
+
+    /// The access token the hub gives for an OAuth `code` (the login's callback), kiln being the
+    /// OAuth client `client_id` with its API token as the secret.
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        client_id: &str,
+        redirect_uri: &str,
+    ) -> Result<String, LaunchError> {
+        let secret = self.client.token().clone();
+        let answer = self
+            .client
+            .post_form(
+                "oauth2/token",
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", code),
+                    ("client_id", client_id),
+                    ("client_secret", secret.expose()),
+                    ("redirect_uri", redirect_uri),
+                ],
+            )
+            .await?;
+        match answer.body["access_token"].as_str() {
+            Some(token) if answer.ok() => Ok(token.to_string()),
+            _ => Err(LaunchError::Hub(format!(
+                "the hub did not exchange the login code ({}); log in again",
+                answer.reason()
+            ))),
+        }
+    }
+
+    /// The hub's public address (ends in `/`).
+    pub fn public_url(&self) -> &url::Url {
+        &self.public_url
+    }
+
+    /// How many running or starting servers of `user` kiln launched (they carry an image in their
+    /// user options).
+    pub async fn sessions_of(&self, user: &str) -> Result<usize, LaunchError> {
+        let answer = self
+            .client
+            .call(
+                Method::GET,
+                &names::user_path(user),
+                None,
+                Retry::OnServerErrors,
+            )
+            .await?;
+        if answer.hub_says_not_found() {
+            return Ok(0);
+        }
+        if !answer.ok() {
+            return Err(self.refusal("read the user's servers", &answer));
+        }
+        Ok(answer.body["servers"]
+            .as_object()
+            .map(|servers| {
+                servers
+                    .values()
+                    .filter(|m| m["user_options"]["image"].is_string())
+                    .filter(|m| m["ready"] == true || m["pending"].is_string())
+                    .count()
+            })
+            .unwrap_or(0))
     }
 
     /// Every active server on the hub as `(user, server, image)` (the image from its user options,

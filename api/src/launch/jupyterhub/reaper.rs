@@ -20,6 +20,9 @@ impl JupyterHub {
     pub(super) async fn clean_up(&self, server: &HubServer) -> bool {
         let (path, body) = if server.temporary {
             (user_path(&server.user), None)
+        } else if server.server.is_empty() {
+            // A user's default server is stopped, never removed.
+            (server_path(&server.user, ""), None)
         } else {
             (
                 server_path(&server.user, &server.server),

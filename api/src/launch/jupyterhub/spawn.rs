@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::JupyterHub;
 use super::client::{Answer, Retry};
 use super::names::{launch_name, server_path, spawn_body, user_path};
+use crate::config::LaunchServer;
 use crate::error::LaunchError;
 use crate::store::HubServer;
 
@@ -40,19 +41,23 @@ enum ServerState {
 
 impl JupyterHub {
     /// Launch `image` with BinderHub's user options (`fields` holds `repo_url` and `binder_*`).
-    /// `user` is the caller's hub user (a named server), or `None` for a temporary user.
+    /// `user` is the caller's hub user and which of their servers to start (a named server per
+    /// launch, or their default server), or `None` for a temporary user.
     pub async fn launch(
         &self,
         image: &str,
         fields: &Ready,
-        user: Option<&str>,
+        user: Option<(&str, LaunchServer)>,
         hub_major: Option<u64>,
         events: &mpsc::Sender<Event>,
     ) -> Result<Launched, LaunchError> {
         let server = match user {
-            Some(user) => HubServer {
+            Some((user, which)) => HubServer {
                 user: user.to_string(),
-                server: launch_name(&fields.repo_url, 20)?,
+                server: match which {
+                    LaunchServer::Named => launch_name(&fields.repo_url, 20)?,
+                    LaunchServer::Default => String::new(),
+                },
                 temporary: false,
                 failed: false,
             },
@@ -67,7 +72,11 @@ impl JupyterHub {
         self.launching_set().insert(key.clone());
         let result = self.start(&server, image, fields, hub_major, events).await;
         self.launching_set().remove(&key);
-        if result.is_err() {
+        // A refusal before the spawn (the user's default server is busy) leaves nothing to clean.
+        if result
+            .as_ref()
+            .is_err_and(|e| !matches!(e, LaunchError::Quota(_)))
+        {
             let failed = HubServer {
                 failed: true,
                 ..server
@@ -98,6 +107,20 @@ impl JupyterHub {
             // 409: the user exists, which for a fresh random name means an earlier attempt made it.
             if !answer.ok() && answer.status != StatusCode::CONFLICT {
                 return Err(self.refusal("create a temporary user", &answer));
+            }
+        }
+        if !server.temporary && server.server.is_empty() {
+            // The user's default server is theirs: kiln starts it only when it is not running.
+            let answer = self
+                .client
+                .call(Method::GET, &user_path, None, Retry::OnServerErrors)
+                .await?;
+            let model = &answer.body["servers"][""];
+            if model["ready"] == true || model["pending"].is_string() {
+                return Err(LaunchError::Quota(
+                    "your default server on the hub is running already; stop it from the hub's home page, then launch again"
+                        .into(),
+                ));
             }
         }
         self.store.add_hub_server(server).await?;
@@ -195,7 +218,14 @@ impl JupyterHub {
             if let Some(Ok(answer)) = &spawn_answer
                 && !answer.ok()
             {
-                // 400 "already running/pending" cannot happen for a fresh name: any refusal is final.
+                // 400 "already running/pending" cannot happen for a fresh name, only for a user's
+                // default server: any refusal is final.
+                if answer.status == StatusCode::BAD_REQUEST && path.ends_with("/server") {
+                    return Err(LaunchError::Quota(format!(
+                        "your default server on the hub is running or starting already ({}); stop it from the hub's home page, then launch again",
+                        answer.reason()
+                    )));
+                }
                 return Err(self.refusal("start the server", answer));
             }
             match self.follow_progress(path, events).await {

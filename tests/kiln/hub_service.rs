@@ -1,0 +1,507 @@
+//! kiln inside a community's hub: a real JupyterHub (6.x and 5.x, DockerSpawner) started from
+//! `examples/hub/jupyterhub_config.py` with `KILN_SERVICE_URL`, which registers kiln as its service,
+//! proxied at `/services/kiln/`; kiln runs with `KILN_BASE_URL=/services/kiln/` and hub login.
+//! Everything goes through the hub's proxy, as people and jupyterhub-fancy-profiles reach it: the
+//! OAuth login, launches into the user's own server, BinderHub's JavaScript client with a user's
+//! token, per-user limits, and every refusal (each starts nothing).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::hub_login::{Browser, local_path};
+use crate::support::jupyterhub::JupyterHubServer;
+use crate::support::service::{Http, Service, escaped};
+use crate::support::*;
+
+const BASE: &str = "/services/kiln/";
+
+struct HubWithKiln {
+    hub: JupyterHubServer,
+    kiln: Service,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HubWithKiln {
+    /// A hub of `version` with kiln as its service, kiln with `extra` settings and the hub with
+    /// `hub_env`.
+    fn start(version: &str, extra: &[(&str, &str)], hub_env: &[(&str, &str)]) -> HubWithKiln {
+        let port = free_port();
+        let service_url = format!("http://127.0.0.1:{port}");
+        let mut env = vec![("KILN_SERVICE_URL", service_url.as_str())];
+        env.extend_from_slice(hub_env);
+        let hub = JupyterHubServer::start_version(version, &env);
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("kiln.log");
+        let mut settings: Vec<(&str, String)> = hub.kiln_env();
+        settings.extend([
+            ("KILN_BASE_URL", BASE.to_string()),
+            ("KILN_HUB_AUTH", "1".to_string()),
+            ("KILN_TRUSTED_PROXY_HOPS", "1".to_string()),
+        ]);
+        settings.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let kiln = Service::start_on(port, &dir.path().join("state.db"), &settings, &log);
+        let with = HubWithKiln {
+            hub,
+            kiln,
+            log,
+            _dir: dir,
+        };
+        // The hub's proxy routes /services/kiln/ once the hub has added kiln's route.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while with.proxy().get(&format!("{BASE}health"), None).0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "the hub's proxy does not reach kiln at {BASE}; kiln's log:\n{}",
+                with.kiln_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        with
+    }
+
+    /// Requests through the hub's proxy.
+    fn proxy(&self) -> Http {
+        Http {
+            port: self.hub.port,
+        }
+    }
+
+    fn kiln_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Builds kiln has started (from its health report, under the base path).
+    fn builds_started(&self) -> u64 {
+        let (_, response) = self.kiln.get(&format!("{BASE}health"), None);
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+        let body = body.lines().find(|l| l.starts_with('{')).unwrap_or(body);
+        serde_json::from_str::<Value>(body).unwrap()["builds_started"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// A browser logged in to the hub as `user` and to kiln (through the OAuth login).
+    fn logged_in(&self, user: &str) -> Browser {
+        let mut browser = Browser::new(self.hub.port);
+        browser.log_in_to_hub(user);
+        let (page, at) = browser.follow(BASE, "");
+        assert_eq!(
+            page.status, 200,
+            "kiln's page after the login: {}",
+            page.body
+        );
+        assert_eq!(at, BASE, "the login returns to the page it started from");
+        assert!(
+            browser.cookies.contains_key("kiln-session"),
+            "{:?}",
+            browser.cookies
+        );
+        browser
+    }
+
+    /// A token the hub issues for `user` with `request` (scopes, expiry), and its id.
+    fn token(&self, user: &str, request: Value) -> (String, String) {
+        let _ = self.hub.api("POST", &format!("users/{user}"), None);
+        let (status, issued) = self.hub.api(
+            "POST",
+            &format!("users/{user}/tokens"),
+            Some(&request.to_string()),
+        );
+        assert_eq!(status, 201, "{issued}");
+        (
+            issued["token"].as_str().unwrap().to_string(),
+            issued["id"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+/// `/build/git/<repository>/HEAD` under kiln's base path.
+fn build_path(git: &GitServer, name: &str) -> String {
+    format!("{BASE}build/git/{}/HEAD", escaped(&git.url(name)))
+}
+
+fn phases(events: &[Value]) -> Vec<&str> {
+    events.iter().filter_map(|e| e["phase"].as_str()).collect()
+}
+
+/// The status and body of a request's answer.
+fn status_and_body(response: &(u16, String)) -> (u16, &str) {
+    (
+        response.0,
+        response.1.split("\r\n\r\n").nth(1).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn a_hub_user_logs_in_through_the_hub_and_launches_into_their_own_server() {
+    require_engine();
+    let git = GitServer::start();
+    git.example("python-default", "svc-login");
+    let with = HubWithKiln::start("6.1.1", &[], &[]);
+    let alice = with.logged_in("alice");
+    let me = Http {
+        port: with.hub.port,
+    }
+    .request("GET", &format!("{BASE}api/me"), &alice.cookie_header(), "");
+    let (status, body) = status_and_body(&me);
+    assert_eq!(status, 200, "{body}");
+    let me: Value =
+        serde_json::from_str(body.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(me["user"], "alice", "{me}");
+    assert!(me["csrf"].as_str().is_some_and(|c| c.len() >= 32), "{me}");
+    // The page and its assets are served under the base path.
+    let (status, page) = with.proxy().get(BASE, None);
+    assert_eq!(status, 303, "anonymous visitors are sent to log in: {page}");
+    let (status, _) = with.proxy().get(&format!("{BASE}static/kiln.js"), None);
+    assert_eq!(status, 200);
+
+    let (events, raw) = with
+        .proxy()
+        .events_with(&build_path(&git, "svc-login"), &alice.cookie_header());
+    assert_eq!(
+        phases(&events).last(),
+        Some(&"ready"),
+        "{raw}\nkiln's log:\n{}",
+        with.kiln_log()
+    );
+    let ready = events.last().unwrap();
+    let url = ready["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{}user/alice/svc-login-", with.hub.url())),
+        "a logged-in user's launch is their own named server: {url}"
+    );
+    assert_eq!(
+        ready["binder_launch_host"],
+        format!("http://127.0.0.1:{}{BASE}", with.hub.port),
+        "binder_launch_host is kiln's public address with its base path"
+    );
+    assert_eq!(with.hub.users(), ["alice"], "no temporary user");
+    let server = url.trim_end_matches('/').rsplit('/').next().unwrap();
+    let (_, model) = with.hub.api("GET", "users/alice", None);
+    assert_eq!(
+        model["servers"][server]["user_options"]["image"], ready["image"],
+        "{model}"
+    );
+    remove_image(ready["image"].as_str().unwrap());
+}
+
+#[test]
+fn refused_hub_logins_tokens_and_cookies_start_nothing() {
+    require_engine();
+    let mut with = HubWithKiln::start("6.1.1", &[], &[]);
+    let nowhere = format!(
+        "{BASE}build/git/{}/HEAD",
+        escaped("http://127.0.0.1:1/nothing.git")
+    );
+    let sse = "Accept: text/event-stream\r\n";
+    let proxy = with.proxy();
+
+    // Anonymous callers: the page sends them to log in; the API says how.
+    let (status, answer) = proxy.get(&format!("{BASE}v2/gh/a/b/HEAD?urlpath=lab"), None);
+    assert_eq!(status, 303, "{answer}");
+    assert!(
+        answer.contains(
+            "oauth_login?next=%2Fservices%2Fkiln%2Fv2%2Fgh%2Fa%2Fb%2FHEAD%3Furlpath%3Dlab"
+        ),
+        "{answer}"
+    );
+    let (status, answer) = proxy.request("GET", &nowhere, sse, "");
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("log in through the hub first"), "{answer}");
+
+    // A forged session cookie is no session.
+    let forged = proxy.request(
+        "GET",
+        &nowhere,
+        &format!("{sse}Cookie: kiln-session=0123abcd.{}\r\n", "ab".repeat(32)),
+        "",
+    );
+    assert_eq!(forged.0, 401, "{}", forged.1);
+
+    // A cookie copied before a logout no longer works.
+    let mut alice = with.logged_in("alice");
+    let copied = alice.cookie_header();
+    let out = alice.request("GET", &format!("{BASE}logout"), "", "");
+    assert_eq!(out.status, 302);
+    assert!(!alice.cookies.contains_key("kiln-session"));
+    let replayed = proxy.request("GET", &nowhere, &format!("{sse}{copied}"), "");
+    assert_eq!(replayed.0, 401, "a replayed cookie: {}", replayed.1);
+
+    // CSRF: a state-changing call with the cookie but without the page's token; a read from
+    // another site.
+    let alice = with.logged_in("alice");
+    let cookie = alice.cookie_header();
+    let body = json!({"provider": "git", "spec": nowhere.trim_start_matches(&format!("{BASE}build/git/"))}).to_string();
+    let json_type = "Content-Type: application/json\r\n";
+    let (status, answer) = proxy.request(
+        "POST",
+        &format!("{BASE}api/builds"),
+        &format!("{cookie}{json_type}"),
+        &body,
+    );
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("CSRF"), "{answer}");
+    let (status, answer) = proxy.request(
+        "GET",
+        &nowhere,
+        &format!("{sse}{cookie}Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: cors\r\n"),
+        "",
+    );
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("other sites"), "{answer}");
+    assert_eq!(with.builds_started(), 0, "no refusal started a build");
+    // The same call with the page's token is accepted (the control).
+    let me = proxy.request("GET", &format!("{BASE}api/me"), &cookie, "");
+    let me: Value = serde_json::from_str(
+        me.1.split("\r\n\r\n")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .unwrap(),
+    )
+    .unwrap();
+    let csrf = me["csrf"].as_str().unwrap();
+    let (status, answer) = proxy.request(
+        "POST",
+        &format!("{BASE}api/builds"),
+        &format!("{cookie}{json_type}X-Kiln-CSRF: {csrf}\r\n"),
+        &body,
+    );
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(with.builds_started(), 1);
+
+    // Hub tokens: without kiln's scope, expired, revoked, a service's.
+    let (narrow, _) = with.token("bob", json!({"scopes": ["read:users:name!user=bob"]}));
+    let (status, answer) = proxy.request(
+        "GET",
+        &nowhere,
+        &format!("{sse}Authorization: Bearer {narrow}\r\n"),
+        "",
+    );
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer.contains("lacks the scope access:services!service=kiln"),
+        "{answer}"
+    );
+    let (expiring, _) = with.token("bob", json!({"expires_in": 1}));
+    std::thread::sleep(Duration::from_secs(2));
+    let (revoked, id) = with.token("bob", json!({"note": "revoked"}));
+    assert_eq!(
+        with.hub
+            .api("DELETE", &format!("users/bob/tokens/{id}"), None)
+            .0,
+        204
+    );
+    for (what, token) in [("expired", expiring), ("revoked", revoked)] {
+        let (status, answer) = proxy.request(
+            "GET",
+            &nowhere,
+            &format!("{sse}Authorization: token {token}\r\n"),
+            "",
+        );
+        assert_eq!(status, 401, "an {what} token: {answer}");
+        assert!(answer.contains("did not accept your token"), "{answer}");
+    }
+    let service_token = with.hub.token.clone();
+    let (status, answer) = proxy.request(
+        "GET",
+        &nowhere,
+        &format!("{sse}Authorization: token {service_token}\r\n"),
+        "",
+    );
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("not a hub user's"), "{answer}");
+
+    // A login callback whose state is not the one this browser started; one with no login cookie.
+    let mut carol = Browser::new(with.hub.port);
+    carol.log_in_to_hub("carol");
+    let callback = oauth_callback_path(&mut carol);
+    let wrong = callback.replace("state=", "state=x");
+    let answer = carol.request("GET", &wrong, "", "");
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert!(
+        answer.body.contains("state does not match"),
+        "{}",
+        answer.body
+    );
+    let mut stranger = Browser::new(with.hub.port);
+    let answer = stranger.request("GET", &callback, "", "");
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert!(
+        answer.body.contains("did not start a login"),
+        "{}",
+        answer.body
+    );
+
+    // The hub is down when the login comes back: a clear page, no session.
+    let callback = oauth_callback_path(&mut carol);
+    with.hub.stop();
+    let direct = Http {
+        port: with.kiln.port,
+    };
+    let (status, answer) = direct.request("GET", &callback, &carol.cookie_header(), "");
+    assert_eq!(status, 502, "{answer}");
+    assert!(
+        answer.contains("could not be completed with the hub"),
+        "{answer}"
+    );
+    assert!(!answer.contains("kiln-session="), "{answer}");
+    assert_eq!(with.builds_started(), 1, "only the control built");
+}
+
+/// Start a login at kiln and let the hub (where the browser is logged in) answer it: the path of
+/// kiln's callback with the hub's code and state, not yet visited.
+fn oauth_callback_path(browser: &mut Browser) -> String {
+    let start = browser.request("GET", &format!("{BASE}oauth_login?next={BASE}"), "", "");
+    assert_eq!(start.status, 302, "{}", start.body);
+    let mut path = local_path(start.header("location").unwrap(), BASE);
+    for _ in 0..5 {
+        let answer = browser.request("GET", &path, "", "");
+        let to = answer.header("location").unwrap_or_else(|| {
+            panic!(
+                "the hub's authorize answered {}: {}",
+                answer.status, answer.body
+            )
+        });
+        path = local_path(to, &path);
+        if path.starts_with(&format!("{BASE}oauth_callback")) {
+            return path;
+        }
+    }
+    panic!("the hub did not send the browser back to kiln's callback")
+}
+
+/// BinderHub's own JavaScript client against `url` (a `.../build/` URL) for `spec`: its events.
+fn binderhub_client(url: &str, spec: &str, token: Option<&str>) -> Vec<Value> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let installed = Command::new("bash")
+        .arg(format!("{root}/tests/services/binderhub-client.sh"))
+        .output()
+        .expect("bash");
+    assert!(
+        installed.status.success(),
+        "cannot install @jupyterhub/binderhub-client (bash tests/services/binderhub-client.sh; the test command runs it): {}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let home = String::from_utf8_lossy(&installed.stdout)
+        .trim()
+        .to_string();
+    let out = Command::new("node")
+        .arg(format!("{root}/tests/services/binderhub-client.mjs"))
+        .args([&home, url, spec, token.unwrap_or(""), "build_only"])
+        .output()
+        .expect("node (installed with npm by the test command)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
+}
+
+/// jupyterhub-fancy-profiles' "build your own image": the browser makes a user token and asks
+/// `<base>/build/...?build_only=true` with `Authorization: Bearer`, waits for `ready` and reads
+/// `imageName`; nothing is launched.
+fn fancy_profiles_builds_with_a_users_token(version: &str) {
+    require_engine();
+    let git = GitServer::start();
+    let name = format!("svc-fancy-{}", version.replace('.', ""));
+    git.example("python-default", &name);
+    let with = HubWithKiln::start(version, &[], &[]);
+    let (token, _) = with.token(
+        "alice",
+        json!({"expires_in": 3600, "note": "fancy-profiles"}),
+    );
+    let url = format!("http://127.0.0.1:{}{BASE}build/", with.hub.port);
+    let spec = format!("git/{}/HEAD", escaped(&git.url(&name)));
+    let events = binderhub_client(&url, &spec, Some(&token));
+    let last = events
+        .last()
+        .unwrap_or_else(|| panic!("no events; kiln's log:\n{}", with.kiln_log()));
+    assert_eq!(last["phase"], "ready", "{events:?}\n{}", with.kiln_log());
+    let image = last["imageName"].as_str().unwrap();
+    assert!(last["url"].is_null(), "build_only launches nothing: {last}");
+    assert!(phases(&events).contains(&"built"), "{events:?}");
+    let (_, model) = with.hub.api("GET", "users/alice", None);
+    assert!(
+        model["servers"].as_object().is_some_and(|s| s.is_empty()),
+        "{model}"
+    );
+    // Without a token, the client gets kiln's refusal (BinderHub's client shows 4xx as failed).
+    let events = binderhub_client(&url, &spec, None);
+    assert_eq!(events.last().unwrap()["phase"], "failed", "{events:?}");
+    assert!(
+        events.last().unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("401"),
+        "{events:?}"
+    );
+    remove_image(image);
+}
+
+#[test]
+fn fancy_profiles_builds_with_a_users_token_on_jupyterhub_6() {
+    fancy_profiles_builds_with_a_users_token("6.1.1");
+}
+
+#[test]
+fn hub_users_have_limits_of_their_own_and_groups_decide_who_builds() {
+    require_engine();
+    let with = HubWithKiln::start(
+        "6.1.1",
+        &[
+            ("KILN_RATE_LIMIT", "1"),
+            ("KILN_BUILD_GROUPS", "students,workshop"),
+            ("KILN_GROUP_LIMITS", "workshop=rate:3"),
+        ],
+        &[("KILN_HUB_USERS_GROUPS", "students=alice bob;workshop=carol")],
+    );
+    let nowhere = format!(
+        "{BASE}build/git/{}/HEAD?build_only=true",
+        escaped("http://127.0.0.1:1/nothing.git")
+    );
+    let proxy = with.proxy();
+    let status = |user: &str| {
+        let (token, _) = with.token(user, json!({"note": "limits"}));
+        let nowhere = nowhere.clone();
+        move |proxy: &Http| {
+            let head = proxy.head(&nowhere, &format!("Authorization: token {token}\r\n"));
+            head.split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse::<u16>().ok())
+                .unwrap_or(0)
+        }
+    };
+    let (alice, bob, carol, dave) = (
+        status("alice"),
+        status("bob"),
+        status("carol"),
+        status("dave"),
+    );
+    // Every request comes from the proxy's address; each user still has a window of their own.
+    assert_eq!(alice(&proxy), 200);
+    assert_eq!(alice(&proxy), 429, "alice's second build in the hour");
+    assert_eq!(bob(&proxy), 200, "bob is not limited by alice's requests");
+    // The workshop group's limit is larger.
+    for n in 1..=3 {
+        assert_eq!(carol(&proxy), 200, "carol's request {n}");
+    }
+    assert_eq!(carol(&proxy), 429);
+    // dave is in neither group.
+    assert_eq!(dave(&proxy), 403);
+    let (token, _) = with.token("dave", json!({"note": "why"}));
+    let (_, answer) = proxy.request(
+        "GET",
+        &nowhere,
+        &format!("Accept: text/event-stream\r\nAuthorization: token {token}\r\n"),
+        "",
+    );
+    assert!(
+        answer.contains("only members of the hub groups students, workshop may"),
+        "{answer}"
+    );
+}
