@@ -559,6 +559,12 @@ fn provider_host(r: &Reader, k: &str, default: String) -> Result<String, ConfigE
 }
 
 impl Config {
+    /// Whether hub users' groups matter (`KILN_BUILD_GROUPS` or `KILN_GROUP_LIMITS` is set): kiln then
+    /// reads them when it learns who a token or a login belongs to.
+    pub fn wants_groups(&self) -> bool {
+        !self.build_groups.is_empty() || !self.group_limits.is_empty()
+    }
+
     /// Settings from the environment only.
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::load(None)

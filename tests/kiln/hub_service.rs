@@ -128,12 +128,12 @@ fn phases(events: &[Value]) -> Vec<&str> {
     events.iter().filter_map(|e| e["phase"].as_str()).collect()
 }
 
-/// The status and body of a request's answer.
-fn status_and_body(response: &(u16, String)) -> (u16, &str) {
-    (
-        response.0,
-        response.1.split("\r\n\r\n").nth(1).unwrap_or_default(),
-    )
+/// `GET <base>api/me` with `cookie` (a `Cookie:` header line): who kiln takes the caller for.
+fn me(proxy: &Http, cookie: &str) -> Value {
+    let (status, answer) = proxy.request("GET", &format!("{BASE}api/me"), cookie, "");
+    assert_eq!(status, 200, "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body.lines().find(|l| l.starts_with('{')).unwrap_or(body)).unwrap()
 }
 
 #[test]
@@ -143,14 +143,7 @@ fn a_hub_user_logs_in_through_the_hub_and_launches_into_their_own_server() {
     git.example("python-default", "svc-login");
     let with = HubWithKiln::start("6.1.1", &[], &[]);
     let alice = with.logged_in("alice");
-    let me = Http {
-        port: with.hub.port,
-    }
-    .request("GET", &format!("{BASE}api/me"), &alice.cookie_header(), "");
-    let (status, body) = status_and_body(&me);
-    assert_eq!(status, 200, "{body}");
-    let me: Value =
-        serde_json::from_str(body.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let me = me(&with.proxy(), &alice.cookie_header());
     assert_eq!(me["user"], "alice", "{me}");
     assert!(me["csrf"].as_str().is_some_and(|c| c.len() >= 32), "{me}");
     // The page and its assets are served under the base path.
@@ -255,16 +248,7 @@ fn refused_hub_logins_tokens_and_cookies_start_nothing() {
     assert!(answer.contains("other sites"), "{answer}");
     assert_eq!(with.builds_started(), 0, "no refusal started a build");
     // The same call with the page's token is accepted (the control).
-    let me = proxy.request("GET", &format!("{BASE}api/me"), &cookie, "");
-    let me: Value = serde_json::from_str(
-        me.1.split("\r\n\r\n")
-            .nth(1)
-            .unwrap()
-            .lines()
-            .find(|l| l.starts_with('{'))
-            .unwrap(),
-    )
-    .unwrap();
+    let me = me(&proxy, &cookie);
     let csrf = me["csrf"].as_str().unwrap();
     let (status, answer) = proxy.request(
         "POST",

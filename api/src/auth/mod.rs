@@ -55,9 +55,8 @@ impl Identity {
 /// What the service knows about logins.
 pub struct Auth {
     pub tokens: TokenCache,
+    /// Logins, and the key that signs their cookies.
     pub sessions: Sessions,
-    /// Signs the session and login cookies.
-    pub key: Secret,
 }
 
 impl Auth {
@@ -80,12 +79,11 @@ impl Auth {
             None => key_file(&config.state.with_file_name("kiln_cookie_secret"))?,
         };
         Ok(Auth {
-            tokens: TokenCache::new(hub, config.hub_auth || !config.build_groups.is_empty()),
+            tokens: TokenCache::new(hub, config.wants_groups()),
             sessions: Sessions::new(
-                key.clone(),
+                key,
                 std::time::Duration::from_secs(config.login_seconds.max(60)),
             ),
-            key,
         })
     }
 }

@@ -129,11 +129,6 @@ impl Sessions {
         }
     }
 
-    /// Sessions live now.
-    pub fn count(&self) -> usize {
-        lock(&self.live).len()
-    }
-
     /// The login cookie's value for one login: its `state`, the page to return to, and the time.
     pub fn login_cookie(&self, state: &str, next: &str) -> String {
         let now = SystemTime::now()

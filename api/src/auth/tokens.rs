@@ -35,8 +35,6 @@ pub struct TokenCache {
     /// Ask the hub for the user's groups when their token does not show them.
     want_groups: bool,
     entries: Mutex<HashMap<[u8; 32], Entry>>,
-    /// Times the hub was asked (for tests and the benchmark).
-    pub asked: std::sync::atomic::AtomicU64,
 }
 
 impl TokenCache {
@@ -45,7 +43,6 @@ impl TokenCache {
             hub,
             want_groups,
             entries: Mutex::new(HashMap::new()),
-            asked: Default::default(),
         }
     }
 
@@ -89,21 +86,11 @@ impl TokenCache {
                 .clone()
         };
         cell.get_or_try_init(|| async {
-            self.asked
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             hub.identify(token, self.want_groups)
                 .await
                 .map_err(|e| e.to_string())
         })
         .await
         .cloned()
-    }
-
-    /// Forget every answer (a test of expiry, or an operator who revoked tokens in bulk).
-    pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clear();
     }
 }

@@ -204,8 +204,7 @@ async fn callback(
             );
         }
     };
-    let want_groups = !config.build_groups.is_empty() || !config.group_limits.is_empty();
-    let user = match hub.identify(&token, want_groups).await {
+    let user = match hub.identify(&token, config.wants_groups()).await {
         Ok(TokenOutcome::User(user)) => user,
         Ok(TokenOutcome::Refused { status, reason }) => {
             return refuse(
