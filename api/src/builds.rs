@@ -269,8 +269,8 @@ impl Builds {
         self.started.load(Ordering::SeqCst)
     }
 
-    /// The key builds are shared by: the repository, the ref, and a fingerprint of the credentials
-    /// the request carried (empty without any).
+    /// The key builds are shared by: the repository, the ref, a fingerprint of the credentials
+    /// the request carried (empty without any) and the owner of a private build.
     fn key(&self, spec: &Spec) -> String {
         let fingerprint = match &spec.source {
             Source::Git(git) => git.credentials.as_ref().map(|c| {
@@ -284,10 +284,11 @@ impl Builds {
             Source::Local(_) => None,
         };
         format!(
-            "{}@{}#{}",
+            "{}@{}#{}#{}",
             spec.repo_url,
             spec.reference,
-            fingerprint.unwrap_or_default()
+            fingerprint.unwrap_or_default(),
+            spec.owner.as_deref().unwrap_or_default()
         )
     }
 
@@ -329,6 +330,7 @@ impl Builds {
                 repo_url: &spec.repo_url,
                 reference: &spec.reference,
                 private: spec.private(),
+                owner: spec.owner.as_deref(),
             })
             .await?;
         let shared = Arc::new(SharedBuild::new(id.clone(), row, client));
@@ -367,6 +369,7 @@ impl Builds {
             push: self.settings.push.clone(),
             ca_bundle: self.settings.ca_bundle.clone(),
             plan_options: self.settings.plan_options.clone(),
+            image_slug: spec.image_slug.clone(),
             fetch: self.settings.fetch.clone(),
             resources: self.settings.resources.clone(),
             ..BuildRequest::default()

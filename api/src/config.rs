@@ -222,6 +222,11 @@ pub struct Config {
     /// `KILN_COOKIE_SECRET`: the key that signs session cookies (64 hex digits); unset, a key is
     /// made and kept in `kiln_cookie_secret` beside the state database.
     pub cookie_secret: Option<Secret>,
+    /// `KILN_CREDENTIALS_KEY`: the key that seals hub users' git credentials at rest and names
+    /// their private images (64 hex digits); unset, a key is made and kept in
+    /// `kiln_credentials_key` beside the state database. Changing it makes the stored credentials
+    /// unreadable (users store them again) and private images unfindable (they are built again).
+    pub credentials_key: Option<Secret>,
     /// `KILN_LOGIN_SECONDS`: how long a login lasts (default 43200, 12 h).
     pub login_seconds: u64,
 }
@@ -287,6 +292,7 @@ const KEYS: &[&str] = &[
     "hub_oauth_client_id",
     "hub_oauth_redirect_uri",
     "cookie_secret",
+    "credentials_key",
     "login_seconds",
 ];
 
@@ -702,6 +708,7 @@ impl Config {
                 .get("KILN_HUB_OAUTH_REDIRECT_URI")
                 .unwrap_or_else(|| format!("{base_url}oauth_callback")),
             cookie_secret: r.get("KILN_COOKIE_SECRET").map(Secret::new),
+            credentials_key: r.get("KILN_CREDENTIALS_KEY").map(Secret::new),
             login_seconds: r.number("KILN_LOGIN_SECONDS", 43_200)?,
             hub_service_name: service_name,
             base_url,

@@ -19,6 +19,7 @@ pub mod admission;
 pub mod auth;
 pub mod builds;
 pub mod config;
+pub mod credentials;
 pub mod engine;
 pub mod error;
 pub mod launch;

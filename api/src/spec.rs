@@ -33,6 +33,11 @@ pub struct Spec {
     /// The repository URL, without credentials.
     pub repo_url: String,
     pub reference: String,
+    /// The hub user a private build belongs to (set by [`crate::credentials`]).
+    pub owner: Option<String>,
+    /// What a private build's image is named after instead of the repository: a keyed digest of
+    /// its owner (or credentials) and the repository, so nobody else can find it.
+    pub image_slug: Option<String>,
 }
 
 impl Spec {
@@ -267,6 +272,8 @@ pub fn parse(provider: &str, raw: &str, hosts: &ProviderHosts) -> Result<Spec, S
         repo_url,
         source,
         reference,
+        owner: None,
+        image_slug: None,
     })
 }
 

@@ -19,6 +19,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Hub tokens and logins.
     pub auth: crate::auth::Auth,
+    /// Hub users' git credentials, sealed.
+    pub credentials: crate::credentials::GitCredentials,
     pub engine: Arc<dyn ContainerEngine>,
     pub builds: Arc<Builds>,
     pub launchers: Launchers,
@@ -71,10 +73,19 @@ impl AppState {
             settings,
             metrics.clone(),
         )?);
+        let credentials = crate::credentials::GitCredentials::new(
+            &crate::auth::operator_key(
+                config.credentials_key.as_ref(),
+                "KILN_CREDENTIALS_KEY",
+                &config.state.with_file_name("kiln_credentials_key"),
+            )?,
+            store.clone(),
+        );
         let launchers = Launchers::new(config.clone(), store, engine.clone(), metrics.clone())?;
         let auth = crate::auth::Auth::new(&config, launchers.hub.clone())?;
         Ok(Arc::new(AppState {
             auth,
+            credentials,
             config,
             engine,
             builds,

@@ -27,6 +27,9 @@ pub struct BuildRecord {
     /// A build from a request with credentials: never listed.
     #[serde(skip)]
     pub private: bool,
+    /// The hub user a private build belongs to: only they (and the operator) see it.
+    #[serde(skip)]
+    pub owner: Option<String>,
     pub provider: String,
     pub spec: String,
     pub repo_url: String,
@@ -60,6 +63,7 @@ pub struct NewBuild<'a> {
     /// Its id in the API.
     pub id: &'a str,
     pub private: bool,
+    pub owner: Option<&'a str>,
     pub provider: &'a str,
     pub spec: &'a str,
     pub repo_url: &'a str,
@@ -89,6 +93,7 @@ enum Op {
     Create {
         id: String,
         private: bool,
+        owner: Option<String>,
         provider: String,
         spec: String,
         repo_url: String,
@@ -106,6 +111,38 @@ enum Op {
     },
     AddHubServer(HubServer),
     RemoveHubServer(HubServer),
+    /// Answers 1 when stored, 0 when the user has `max` credentials for other hosts already.
+    PutCredential {
+        credential: SealedCredential,
+        max: usize,
+    },
+    /// Answers the rows removed.
+    DeleteCredential {
+        user: String,
+        host: String,
+    },
+}
+
+/// A hub user's git credential as stored: the secret only sealed (see `credentials.rs`).
+#[derive(Clone)]
+pub struct SealedCredential {
+    pub user: String,
+    pub host: String,
+    pub username: String,
+    /// The nonce, then the sealed secret.
+    pub sealed: Vec<u8>,
+    pub created: i64,
+}
+
+impl std::fmt::Debug for SealedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedCredential")
+            .field("user", &self.user)
+            .field("host", &self.host)
+            .field("username", &self.username)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
 }
 
 enum Done {
@@ -116,14 +153,14 @@ enum Done {
     Then(Box<dyn FnOnce() + Send>),
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
 
-const COLUMNS: &str = "public_id, id, private, provider, spec, repo_url, ref, status, image, reason, started, finished";
+const COLUMNS: &str = "public_id, id, private, owner, provider, spec, repo_url, ref, status, image, reason, started, finished";
 
 const SCHEMA: &str = "PRAGMA journal_mode = WAL;
      PRAGMA synchronous = NORMAL;
@@ -136,7 +173,10 @@ const SCHEMA: &str = "PRAGMA journal_mode = WAL;
          PRIMARY KEY (build_id, seq));
      CREATE TABLE IF NOT EXISTS hub_servers (
          user TEXT NOT NULL, server TEXT NOT NULL, temporary INTEGER NOT NULL, created INTEGER NOT NULL,
-         failed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (user, server));";
+         failed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (user, server));
+     CREATE TABLE IF NOT EXISTS git_credentials (
+         user TEXT NOT NULL, host TEXT NOT NULL, username TEXT NOT NULL, sealed BLOB NOT NULL,
+         created INTEGER NOT NULL, PRIMARY KEY (user, host));";
 
 impl Store {
     /// Open (or create) the database, mark builds left running by a previous process as failed,
@@ -229,6 +269,7 @@ impl Store {
         self.write(Op::Create {
             id: build.id.into(),
             private: build.private,
+            owner: build.owner.map(String::from),
             provider: build.provider.into(),
             spec: build.spec.into(),
             repo_url: build.repo_url.into(),
@@ -328,15 +369,21 @@ impl Store {
     }
 
     /// Images built, newest first; builds from requests with credentials only when
-    /// `with_private` (the operator).
-    pub async fn images(&self, with_private: bool) -> Result<Vec<BuildRecord>, StoreError> {
+    /// `with_private` (the operator) or when they belong to `owner`.
+    pub async fn images(
+        &self,
+        with_private: bool,
+        owner: Option<&str>,
+    ) -> Result<Vec<BuildRecord>, StoreError> {
+        let owner = owner.map(String::from);
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM builds
-                 WHERE status = 'built' AND (private = 0 OR ?1) ORDER BY finished DESC, id DESC LIMIT 1000"
+                 WHERE status = 'built' AND (private = 0 OR ?1 OR (owner IS NOT NULL AND owner = ?2))
+                 ORDER BY finished DESC, id DESC LIMIT 1000"
             ))?;
             let rows = statement
-                .query_map([with_private], record)?
+                .query_map(params![with_private, owner], record)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
@@ -349,6 +396,56 @@ impl Store {
 
     pub async fn remove_hub_server(&self, s: &HubServer) -> Result<(), StoreError> {
         self.write(Op::RemoveHubServer(s.clone())).await.map(|_| ())
+    }
+
+    /// Store a user's credential for a host (replacing theirs for that host); `false` when they
+    /// have `max` credentials for other hosts already.
+    pub async fn put_credential(
+        &self,
+        credential: SealedCredential,
+        max: usize,
+    ) -> Result<bool, StoreError> {
+        self.write(Op::PutCredential { credential, max })
+            .await
+            .map(|n| n > 0)
+    }
+
+    /// Remove a user's credential for a host; `false` when there was none.
+    pub async fn delete_credential(&self, user: &str, host: &str) -> Result<bool, StoreError> {
+        self.write(Op::DeleteCredential {
+            user: user.into(),
+            host: host.into(),
+        })
+        .await
+        .map(|n| n > 0)
+    }
+
+    /// A user's credentials, by host; for one host only when `host` is given.
+    pub async fn credentials(
+        &self,
+        user: &str,
+        host: Option<&str>,
+    ) -> Result<Vec<SealedCredential>, StoreError> {
+        let (user, host) = (user.to_string(), host.map(String::from));
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT user, host, username, sealed, created FROM git_credentials
+                 WHERE user = ?1 AND (?2 IS NULL OR host = ?2) ORDER BY host",
+            )?;
+            let rows = statement
+                .query_map(params![user, host], |r| {
+                    Ok(SealedCredential {
+                        user: r.get(0)?,
+                        host: r.get(1)?,
+                        username: r.get(2)?,
+                        sealed: r.get(3)?,
+                        created: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
     }
 
     pub async fn hub_servers(&self) -> Result<Vec<HubServer>, StoreError> {
@@ -373,7 +470,7 @@ impl Store {
 }
 
 /// Databases of earlier versions get the columns added since: a random public id for every build
-/// (integer ids were guessable) and the private flag.
+/// (integer ids were guessable), the private flag and the owner of a private build.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let columns: Vec<String> = conn
         .prepare("SELECT name FROM pragma_table_info('builds')")?
@@ -387,6 +484,9 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     }
     if !columns.iter().any(|c| c == "private") {
         conn.execute_batch("ALTER TABLE builds ADD COLUMN private INTEGER NOT NULL DEFAULT 0;")?;
+    }
+    if !columns.iter().any(|c| c == "owner") {
+        conn.execute_batch("ALTER TABLE builds ADD COLUMN owner TEXT;")?;
     }
     conn.execute_batch(
         "CREATE UNIQUE INDEX IF NOT EXISTS builds_public_id ON builds (public_id);",
@@ -482,14 +582,15 @@ fn apply(conn: &Connection, op: &Op) -> Result<i64, StoreError> {
         Op::Create {
             id,
             private,
+            owner,
             provider,
             spec,
             repo_url,
             reference,
         } => {
             conn.execute(
-                "INSERT INTO builds (public_id, private, provider, spec, repo_url, ref, status, started) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
-                params![id, private, provider, spec, repo_url, reference, now()],
+                "INSERT INTO builds (public_id, private, owner, provider, spec, repo_url, ref, status, started) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8)",
+                params![id, private, owner, provider, spec, repo_url, reference, now()],
             )?;
             Ok(conn.last_insert_rowid())
         }
@@ -515,6 +616,23 @@ fn apply(conn: &Connection, op: &Op) -> Result<i64, StoreError> {
             )?;
             Ok(0)
         }
+        Op::PutCredential { credential: c, max } => Ok(conn.execute(
+            "INSERT OR REPLACE INTO git_credentials (user, host, username, sealed, created)
+             SELECT ?1, ?2, ?3, ?4, ?5
+             WHERE (SELECT COUNT(*) FROM git_credentials WHERE user = ?1 AND host != ?2) < ?6",
+            params![
+                c.user,
+                c.host,
+                c.username,
+                c.sealed,
+                c.created,
+                i64::try_from(*max).unwrap_or(i64::MAX)
+            ],
+        )? as i64),
+        Op::DeleteCredential { user, host } => Ok(conn.execute(
+            "DELETE FROM git_credentials WHERE user = ?1 AND host = ?2",
+            params![user, host],
+        )? as i64),
         Op::RemoveHubServer(s) => {
             conn.execute(
                 "DELETE FROM hub_servers WHERE user = ?1 AND server = ?2",
@@ -530,15 +648,16 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRecord> {
         id: r.get(0)?,
         row: r.get(1)?,
         private: r.get(2)?,
-        provider: r.get(3)?,
-        spec: r.get(4)?,
-        repo_url: r.get(5)?,
-        reference: r.get(6)?,
-        status: r.get(7)?,
-        image: r.get(8)?,
-        reason: r.get(9)?,
-        started: r.get(10)?,
-        finished: r.get(11)?,
+        owner: r.get(3)?,
+        provider: r.get(4)?,
+        spec: r.get(5)?,
+        repo_url: r.get(6)?,
+        reference: r.get(7)?,
+        status: r.get(8)?,
+        image: r.get(9)?,
+        reason: r.get(10)?,
+        started: r.get(11)?,
+        finished: r.get(12)?,
     })
 }
 
@@ -550,6 +669,7 @@ mod tests {
         NewBuild {
             id: spec,
             private: false,
+            owner: None,
             provider: "gh",
             spec,
             repo_url: url,
@@ -619,7 +739,7 @@ mod tests {
         assert!(failed.reason.unwrap().contains("stopped"));
         let events = store.events(running, 0, EVENT_PAGE).await.unwrap();
         assert_eq!(events.last().unwrap()["phase"], "failed");
-        assert_eq!(store.images(false).await.unwrap().len(), 1);
+        assert_eq!(store.images(false, None).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

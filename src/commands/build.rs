@@ -224,6 +224,7 @@ impl BuildArgs {
             reference: self.reference.clone(),
             default_branch_fallback: false,
             image_name: self.image_name.clone(),
+            image_slug: None,
             plan_options: self.plan.options(),
             build_args: self.build_args.iter().cloned().collect::<BTreeMap<_, _>>(),
             labels: self.labels.iter().cloned().collect::<BTreeMap<_, _>>(),

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::support::git_http::GitHttpServer;
 use crate::support::hub_login::{Browser, local_path};
 use crate::support::jupyterhub::JupyterHubServer;
+use crate::support::redirector::Redirector;
 use crate::support::service::{Http, Service, escaped};
 use crate::support::*;
 
@@ -487,5 +489,224 @@ fn hub_users_have_limits_of_their_own_and_groups_decide_who_builds() {
     assert!(
         answer.contains("only members of the hub groups students, workshop may"),
         "{answer}"
+    );
+}
+
+/// A git repository (the `python-default` example) at `root/<name>`, for a [`GitHttpServer`].
+fn private_repository(root: &std::path::Path, name: &str) {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    git(&dir, &["init", "--quiet"]);
+    copy_tree(&examples().join("python-default"), &dir);
+    git(&dir, &["add", "--all"]);
+    git(&dir, &["commit", "--quiet", "-m", "private"]);
+}
+
+/// A JSON call through the proxy with a hub token: status and body.
+fn as_user(
+    proxy: &Http,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let (status, answer) = proxy.request(
+        method,
+        path,
+        &format!("Authorization: token {token}\r\nContent-Type: application/json\r\n"),
+        &body,
+    );
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let body = body.lines().find(|l| l.starts_with('{')).unwrap_or(body);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// binderhub #1154: each hub user keeps their own token for a git host; kiln uses it only for
+/// that user's builds of repositories on that host, names the image so no one can guess it, and
+/// shows the build to no one else.
+#[test]
+fn a_hub_users_own_git_token_builds_their_private_repository_and_no_one_elses() {
+    require_engine();
+    let root = tempfile::tempdir().unwrap();
+    private_repository(root.path(), "private");
+    let server = GitHttpServer::start(root.path(), "alice", "alice-s3cret-token");
+    let host = server.url().trim_start_matches("http://").to_string();
+    let with = HubWithKiln::start("6.1.1", &[], &[]);
+    let proxy = with.proxy();
+    let (alice, _) = with.token("alice", json!({"note": "private"}));
+    let (bob, _) = with.token("bob", json!({"note": "private"}));
+    let credentials = |host: &str| format!("{BASE}api/credentials/{host}");
+
+    // Only hub users keep credentials; what they store is never answered back.
+    let (status, _) = proxy.json("GET", &format!("{BASE}api/credentials"), None);
+    assert_eq!(status, 401);
+    let stored = json!({"username": "alice", "token": "alice-s3cret-token"});
+    let (status, answer) = as_user(&proxy, &alice, "PUT", &credentials(&host), Some(stored));
+    assert_eq!(status, 200, "{answer}");
+    let (status, listed) = as_user(
+        &proxy,
+        &alice,
+        "GET",
+        &format!("{BASE}api/credentials"),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(listed["credentials"][0]["host"], host.as_str(), "{listed}");
+    assert!(!listed.to_string().contains("s3cret"), "{listed}");
+    let (_, listed) = as_user(&proxy, &bob, "GET", &format!("{BASE}api/credentials"), None);
+    assert_eq!(
+        listed["credentials"],
+        json!([]),
+        "bob sees alice's hosts: {listed}"
+    );
+    let (status, answer) = as_user(
+        &proxy,
+        &alice,
+        "PUT",
+        &credentials("https://x/y"),
+        Some(json!({"username": "a", "token": "b"})),
+    );
+    assert_eq!(status, 400, "{answer}");
+
+    // alice's build uses her token and gets an image name of its own.
+    let spec = format!("{}/HEAD", escaped(&format!("{}/private", server.url())));
+    let build = format!("{BASE}build/git/{spec}?build_only=true");
+    let (events, raw) = proxy.events_with(&build, &format!("Authorization: token {alice}\r\n"));
+    let last = events
+        .last()
+        .unwrap_or_else(|| panic!("{raw}\n{}", with.kiln_log()));
+    assert_eq!(last["phase"], "ready", "{events:?}\n{}", with.kiln_log());
+    let image = last["imageName"].as_str().unwrap().to_string();
+    assert!(
+        image.contains("private-") && !image.contains(&host.replace(':', "-")),
+        "{image}"
+    );
+    assert!(
+        server
+            .credentials_seen()
+            .iter()
+            .all(|c| c == "alice:alice-s3cret-token"),
+        "{:?}",
+        server.credentials_seen()
+    );
+    let (_, images) = as_user(&proxy, &alice, "GET", &format!("{BASE}api/images"), None);
+    let mine = images["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["image"] == image.as_str())
+        .unwrap_or_else(|| panic!("alice's image is not in her list: {images}"))
+        .clone();
+    let id = mine["id"].as_str().unwrap();
+    assert!(!images.to_string().contains("s3cret"), "{images}");
+
+    // bob: the same repository without a token of his own fails, sends no credentials, joins
+    // nothing; alice's build, events and image are not his to see.
+    let seen_before = server.credentials_seen().len();
+    let (events, _) = proxy.events_with(&build, &format!("Authorization: token {bob}\r\n"));
+    assert_eq!(events.last().unwrap()["phase"], "failed", "{events:?}");
+    assert!(
+        events.last().unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("authentication"),
+        "{events:?}"
+    );
+    assert_eq!(
+        server.credentials_seen().len(),
+        seen_before,
+        "bob's build sent credentials"
+    );
+    for path in [
+        format!("{BASE}api/builds/{id}"),
+        format!("{BASE}api/builds/{id}/events"),
+    ] {
+        let (status, answer) = as_user(&proxy, &bob, "GET", &path, None);
+        assert_eq!(status, 404, "bob reads {path}: {answer}");
+        let (status, _) = proxy.json("GET", &path, None);
+        assert_eq!(status, 404, "an anonymous caller reads {path}");
+    }
+    let (status, _) = as_user(
+        &proxy,
+        &alice,
+        "GET",
+        &format!("{BASE}api/builds/{id}"),
+        None,
+    );
+    assert_eq!(status, 200);
+    let (_, images) = as_user(&proxy, &bob, "GET", &format!("{BASE}api/images"), None);
+    assert!(
+        !images.to_string().contains(&image),
+        "bob lists alice's image: {images}"
+    );
+    let (status, _) = as_user(
+        &proxy,
+        &bob,
+        "GET",
+        &format!("{BASE}api/images/{image}/sbom"),
+        None,
+    );
+    assert_eq!(status, 404);
+
+    // Forgetting the token: alice's next build of a new commit cannot authenticate.
+    let (status, _) = as_user(&proxy, &alice, "DELETE", &credentials(&host), None);
+    assert_eq!(status, 204);
+    let (status, _) = as_user(&proxy, &alice, "DELETE", &credentials(&host), None);
+    assert_eq!(status, 404);
+    assert!(
+        !with.kiln_log().contains("s3cret"),
+        "a secret reached kiln's log"
+    );
+    remove_image(&image);
+}
+
+/// A user's token is bound to the host it was given for: a repository on another host, or one
+/// that redirects there from the token's host, gets none of it.
+#[test]
+fn a_users_token_for_one_host_is_never_sent_to_another_host() {
+    require_engine();
+    let root = tempfile::tempdir().unwrap();
+    private_repository(root.path(), "elsewhere");
+    let other = GitHttpServer::start(root.path(), "other", "other-password");
+    let redirector = Redirector::start(&other.url());
+    let with = HubWithKiln::start("6.1.1", &[], &[]);
+    let proxy = with.proxy();
+    let (alice, _) = with.token("alice", json!({"note": "bound"}));
+    let header = format!("Authorization: token {alice}\r\n");
+    let token_host = format!("127.0.0.1:{}", redirector.port);
+    let (status, answer) = as_user(
+        &proxy,
+        &alice,
+        "PUT",
+        &format!("{BASE}api/credentials/{token_host}"),
+        Some(json!({"username": "alice", "token": "alice-s3cret-token"})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    for url in [
+        format!("{}/elsewhere", other.url()),
+        format!("http://{token_host}/elsewhere"),
+    ] {
+        let spec = format!("{}/HEAD", escaped(&url));
+        let (events, _) =
+            proxy.events_with(&format!("{BASE}build/git/{spec}?build_only=true"), &header);
+        assert_eq!(
+            events.last().unwrap()["phase"],
+            "failed",
+            "{url}: {events:?}"
+        );
+    }
+    assert!(
+        redirector.hits.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the redirect was not tried"
+    );
+    assert!(
+        !other.credentials_seen().iter().any(|c| c.contains("alice")),
+        "alice's token reached another host: {:?}",
+        other.credentials_seen()
+    );
+    assert!(
+        !with.kiln_log().contains("s3cret"),
+        "a secret reached kiln's log"
     );
 }

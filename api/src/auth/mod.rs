@@ -64,20 +64,11 @@ impl Auth {
     /// `kiln_cookie_secret` beside the state database (made on first start, readable only by its
     /// owner).
     pub fn new(config: &Config, hub: Option<Arc<JupyterHub>>) -> Result<Auth, ConfigError> {
-        let key = match &config.cookie_secret {
-            Some(secret) => {
-                let bytes = hex::decode(secret.expose().trim()).map_err(|_| {
-                    ConfigError::Invalid("KILN_COOKIE_SECRET must be hex digits".into())
-                })?;
-                if bytes.len() < 32 {
-                    return Err(ConfigError::Invalid(
-                        "KILN_COOKIE_SECRET must be at least 32 bytes (64 hex digits)".into(),
-                    ));
-                }
-                Secret::new(secret.expose().trim())
-            }
-            None => key_file(&config.state.with_file_name("kiln_cookie_secret"))?,
-        };
+        let key = operator_key(
+            config.cookie_secret.as_ref(),
+            "KILN_COOKIE_SECRET",
+            &config.state.with_file_name("kiln_cookie_secret"),
+        )?;
         Ok(Auth {
             tokens: TokenCache::new(hub, config.wants_groups()),
             sessions: Sessions::new(
@@ -88,17 +79,46 @@ impl Auth {
     }
 }
 
-/// The cookie key kept in `path`, made when missing.
-fn key_file(path: &Path) -> Result<Secret, ConfigError> {
+/// A key of the operator's: the setting `variable` when given (at least 32 bytes as hex digits),
+/// else the key kept in `path`, made on first start and readable only by its owner.
+pub fn operator_key(
+    setting: Option<&Secret>,
+    variable: &str,
+    path: &Path,
+) -> Result<Secret, ConfigError> {
+    match setting {
+        Some(secret) => {
+            let bytes = hex::decode(secret.expose().trim())
+                .map_err(|_| ConfigError::Invalid(format!("{variable} must be hex digits")))?;
+            if bytes.len() < 32 {
+                return Err(ConfigError::Invalid(format!(
+                    "{variable} must be at least 32 bytes (64 hex digits)"
+                )));
+            }
+            Ok(Secret::new(secret.expose().trim()))
+        }
+        None => key_file(path, variable),
+    }
+}
+
+/// The key kept in `path`, made when missing.
+fn key_file(path: &Path, variable: &str) -> Result<Secret, ConfigError> {
     let invalid = |e: std::io::Error| {
         ConfigError::Invalid(format!(
-            "cannot keep the cookie key in {}: {e} (or set KILN_COOKIE_SECRET)",
+            "cannot keep a key in {}: {e} (or set {variable})",
             path.display()
         ))
     };
     match std::fs::read_to_string(path) {
-        Ok(text) if text.trim().len() >= 64 => return Ok(Secret::new(text.trim())),
-        Ok(_) => {}
+        Ok(text) if text.trim().len() >= 64 && hex::decode(text.trim()).is_ok() => {
+            return Ok(Secret::new(text.trim()));
+        }
+        Ok(_) => {
+            return Err(ConfigError::Invalid(format!(
+                "{} does not hold a key of 64 hex digits: remove it to have a new one made (what it protected is then lost), or set {variable}",
+                path.display()
+            )));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(invalid(e)),
     }
@@ -107,7 +127,7 @@ fn key_file(path: &Path) -> Result<Secret, ConfigError> {
         std::fs::create_dir_all(dir).map_err(invalid)?;
     }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     std::io::Write::write_all(&mut options.open(path).map_err(invalid)?, key.as_bytes())

@@ -175,13 +175,21 @@ struct StreamRequest {
 /// Produce one request's events; an `Err` means the client went away.
 async fn stream_build(
     state: Arc<AppState>,
-    request: StreamRequest,
+    mut request: StreamRequest,
     tx: mpsc::Sender<SseEvent>,
 ) -> Result<(), ()> {
     let send = |event: Event| {
         let tx = tx.clone();
         async move { tx.send(sse::data(&event)).await.map_err(|_| ()) }
     };
+    // A hub user's own credential for the repository's host, when they stored one.
+    if let Err(e) = state
+        .credentials
+        .apply(&mut request.spec, request.caller.hub_user())
+        .await
+    {
+        return send(Event::failed(e.status_code(), e.to_string())).await;
+    }
     let spec = &request.spec;
     if let Err(e) = spec::check_reachable(&spec.repo_url, state.builds.policy()).await {
         return send(Event::failed(403, e.to_string())).await;

@@ -28,6 +28,107 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/images/{*path}", get(image_sbom))
         .route("/api/prewarm", post(prewarm))
         .route("/api/me", get(me))
+        .route("/api/credentials", get(list_credentials))
+        .route(
+            "/api/credentials/{host}",
+            axum::routing::put(put_credential).delete(delete_credential),
+        )
+}
+
+/// The hub user calling, or the refusal for anyone else: credentials are a hub user's own.
+fn credential_owner(caller: &Caller) -> Result<&str, Response> {
+    caller.hub_user().map(|u| u.name.as_str()).ok_or_else(|| {
+        api_error(
+            StatusCode::UNAUTHORIZED,
+            "git credentials belong to a hub user: log in through the hub (or send a hub token) first",
+        )
+    })
+}
+
+fn credential_error(e: crate::credentials::CredentialError) -> Response {
+    let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    api_error(status, e.to_string())
+}
+
+/// `GET /api/credentials`: the git hosts the caller keeps credentials for (hosts and usernames,
+/// never the secrets).
+async fn list_credentials(State(state): State<Arc<AppState>>, caller: Caller) -> Response {
+    let user = match credential_owner(&caller) {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    match state.credentials.list(user).await {
+        Ok(list) => Json(json!({"credentials": list})).into_response(),
+        Err(e) => credential_error(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PutCredential {
+    username: String,
+    token: String,
+}
+
+/// `PUT /api/credentials/<host> {"username", "token"}`: keep the caller's credential for a git
+/// host (sealed; used only for their builds of repositories on that host).
+async fn put_credential(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(host): Path<String>,
+    Json(request): Json<PutCredential>,
+) -> Response {
+    let user = match credential_owner(&caller) {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    let host = match crate::credentials::Host::parse(&host) {
+        Ok(host) => host,
+        Err(e) => return credential_error(e),
+    };
+    match state
+        .credentials
+        .put(user, &host, &request.username, &request.token)
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(user, host = host.as_str(), "a git credential was stored");
+            Json(json!({"host": host.as_str(), "username": request.username.trim()}))
+                .into_response()
+        }
+        Err(e) => credential_error(e),
+    }
+}
+
+/// `DELETE /api/credentials/<host>`: forget the caller's credential for a host.
+async fn delete_credential(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(host): Path<String>,
+) -> Response {
+    let user = match credential_owner(&caller) {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    let host = match crate::credentials::Host::parse(&host) {
+        Ok(host) => host,
+        Err(e) => return credential_error(e),
+    };
+    match state.credentials.delete(user, &host).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => api_error(
+            StatusCode::NOT_FOUND,
+            format!("you keep no credential for {}", host.as_str()),
+        ),
+        Err(e) => credential_error(e),
+    }
+}
+
+/// Whether `caller` may see `record`: a private build of a hub user only they and the operator.
+fn may_see(caller: &Caller, record: &crate::store::BuildRecord) -> bool {
+    match &record.owner {
+        Some(owner) => caller.is_operator() || caller.hub_user().is_some_and(|u| &u.name == owner),
+        None => true,
+    }
 }
 
 /// `GET /api/me`: who kiln takes the caller for: `{"user", "groups", "csrf", "login"}` (`csrf` is
@@ -73,12 +174,15 @@ async fn start_build(
     if let Err(response) = admit(&state, &caller, true) {
         return *response;
     }
-    let spec = match spec::parse(&request.provider, &request.spec, &state.config.providers) {
+    let mut spec = match spec::parse(&request.provider, &request.spec, &state.config.providers) {
         Ok(spec) => spec,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     if let Some(reason) = spec_refused(&state.config, &spec) {
         return api_error(StatusCode::FORBIDDEN, reason);
+    }
+    if let Err(e) = state.credentials.apply(&mut spec, caller.hub_user()).await {
+        return credential_error(e);
     }
     if let Err(e) = spec::check_reachable(&spec.repo_url, state.builds.policy()).await {
         return api_error(StatusCode::FORBIDDEN, e.to_string());
@@ -107,11 +211,16 @@ async fn start_build(
         .into_response()
 }
 
-/// `GET /api/builds/<id>`: a build's status (whoever holds its id may read it).
-async fn build_status(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+/// `GET /api/builds/<id>`: a build's status (whoever holds its id may read it; a hub user's
+/// private build only they and the operator).
+async fn build_status(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Response {
     match state.builds.store().get(&id).await {
-        Ok(Some(record)) => Json(record).into_response(),
-        Ok(None) => api_error(StatusCode::NOT_FOUND, format!("no build {id}")),
+        Ok(Some(record)) if may_see(&caller, &record) => Json(record).into_response(),
+        Ok(_) => api_error(StatusCode::NOT_FOUND, format!("no build {id}")),
         Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -140,10 +249,11 @@ async fn cancel_build(
 }
 
 /// `GET /api/images`: the images built, newest first; builds from requests with credentials only
-/// for the operator.
+/// for the operator and, a hub user's private builds, for that user.
 async fn images(State(state): State<Arc<AppState>>, caller: Caller) -> Response {
     let operator = caller.is_operator();
-    match state.builds.store().images(operator).await {
+    let owner = caller.hub_user().map(|u| u.name.as_str());
+    match state.builds.store().images(operator, owner).await {
         Ok(images) => Json(json!({"images": images})).into_response(),
         Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -177,7 +287,8 @@ async fn image_sbom(
         );
     }
     let operator = caller.is_operator();
-    let built = match state.builds.store().images(operator).await {
+    let owner = caller.hub_user().map(|u| u.name.as_str());
+    let built = match state.builds.store().images(operator, owner).await {
         Ok(images) => images.iter().any(|b| b.image.as_deref() == Some(image)),
         Err(e) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
@@ -223,8 +334,8 @@ async fn build_events(
     headers: HeaderMap,
 ) -> Response {
     let row = match state.builds.store().get(&id).await {
-        Ok(Some(record)) => record.row,
-        Ok(None) => return api_error(StatusCode::NOT_FOUND, format!("no build {id}")),
+        Ok(Some(record)) if may_see(&caller, &record) => record.row,
+        Ok(_) => return api_error(StatusCode::NOT_FOUND, format!("no build {id}")),
         Err(e) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let ticket = match open_stream(&state, &caller) {

@@ -86,13 +86,17 @@ pub fn image_name(
         .as_deref()
         .map(|d| format!("-{}", crate::source::slugify(d)))
         .unwrap_or_default();
-    match &request.push {
-        Some(push) => Ok(kiln_registry::image_name(
+    match (&request.push, &request.image_slug) {
+        (Some(push), slug) => Ok(kiln_registry::image_name(
             &push.prefix,
-            &format!("{}{sub}", source.build_slug()),
+            &format!(
+                "{}{sub}",
+                slug.clone().unwrap_or_else(|| source.build_slug())
+            ),
             &tag,
         )?),
-        None => Ok(format!("kiln/{}{sub}:{tag}", source.slug())),
+        (None, Some(slug)) => Ok(format!("kiln/{}{sub}:{tag}", crate::source::slugify(slug))),
+        (None, None) => Ok(format!("kiln/{}{sub}:{tag}", source.slug())),
     }
 }
 

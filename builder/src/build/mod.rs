@@ -50,6 +50,9 @@ pub struct BuildRequest {
     /// The image name; by default `kiln/<slug>:<commit>` (a content hash for a local folder), or the
     /// BinderHub-compatible registry name when pushing.
     pub image_name: Option<String>,
+    /// What the image is named after instead of the repository (the service names a private
+    /// build's image after a keyed digest, so that nobody else can find it).
+    pub image_slug: Option<String>,
     pub plan_options: PlanOptions,
     pub build_args: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
