@@ -112,6 +112,25 @@ enum Command {
     ///   KILN_HUB_TOKEN_SECONDS  lifetime of the token each launch returns (default 86400)
     ///   KILN_HUB_REAP_SECONDS   how often kiln deletes temporary users whose server is gone
     ///                        (default 60)
+    ///
+    /// Inside a JupyterHub, as its service (see README, Inside a JupyterHub):
+    ///   KILN_BASE_URL        serve every route under this path, such as /services/kiln/
+    ///   KILN_PUBLIC_URL      the address links are made with (default: the request's)
+    ///   KILN_HUB_AUTH        1: people log in through the hub (OAuth); hub tokens are accepted
+    ///   KILN_ALLOW_ANONYMOUS  1: callers who are not logged in may build too (default 0 with
+    ///                        hub login)
+    ///   KILN_BUILD_GROUPS    hub groups whose members may build (default: every hub user)
+    ///   KILN_GROUP_LIMITS    group=rate:N builds:N sessions:N,... limits of a group's members
+    ///   KILN_MAX_SESSIONS_PER_USER  servers one hub user may run through kiln (default 2)
+    ///   KILN_HUB_LAUNCH_SERVER  named (a server per repository, default) or default
+    ///   KILN_HUB_OAUTH_CLIENT_ID, KILN_HUB_OAUTH_REDIRECT_URI  the OAuth client (default
+    ///                        service-<name>, <base>oauth_callback)
+    ///   KILN_LOGIN_SECONDS   how long a login lasts (default 43200)
+    ///   KILN_COOKIE_SECRET   64 hex digits signing session cookies (default: a key file
+    ///                        kiln_cookie_secret beside the state database)
+    ///   KILN_CREDENTIALS_KEY  64 hex digits sealing hub users' git tokens (PUT
+    ///                        <base>api/credentials/<host>; default: a key file
+    ///                        kiln_credentials_key beside the state database)
     #[command(verbatim_doc_comment)]
     Serve(commands::serve::ServeCommand),
     /// The base image.

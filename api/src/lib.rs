@@ -7,6 +7,8 @@
 //! - [`admission`]: whether they may: who may build, the rate limit per client, spec patterns,
 //!   the build token;
 //! - [`spec`]: BinderHub's `<provider>/<spec>` into a source, and whether its host may be fetched;
+//! - [`credentials`]: a hub user's own git tokens, sealed per user and host, attached to their
+//!   builds of that host's repositories (which then become private);
 //! - [`builds`]: one shared, queued build per repository and ref, run on the [`engine`] and
 //!   recorded in the [`store`] (SQLite, off the async threads);
 //! - [`sse`]: events streamed with BinderHub's framing;

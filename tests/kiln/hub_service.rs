@@ -564,20 +564,33 @@ fn a_hub_users_own_git_token_builds_their_private_repository_and_no_one_elses() 
         &proxy,
         &alice,
         "PUT",
-        &credentials("https://x/y"),
+        &credentials("alice@git.example"),
         Some(json!({"username": "a", "token": "b"})),
     );
     assert_eq!(status, 400, "{answer}");
 
     // alice's build uses her token and gets an image name of its own.
     let spec = format!("{}/HEAD", escaped(&format!("{}/private", server.url())));
-    let build = format!("{BASE}build/git/{spec}?build_only=true");
+    let build = format!("{BASE}build/git/{spec}");
     let (events, raw) = proxy.events_with(&build, &format!("Authorization: token {alice}\r\n"));
     let last = events
         .last()
         .unwrap_or_else(|| panic!("{raw}\n{}", with.kiln_log()));
     assert_eq!(last["phase"], "ready", "{events:?}\n{}", with.kiln_log());
-    let image = last["imageName"].as_str().unwrap().to_string();
+    let image = last["image"].as_str().unwrap().to_string();
+    // ... and she lands in a server of her own, with that image.
+    let url = last["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{}user/alice/", with.hub.url())),
+        "{url}"
+    );
+    let named = url.trim_end_matches('/').rsplit('/').next().unwrap();
+    let (_, model) = with.hub.api("GET", "users/alice", None);
+    assert_eq!(
+        model["servers"][named]["user_options"]["image"],
+        image.as_str(),
+        "{model}"
+    );
     assert!(
         image.contains("private-") && !image.contains(&host.replace(':', "-")),
         "{image}"
@@ -617,6 +630,11 @@ fn a_hub_users_own_git_token_builds_their_private_repository_and_no_one_elses() 
         server.credentials_seen().len(),
         seen_before,
         "bob's build sent credentials"
+    );
+    let (_, model) = with.hub.api("GET", "users/bob", None);
+    assert!(
+        model["servers"].as_object().is_none_or(|s| s.is_empty()),
+        "bob got a server: {model}"
     );
     for path in [
         format!("{BASE}api/builds/{id}"),
