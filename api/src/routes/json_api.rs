@@ -36,12 +36,12 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 /// The hub user calling, or the refusal for anyone else: credentials are a hub user's own.
-fn credential_owner(caller: &Caller) -> Result<&str, Response> {
+fn credential_owner(caller: &Caller) -> Result<&str, Box<Response>> {
     caller.hub_user().map(|u| u.name.as_str()).ok_or_else(|| {
-        api_error(
+        Box::new(api_error(
             StatusCode::UNAUTHORIZED,
             "git credentials belong to a hub user: log in through the hub (or send a hub token) first",
-        )
+        ))
     })
 }
 
@@ -55,7 +55,7 @@ fn credential_error(e: crate::credentials::CredentialError) -> Response {
 async fn list_credentials(State(state): State<Arc<AppState>>, caller: Caller) -> Response {
     let user = match credential_owner(&caller) {
         Ok(user) => user,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match state.credentials.list(user).await {
         Ok(list) => Json(json!({"credentials": list})).into_response(),
@@ -79,7 +79,7 @@ async fn put_credential(
 ) -> Response {
     let user = match credential_owner(&caller) {
         Ok(user) => user,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let host = match crate::credentials::Host::parse(&host) {
         Ok(host) => host,
@@ -107,7 +107,7 @@ async fn delete_credential(
 ) -> Response {
     let user = match credential_owner(&caller) {
         Ok(user) => user,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let host = match crate::credentials::Host::parse(&host) {
         Ok(host) => host,
