@@ -42,6 +42,8 @@ impl HubWithKiln {
             ("KILN_BASE_URL", BASE.to_string()),
             ("KILN_HUB_AUTH", "1".to_string()),
             ("KILN_TRUSTED_PROXY_HOPS", "1".to_string()),
+            // Images get the hub's own major version of jupyterhub-singleuser.
+            ("KILN_JUPYTERHUB_VERSION", version.to_string()),
         ]);
         settings.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -57,8 +59,9 @@ impl HubWithKiln {
         while with.proxy().get(&format!("{BASE}health"), None).0 != 200 {
             assert!(
                 Instant::now() < deadline,
-                "the hub's proxy does not reach kiln at {BASE}; kiln's log:\n{}",
-                with.kiln_log()
+                "the hub's proxy does not reach kiln at {BASE}; kiln's log:\n{}\nthe hub's log:\n{}",
+                with.kiln_log(),
+                std::fs::read_to_string(&with.hub.log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -432,6 +435,11 @@ fn fancy_profiles_builds_with_a_users_token(version: &str) {
 #[test]
 fn fancy_profiles_builds_with_a_users_token_on_jupyterhub_6() {
     fancy_profiles_builds_with_a_users_token("6.1.1");
+}
+
+#[test]
+fn fancy_profiles_builds_with_a_users_token_on_jupyterhub_5() {
+    fancy_profiles_builds_with_a_users_token("5.4.6");
 }
 
 #[test]
