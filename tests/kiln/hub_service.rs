@@ -2,14 +2,17 @@
 //! `examples/hub/jupyterhub_config.py` with `KILN_SERVICE_URL`, which registers kiln as its service,
 //! proxied at `/services/kiln/`; kiln runs with `KILN_BASE_URL=/services/kiln/` and hub login.
 //! Everything goes through the hub's proxy, as people and jupyterhub-fancy-profiles reach it: the
-//! OAuth login, launches into the user's own server, BinderHub's JavaScript client with a user's
-//! token, per-user limits, and every refusal (each starts nothing).
+//! OAuth login (also in headless Chromium, from kiln's page to JupyterLab in the user's server),
+//! launches into the user's own server, BinderHub's JavaScript client with a user's token, per-user
+//! limits, private repositories with a user's own git token, and every refusal (each starts
+//! nothing).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::support::browser::Browser as Chromium;
 use crate::support::git_http::GitHttpServer;
 use crate::support::hub_login::{Browser, local_path};
 use crate::support::jupyterhub::JupyterHubServer;
@@ -735,4 +738,121 @@ fn a_users_token_for_one_host_is_never_sent_to_another_host() {
         !with.kiln_log().contains("s3cret"),
         "a secret reached kiln's log"
     );
+}
+
+/// Wait up to `seconds` for `done` in the browser; on failure, keep a screenshot and say where the
+/// browser is and what the page shows.
+fn wait_in(chromium: &Chromium, seconds: u64, what: &str, done: impl Fn(&Chromium) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !done(chromium) {
+        if Instant::now() > deadline {
+            chromium.screenshot("hub-page-failed.png");
+            let source = chromium.call("GET", "/source", None);
+            panic!(
+                "{what}: not within {seconds} s; the browser is at {}; the page:\n{}",
+                chromium.url(),
+                source["value"].as_str().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Whether an element matching `css` is on the page now.
+fn present(chromium: &Chromium, css: &str) -> bool {
+    let found = chromium.call(
+        "POST",
+        "/elements",
+        Some(json!({"using": "css selector", "value": css})),
+    );
+    found["value"].as_array().is_some_and(|a| !a.is_empty())
+}
+
+/// The whole way a person goes, in headless Chromium through the hub's proxy: kiln's page sends
+/// them to the hub's login, the hub's OAuth brings them back logged in, they paste a repository,
+/// watch its log, and open their own server with that image (a screenshot of each step is kept
+/// in test-artifacts/).
+#[test]
+fn in_a_browser_a_hub_user_logs_in_pastes_a_repository_and_opens_their_own_server() {
+    require_engine();
+    let git = GitServer::start();
+    git.example("python-default", "svc-browser");
+    let with = HubWithKiln::start("6.1.1", &[], &[]);
+    let chromium = Chromium::start();
+    let page = format!("{}services/kiln/", with.hub.url());
+    chromium.call("POST", "/url", Some(json!({"url": page})));
+    wait_in(&chromium, 30, "the hub's login form", |c| {
+        present(c, "#username_input")
+    });
+    assert!(
+        chromium.url().contains("/hub/login"),
+        "kiln's page sends an anonymous visitor to the hub's login: {}",
+        chromium.url()
+    );
+    for (css, text) in [("#username_input", "alice"), ("#password_input", "any")] {
+        let input = chromium.element(css);
+        chromium.call(
+            "POST",
+            &format!("/element/{input}/value"),
+            Some(json!({"text": text})),
+        );
+    }
+    let submit = chromium.element("#login_submit");
+    chromium.call("POST", &format!("/element/{submit}/click"), Some(json!({})));
+    wait_in(&chromium, 30, "back on kiln's page, logged in", |c| {
+        present(c, "#who-name") && c.text("#who-name") == "alice"
+    });
+    assert_eq!(chromium.url(), page, "the login returns to kiln's page");
+    chromium.screenshot("hub-page-logged-in.png");
+
+    let repo = chromium.element("#repo");
+    chromium.call(
+        "POST",
+        &format!("/element/{repo}/value"),
+        Some(json!({"text": git.url("svc-browser")})),
+    );
+    let launch = chromium.element("#launch");
+    chromium.call("POST", &format!("/element/{launch}/click"), Some(json!({})));
+    wait_in(&chromium, 300, "the build's ready", |c| {
+        matches!(c.text("#phase").as_str(), "ready" | "failed")
+    });
+    assert_eq!(
+        chromium.text("#phase"),
+        "ready",
+        "log: {}\nkiln's log:\n{}",
+        chromium.text("#log"),
+        with.kiln_log()
+    );
+    assert!(chromium.text("#log").contains("Resolved to commit"));
+    chromium.screenshot("hub-page-ready.png");
+    let link = chromium.element("#session-link");
+    let href = chromium.call("GET", &format!("/element/{link}/property/href"), None)["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        href.starts_with(&format!("{}user/alice/svc-browser-", with.hub.url())),
+        "the session is alice's own named server: {href}"
+    );
+
+    // Opening it shows JupyterLab, served by her server through the hub's proxy.
+    chromium.call("POST", "/url", Some(json!({"url": href})));
+    wait_in(&chromium, 120, "JupyterLab in alice's server", |c| {
+        c.url().contains("/user/alice/") && present(c, "#jp-top-panel, .jp-LabShell, #main")
+    });
+    chromium.screenshot("hub-session.png");
+    let server = href
+        .split("/user/alice/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_string();
+    let (_, model) = with.hub.api("GET", "users/alice", None);
+    let image = model["servers"][&server]["user_options"]["image"]
+        .as_str()
+        .unwrap_or_else(|| panic!("alice has no server {server}: {model}"))
+        .to_string();
+    assert!(image.contains("svc-browser"), "{image}");
+    drop(chromium);
+    remove_image(&image);
 }
