@@ -20,6 +20,7 @@
 #                              the hub, proxied at /services/kiln/ and logging people in through the hub
 #                              (run kiln with KILN_BASE_URL=/services/kiln/ KILN_HUB_AUTH=1; README,
 #                              "Inside a JupyterHub")
+#   KILN_HUB_SERVICE_NAME      kiln's service name (default kiln; binder for jupyterhub-fancy-profiles)
 #   KILN_HUB_USERS_GROUPS      hub groups to create, `group=user1 user2;group2=user3` (for per-group limits)
 #
 # Security: host networking lets every session reach every loopback service of the host (the hub API, the
@@ -113,22 +114,28 @@ c.JupyterHub.named_server_limit_per_user = 5
 
 # kiln's service: create and delete users, start, read and stop their servers, and issue each launch a
 # token that opens only that server.
-kiln = {"name": "kiln", "api_token": os.environ["KILN_HUB_API_TOKEN"]}
+# Its name is kiln unless KILN_HUB_SERVICE_NAME says otherwise: jupyterhub-fancy-profiles looks for
+# its builder at /services/binder/, so a hub with fancy-profiles names kiln "binder" (and kiln runs with
+# KILN_HUB_SERVICE_NAME=binder KILN_BASE_URL=/services/binder/).
+name = os.environ.get("KILN_HUB_SERVICE_NAME", "kiln")
+kiln = {"name": name, "api_token": os.environ["KILN_HUB_API_TOKEN"]}
 if os.environ.get("KILN_SERVICE_URL"):
-    # Proxied at /services/kiln/ (the proxy keeps the prefix: kiln serves under KILN_BASE_URL), and an
-    # OAuth client of the hub: client id service-kiln, redirect /services/kiln/oauth_callback (the
-    # hub's defaults, which are kiln's), its API token as the secret. Users are not asked to confirm.
+    # Proxied at /services/<name>/ (the proxy keeps the prefix: kiln serves under KILN_BASE_URL), and
+    # an OAuth client of the hub: client id service-<name>, redirect /services/<name>/oauth_callback
+    # (the hub's defaults, which are kiln's), its API token as the secret. Users are not asked to
+    # confirm.
     kiln.update(url=os.environ["KILN_SERVICE_URL"], oauth_no_confirm=True, display=True)
 c.JupyterHub.services = [kiln]
 c.JupyterHub.load_roles = [
     {
         "name": "kiln",
-        "services": ["kiln"],
+        "services": [name],
         "scopes": ["admin:users", "admin:servers", "tokens", "read:users", "list:users"],
     },
-    # Users may use kiln: their tokens carry access:services!service=kiln, which kiln checks before
-    # it launches as them (a token that only opens one server, such as a launch's, lacks it).
-    {"name": "user", "scopes": ["self", "access:services!service=kiln"]},
+    # Users may use kiln: their tokens carry access:services!service=<name>, which kiln checks
+    # before it builds or launches as them (a token that only opens one server, such as a launch's,
+    # lacks it).
+    {"name": "user", "scopes": ["self", "access:services!service=%s" % name]},
 ]
 
 groups = {}

@@ -24,6 +24,8 @@ const BASE: &str = "/services/kiln/";
 
 struct HubWithKiln {
     hub: JupyterHubServer,
+    /// The path kiln is served under (`BASE` unless the settings name another).
+    base: String,
     kiln: Service,
     log: std::path::PathBuf,
     _dir: tempfile::TempDir,
@@ -51,18 +53,25 @@ impl HubWithKiln {
         settings.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let kiln = Service::start_on(port, &dir.path().join("state.db"), &settings, &log);
+        let base = extra
+            .iter()
+            .find(|(k, _)| *k == "KILN_BASE_URL")
+            .map_or(BASE, |(_, v)| *v)
+            .to_string();
         let with = HubWithKiln {
             hub,
+            base,
             kiln,
             log,
             _dir: dir,
         };
         // The hub's proxy routes /services/kiln/ once the hub has added kiln's route.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while with.proxy().get(&format!("{BASE}health"), None).0 != 200 {
+        while with.proxy().get(&format!("{}health", with.base), None).0 != 200 {
             assert!(
                 Instant::now() < deadline,
-                "the hub's proxy does not reach kiln at {BASE}; kiln's log:\n{}\nthe hub's log:\n{}",
+                "the hub's proxy does not reach kiln at {}; kiln's log:\n{}\nthe hub's log:\n{}",
+                with.base,
                 with.kiln_log(),
                 std::fs::read_to_string(&with.hub.log).unwrap_or_default()
             );
@@ -84,7 +93,7 @@ impl HubWithKiln {
 
     /// Builds kiln has started (from its health report, under the base path).
     fn builds_started(&self) -> u64 {
-        let (_, response) = self.kiln.get(&format!("{BASE}health"), None);
+        let (_, response) = self.kiln.get(&format!("{}health", self.base), None);
         let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
         let body = body.lines().find(|l| l.starts_with('{')).unwrap_or(body);
         serde_json::from_str::<Value>(body).unwrap()["builds_started"]
@@ -395,19 +404,24 @@ fn binderhub_client(url: &str, spec: &str, token: Option<&str>) -> Vec<Value> {
 }
 
 /// jupyterhub-fancy-profiles' "build your own image": the browser makes a user token and asks
-/// `<base>/build/...?build_only=true` with `Authorization: Bearer`, waits for `ready` and reads
-/// `imageName`; nothing is launched.
+/// `/services/binder/build/...?build_only=true` (the path it assumes) with `Authorization: Bearer`,
+/// waits for `ready` and reads `imageName`; nothing is launched. kiln is the hub's service
+/// `binder` here, as a hub with fancy-profiles registers it.
 fn fancy_profiles_builds_with_a_users_token(version: &str) {
     require_engine();
     let git = GitServer::start();
     let name = format!("svc-fancy-{}", version.replace('.', ""));
     git.example("python-default", &name);
-    let with = HubWithKiln::start(version, &[], &[]);
+    let binder = [
+        ("KILN_HUB_SERVICE_NAME", "binder"),
+        ("KILN_BASE_URL", "/services/binder/"),
+    ];
+    let with = HubWithKiln::start(version, &binder, &binder[..1]);
     let (token, _) = with.token(
         "alice",
         json!({"expires_in": 3600, "note": "fancy-profiles"}),
     );
-    let url = format!("http://127.0.0.1:{}{BASE}build/", with.hub.port);
+    let url = format!("http://127.0.0.1:{}/services/binder/build/", with.hub.port);
     let spec = format!("git/{}/HEAD", escaped(&git.url(&name)));
     let events = binderhub_client(&url, &spec, Some(&token));
     let last = events
