@@ -817,7 +817,39 @@ fn in_a_browser_a_hub_user_logs_in_pastes_a_repository_and_opens_their_own_serve
         present(c, "#who-name") && c.text("#who-name") == "alice"
     });
     assert_eq!(chromium.url(), page, "the login returns to kiln's page");
+
+    // A token for a private git host, kept through the page's form; the page shows the host and
+    // the username, never the token, and forgets it on request.
+    for (css, text) in [
+        ("#private-host", "git.example.org:8443"),
+        ("#private-username", "alice"),
+        ("#private-token", "page-s3cret-token"),
+    ] {
+        let input = chromium.element(css);
+        chromium.call(
+            "POST",
+            &format!("/element/{input}/value"),
+            Some(json!({"text": text})),
+        );
+    }
+    let save = chromium.element("#private-save");
+    chromium.call("POST", &format!("/element/{save}/click"), Some(json!({})));
+    wait_in(&chromium, 30, "the saved host in the list", |c| {
+        present(c, ".private-host")
+            && c.text(".private-host")
+                .contains("git.example.org:8443 as alice")
+    });
     chromium.screenshot("hub-page-logged-in.png");
+    let source = chromium.call("GET", "/source", None)["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!source.contains("page-s3cret"), "the page shows the token");
+    let forget = chromium.element(".private-host button");
+    chromium.call("POST", &format!("/element/{forget}/click"), Some(json!({})));
+    wait_in(&chromium, 30, "the host forgotten", |c| {
+        !present(c, ".private-host")
+    });
 
     let repo = chromium.element("#repo");
     chromium.call(

@@ -144,9 +144,56 @@ if (form) {
   follow(spec, urlpathFrom(new URLSearchParams(window.location.search)), true);
 }
 
+// A logged-in user's git tokens (PUT/DELETE /api/credentials/<host>, with the page's CSRF token).
+// The list holds hosts and usernames only: kiln never answers a token back.
+function privateRepositories(csrf) {
+  const section = document.getElementById("private");
+  if (!section) return;
+  const list = document.getElementById("private-hosts");
+  const status = document.getElementById("private-status");
+  const call = (method, host, body) =>
+    fetch(BASE + "api/credentials/" + encodeURIComponent(host), {
+      method,
+      headers: { "Content-Type": "application/json", "X-Kiln-CSRF": csrf },
+      body: body ? JSON.stringify(body) : undefined,
+    }).then((r) => r.json().catch(() => ({})).then((answer) => {
+      if (!r.ok) throw new Error(answer.error || answer.message || r.statusText);
+      return answer;
+    }));
+  const show = () =>
+    fetch(BASE + "api/credentials").then((r) => (r.ok ? r.json() : { credentials: [] })).then((answer) => {
+      list.replaceChildren();
+      for (const c of answer.credentials || []) {
+        const item = document.createElement("li");
+        item.className = "private-host";
+        item.textContent = c.host + " as " + c.username + " ";
+        const forget = document.createElement("button");
+        forget.type = "button";
+        forget.textContent = "Forget";
+        forget.onclick = () => call("DELETE", c.host).then(show, (e) => (status.textContent = e.message));
+        item.append(forget);
+        list.append(item);
+      }
+    });
+  document.getElementById("private-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const token = document.getElementById("private-token");
+    const host = document.getElementById("private-host").value.trim();
+    call("PUT", host, { username: document.getElementById("private-username").value, token: token.value })
+      .then((saved) => {
+        token.value = "";
+        status.textContent = "Saved: builds of repositories on " + saved.host + " use your token.";
+        return show();
+      }, (err) => (status.textContent = err.message));
+  });
+  section.hidden = false;
+  show();
+}
+
 // Who is logged in (a hub login), with a way out; nothing when the service has no hub login.
 fetch(BASE + "api/me").then((r) => (r.ok ? r.json() : null)).then((me) => {
   const who = document.getElementById("who");
+  if (me && me.user && me.csrf) privateRepositories(me.csrf);
   if (!me || !who || !me.login) return;
   who.replaceChildren();
   const link = document.createElement("a");
