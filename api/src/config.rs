@@ -130,6 +130,9 @@ pub struct Config {
     /// comma-separated, replacing kiln's pins), `KILN_CRAN_URL`; conda's channels and mirrors
     /// come from `KILN_CONDA_MIRRORS` (read by the builds).
     pub plan_options: kiln_buildpacks::PlanOptions,
+    /// `KILN_PYPI_MIRROR`: a Python package index (PEP 503 simple URL, without credentials) that
+    /// builds use instead of PyPI, for pip, uv and pipenv alike.
+    pub pypi_mirror: Option<String>,
 
     // Sessions.
     /// `KILN_MAX_SESSIONS`: sessions running at once (default 8 for local sessions; no limit with a
@@ -283,6 +286,7 @@ const KEYS: &[&str] = &[
     "uid",
     "jupyter_packages",
     "cran_url",
+    "pypi_mirror",
     "hub_auth",
     "allow_anonymous",
     "build_groups",
@@ -640,6 +644,13 @@ impl Config {
             development: r.flag("KILN_DEVELOPMENT")?,
             image_prefix: r.get("KILN_IMAGE_PREFIX"),
             plan_options: plan_options(&r, &jupyterhub_version)?,
+            pypi_mirror: r
+                .get("KILN_PYPI_MIRROR")
+                .map(|url| {
+                    kiln_buildpacks::options::check_pypi_mirror(&url)
+                        .map_err(|e| ConfigError::Invalid(format!("KILN_PYPI_MIRROR: {e}")))
+                })
+                .transpose()?,
             jupyterhub_version,
             ca_bundle: r
                 .get("KILN_CA_BUNDLE")
@@ -769,6 +780,24 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("unknown setting \"lisen\"")
+        );
+        std::fs::write(
+            &file,
+            "pypi_mirror = \"https://ci:s3cret@mirror.example/simple/\"\n",
+        )
+        .unwrap();
+        let refused = super::Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(
+            refused.contains("KILN_PYPI_MIRROR") && !refused.contains("s3cret"),
+            "{refused}"
+        );
+        std::fs::write(&file, "pypi_mirror = \"http://127.0.0.1:3141/simple/\"\n").unwrap();
+        assert_eq!(
+            super::Config::load(Some(&file))
+                .unwrap()
+                .pypi_mirror
+                .as_deref(),
+            Some("http://127.0.0.1:3141/simple/")
         );
         std::fs::write(&file, "allowed_hosts = [\"bad host:x\"]\n").unwrap();
         assert!(

@@ -135,6 +135,30 @@ impl PlanOptions {
     }
 }
 
+/// A Python package index to use instead of PyPI (`KILN_PYPI_MIRROR`): an http(s) URL of a simple
+/// index (PEP 503), such as `https://mirror.example.org/pypi/simple/`. It is written into the
+/// build's steps, so it may not carry credentials.
+pub fn check_pypi_mirror(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!(
+            "{url:?} is not an http(s) URL of a package index (such as https://mirror.example.org/pypi/simple/)"
+        ));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "the PyPI mirror's URL carries credentials, which would be written into the build's steps: use a mirror that needs none here".into(),
+        );
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!(
+            "{url:?}: a package index URL has no query or fragment"
+        ));
+    }
+    Ok(url.to_string())
+}
+
 /// A `jupyterhub` version an operator may choose: `6`, `5.4` or `5.4.6`.
 pub fn check_jupyterhub_version(version: &str) -> Result<String, String> {
     let parts: Vec<&str> = version.trim().split('.').collect();

@@ -41,6 +41,10 @@ pub struct RenderOptions {
     /// Dockerfile instructions added verbatim at the very end (repo2docker's `--appendix`); they
     /// run as the image's user, on the finished image.
     pub appendix: Option<String>,
+    /// A Python package index that the steps which download use instead of PyPI (pip, uv and
+    /// pipenv, whose Pipfile sources naming PyPI, also as pypi.python.org, are redirected to it).
+    /// Exported for those steps only: it is not the image's setting, and not part of any key.
+    pub pypi_mirror: Option<String>,
 }
 
 /// The name of the build stage that holds the environment (build it alone with this target).
@@ -282,6 +286,11 @@ impl<'a> Renderer<'a> {
                 "NIX_SSL_CERT_FILE",
             ] {
                 exports.insert(var.into(), CA_MOUNT_PATH.into());
+            }
+        }
+        if let Some(mirror) = self.options.pypi_mirror.as_ref().filter(|_| step.network) {
+            for var in ["PIP_INDEX_URL", "UV_DEFAULT_INDEX", "PIPENV_PYPI_MIRROR"] {
+                exports.insert(var.into(), mirror.clone());
             }
         }
         let mut commands: Vec<String> = Vec::new();

@@ -353,6 +353,59 @@ fn an_appendix_goes_verbatim_at_the_very_end() {
     );
 }
 
+#[test]
+fn a_pypi_mirror_goes_to_the_steps_that_download_not_into_the_image() {
+    let files = [("requirements.txt", "six\n"), ("apt.txt", "less\n")];
+    let plan = plan_with(&files, &PlanOptions::default()).unwrap();
+    let mirror = "http://127.0.0.1:3141/simple/";
+    let plain = kiln_buildpacks::dockerfile(&plan, &RenderOptions::default()).unwrap();
+    let with = kiln_buildpacks::dockerfile(
+        &plan,
+        &RenderOptions {
+            pypi_mirror: Some(mirror.into()),
+            ..RenderOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(!plain.contains("PIP_INDEX_URL"), "{plain}");
+    for var in ["PIP_INDEX_URL", "UV_DEFAULT_INDEX", "PIPENV_PYPI_MIRROR"] {
+        let exported = format!("{var}={mirror}");
+        let runs: Vec<&str> = with
+            .split("\nRUN ")
+            .filter(|r| r.contains(&exported))
+            .collect();
+        assert!(!runs.is_empty(), "{var} is not exported:\n{with}");
+    }
+    // Not the image's environment: sessions keep PyPI.
+    assert!(
+        !with
+            .lines()
+            .any(|l| l.starts_with("ENV") && l.contains(mirror)),
+        "{with}"
+    );
+}
+
+#[test]
+fn pypi_mirrors_with_credentials_or_other_schemes_are_refused() {
+    use kiln_buildpacks::options::check_pypi_mirror;
+    assert_eq!(
+        check_pypi_mirror(" https://mirror.example/pypi/simple/ ").unwrap(),
+        "https://mirror.example/pypi/simple/"
+    );
+    let err = check_pypi_mirror("https://user:s3cret@mirror.example/simple/").unwrap_err();
+    assert!(
+        err.contains("credentials") && !err.contains("s3cret"),
+        "{err}"
+    );
+    for bad in [
+        "ftp://mirror.example/simple",
+        "mirror.example/simple",
+        "https://m.example/simple?x=1",
+    ] {
+        assert!(check_pypi_mirror(bad).is_err(), "{bad}");
+    }
+}
+
 fn plan_with(
     files: &[(&str, &str)],
     options: &PlanOptions,

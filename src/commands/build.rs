@@ -59,6 +59,11 @@ pub struct BuildArgs {
     /// TLS-inspecting proxy); it is mounted only while a step runs, never stored in the image.
     #[arg(long, env = "SSL_CERT_FILE", value_name = "FILE")]
     pub ca_bundle: Option<PathBuf>,
+    /// A Python package index (a PEP 503 simple index URL, without credentials) that pip, uv and
+    /// pipenv use during the build instead of PyPI; Pipfile sources naming PyPI (also as
+    /// pypi.python.org) are redirected to it. The image keeps PyPI as its default.
+    #[arg(long, env = "KILN_PYPI_MIRROR", value_name = "URL")]
+    pub pypi_mirror: Option<String>,
     /// Network of builds and sessions (default: the engine's default network). `host` lets them
     /// reach every service on this machine's loopback: only for trusted repositories.
     #[arg(long, env = "KILN_NETWORK")]
@@ -183,6 +188,26 @@ impl BuildArgs {
                 return Err(e);
             }
         };
+        // Checked here, not by the argument parser: its message would repeat the value, and with
+        // it any credentials.
+        let pypi_mirror = match self
+            .pypi_mirror
+            .as_deref()
+            .map(kiln_buildpacks::options::check_pypi_mirror)
+            .transpose()
+        {
+            Ok(mirror) => mirror,
+            Err(e) => {
+                let e = kiln_builder::BuildError::Invalid(format!(
+                    "--pypi-mirror (KILN_PYPI_MIRROR): {e}"
+                ));
+                kiln_builder::EventSink::emit(
+                    output,
+                    kiln_builder::Event::new(kiln_builder::Phase::Failed, e.to_string()),
+                );
+                return Err(e);
+            }
+        };
         let push = match (self.push, &self.image_prefix) {
             (false, _) => None,
             (true, None) => {
@@ -247,6 +272,7 @@ impl BuildArgs {
             subdir: self.subdir.clone(),
             appendix: self.appendix.clone(),
             conda: None,
+            pypi_mirror,
             resources: Default::default(),
         };
         kiln_builder::build(engine, Arc::new(LibGit), request, output).await

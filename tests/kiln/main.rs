@@ -22,6 +22,7 @@ mod hostile;
 mod hub_launch;
 mod hub_service;
 mod locks;
+mod mirrors;
 mod registry;
 mod run_session;
 mod service;

@@ -2,7 +2,11 @@
 """A PEP 503 package index on loopback, for tests: wheels made here, served over HTTP.
 
     package-index.py publish DIR NAME VERSION   make NAME-VERSION's wheel in DIR and relist
-    package-index.py serve DIR PORT             serve DIR on 127.0.0.1:PORT
+    package-index.py serve DIR PORT [UPSTREAM]  serve DIR on 127.0.0.1:PORT; with UPSTREAM (such as
+                                                https://pypi.org/simple/), a project DIR does not
+                                                hold is answered with UPSTREAM's page (a mirror that
+                                                passes through), and every project asked for is
+                                                appended to DIR/requests.log
 
 The wheel is pure Python: a module NAME (with - as _) whose __version__ is VERSION. The index
 page of a project (DIR/simple/<name>/index.html) links every wheel with its #sha256= fragment, as
@@ -60,11 +64,49 @@ def relist(root, name):
         fh.write("<!DOCTYPE html><html><body>\n" + "\n".join(links) + "\n</body></html>\n")
 
 
+class Mirror(http.server.SimpleHTTPRequestHandler):
+    """The index's own projects, else the upstream index's page for the project."""
+
+    upstream = None
+
+    def do_GET(self):
+        parts = [p for p in self.path.split("?")[0].split("/") if p]
+        if len(parts) == 2 and parts[0] == "simple":
+            project = normalise(parts[1])
+            with open(os.path.join(self.directory, "requests.log"), "a") as log:
+                log.write(project + "\n")
+            if not os.path.isdir(os.path.join(self.directory, "simple", project)):
+                return self.pass_through(project)
+            self.path = f"/simple/{project}/"
+        return super().do_GET()
+
+    def pass_through(self, project):
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(self.upstream.rstrip("/") + f"/{project}/", headers={"Accept": "text/html"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                body, status = answer.read(), answer.status
+        except urllib.error.HTTPError as e:
+            body, status = b"", e.code
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
 def main():
     command, root, *rest = sys.argv[1:]
     os.makedirs(os.path.join(root, "files"), exist_ok=True)
     if command == "serve":
-        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
+        upstream = rest[1] if len(rest) > 1 else None
+        handler = functools.partial(Mirror if upstream else http.server.SimpleHTTPRequestHandler, directory=root)
+        Mirror.upstream = upstream
         http.server.ThreadingHTTPServer(("127.0.0.1", int(rest[0])), handler).serve_forever()
     name, version = rest
     filename, data = wheel(name, version)

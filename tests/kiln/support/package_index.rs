@@ -19,11 +19,22 @@ fn script() -> String {
 
 impl PackageIndex {
     pub fn start() -> PackageIndex {
+        PackageIndex::serve(None)
+    }
+
+    /// A mirror: its own projects, and PyPI's pages for every other project (the files stay on
+    /// PyPI's file host); it records which projects were asked for ([`PackageIndex::requested`]).
+    pub fn mirror_of_pypi() -> PackageIndex {
+        PackageIndex::serve(Some("https://pypi.org/simple/"))
+    }
+
+    fn serve(upstream: Option<&str>) -> PackageIndex {
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
         let child = Command::new("python3")
             .arg(script())
             .args(["serve", dir.path().to_str().unwrap(), &port.to_string()])
+            .args(upstream)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -49,6 +60,15 @@ impl PackageIndex {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// The projects a mirror was asked for, in order (normalised names).
+    pub fn requested(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("requests.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Publish a pure-Python wheel `name` `version` (module `name` with `_`, whose `__version__`

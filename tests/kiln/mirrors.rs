@@ -1,0 +1,159 @@
+//! Package index mirrors (`KILN_PYPI_MIRROR`), against a mirror on loopback: a PEP 503 index that
+//! holds a package of its own and passes every other project through to PyPI's pages (standing in
+//! for an institution's mirror; PyPI's file host serves the files). pip, uv and pipenv all go
+//! through it, including a Pipfile that names PyPI by its legacy host.
+
+use crate::support::package_index::PackageIndex;
+use crate::support::*;
+
+/// Only the mirror has it (it is not on PyPI): a build that installs it used the mirror.
+const MIRROR_ONLY: &str = "kiln-test-mirror-only";
+
+fn build(args: &[&str], mirror: Option<&str>) -> (bool, String) {
+    let mut command = kiln();
+    command.args(["build", "--json-logs"]).args(args);
+    match mirror {
+        Some(url) => command.env("KILN_PYPI_MIRROR", url),
+        None => command.env_remove("KILN_PYPI_MIRROR"),
+    };
+    let out = command.output().unwrap();
+    let log = messages(&events(&out.stdout));
+    (
+        out.status.success(),
+        format!("{log}{}", String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+/// What `python -c CODE` prints in `image`, without a network.
+fn python(image: &str, code: &str) -> String {
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        image,
+        "python",
+        "-c",
+        code,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_pypi_mirror_serves_pip_uv_and_a_pipfile_that_names_pypi_by_its_legacy_host() {
+    require_engine();
+    let mirror = PackageIndex::mirror_of_pypi();
+    mirror.publish(MIRROR_ONLY, "1.0");
+    let server = GitServer::start();
+    server.commit(
+        "mirrored",
+        &[("requirements.txt", &format!("{MIRROR_ONLY}==1.0\n"))],
+        "a package only the mirror has",
+    );
+    let pipfile = format!(
+        "[[source]]\nurl = \"https://pypi.python.org/simple\"\nverify_ssl = true\nname = \"pypi\"\n\n[packages]\n{MIRROR_ONLY} = \"==1.0\"\n"
+    );
+    server.commit(
+        "legacy-pipfile",
+        &[("Pipfile", &pipfile)],
+        "a Pipfile of 2018",
+    );
+    let (requirements, pipenv) = (
+        format!("kiln-test/{}:1", unique("mirror-requirements")),
+        format!("kiln-test/{}:1", unique("mirror-pipfile")),
+    );
+
+    // requirements.txt: uv installs Jupyter and the repository's packages through the mirror, pip
+    // installs uv itself through it.
+    let (ok, log) = build(
+        &["--image-name", &requirements, &server.url("mirrored")],
+        Some(&mirror.url()),
+    );
+    assert!(ok, "{log}");
+    let asked = mirror.requested();
+    for project in [MIRROR_ONLY, "jupyterlab", "uv"] {
+        assert!(
+            asked.iter().any(|p| p == project),
+            "{project} not asked of the mirror: {asked:?}"
+        );
+    }
+    assert_eq!(
+        python(
+            &requirements,
+            "import kiln_test_mirror_only as m; print(m.__version__)"
+        ),
+        "1.0"
+    );
+    // The mirror is the build's, not the image's: sessions keep PyPI.
+    assert_eq!(
+        python(
+            &requirements,
+            "import os; print([k for k in os.environ if 'INDEX' in k or 'MIRROR' in k])"
+        ),
+        "[]"
+    );
+
+    // A Pipfile whose source is PyPI's legacy host (which does not resolve here): pipenv is sent
+    // to the mirror instead.
+    let before = mirror.requested().len();
+    let (ok, log) = build(
+        &["--image-name", &pipenv, &server.url("legacy-pipfile")],
+        Some(&mirror.url()),
+    );
+    assert!(ok, "{log}");
+    assert!(
+        mirror.requested()[before..]
+            .iter()
+            .any(|p| p == MIRROR_ONLY),
+        "pipenv did not ask the mirror: {:?}",
+        mirror.requested()
+    );
+    assert_eq!(
+        python(
+            &pipenv,
+            "import kiln_test_mirror_only as m; print(m.__version__)"
+        ),
+        "1.0"
+    );
+
+    // The control: without the mirror the same repository does not build.
+    let (ok, log) = build(
+        &[
+            "--image-name",
+            &unique("mirror-none"),
+            &server.url("mirrored"),
+        ],
+        None,
+    );
+    assert!(!ok, "built without the mirror: {log}");
+    remove_image(&requirements);
+    remove_image(&pipenv);
+}
+
+#[test]
+fn a_pypi_mirror_url_with_credentials_is_refused_before_any_work() {
+    let out = kiln()
+        .args([
+            "build",
+            "--pypi-mirror",
+            "https://alice:s3cret@mirror.example/simple/",
+            ".",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("credentials") && !text.contains("s3cret"),
+        "{text}"
+    );
+}
