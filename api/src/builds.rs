@@ -36,8 +36,8 @@ pub struct BuildSettings {
     /// Events kept per build.
     pub max_log_lines: usize,
     pub plan_options: PlanOptions,
-    /// The Python package index builds use instead of PyPI.
-    pub pypi_mirror: Option<String>,
+    /// Package servers builds use instead of the public ones.
+    pub mirrors: kiln_buildpacks::options::PackageMirrors,
     /// Trusted by the steps that download.
     pub ca_bundle: Option<std::path::PathBuf>,
     /// Where images are pushed; `None` keeps them in the engine.
@@ -371,7 +371,7 @@ impl Builds {
             push: self.settings.push.clone(),
             ca_bundle: self.settings.ca_bundle.clone(),
             plan_options: self.settings.plan_options.clone(),
-            pypi_mirror: self.settings.pypi_mirror.clone(),
+            mirrors: self.settings.mirrors.clone(),
             image_slug: spec.image_slug.clone(),
             fetch: self.settings.fetch.clone(),
             resources: self.settings.resources.clone(),

@@ -130,9 +130,10 @@ pub struct Config {
     /// comma-separated, replacing kiln's pins), `KILN_CRAN_URL`; conda's channels and mirrors
     /// come from `KILN_CONDA_MIRRORS` (read by the builds).
     pub plan_options: kiln_buildpacks::PlanOptions,
-    /// `KILN_PYPI_MIRROR`: a Python package index (PEP 503 simple URL, without credentials) that
-    /// builds use instead of PyPI, for pip, uv and pipenv alike.
-    pub pypi_mirror: Option<String>,
+    /// `KILN_PYPI_MIRROR`, `KILN_NPM_REGISTRY`, `KILN_JULIA_PKG_SERVER`: package servers that
+    /// builds use instead of the public ones (without credentials): a PEP 503 simple index for
+    /// pip, uv and pipenv alike, an npm registry, a Julia package server.
+    pub mirrors: kiln_buildpacks::options::PackageMirrors,
 
     // Sessions.
     /// `KILN_MAX_SESSIONS`: sessions running at once (default 8 for local sessions; no limit with a
@@ -287,6 +288,8 @@ const KEYS: &[&str] = &[
     "jupyter_packages",
     "cran_url",
     "pypi_mirror",
+    "npm_registry",
+    "julia_pkg_server",
     "hub_auth",
     "allow_anonymous",
     "build_groups",
@@ -644,13 +647,12 @@ impl Config {
             development: r.flag("KILN_DEVELOPMENT")?,
             image_prefix: r.get("KILN_IMAGE_PREFIX"),
             plan_options: plan_options(&r, &jupyterhub_version)?,
-            pypi_mirror: r
-                .get("KILN_PYPI_MIRROR")
-                .map(|url| {
-                    kiln_buildpacks::options::check_pypi_mirror(&url)
-                        .map_err(|e| ConfigError::Invalid(format!("KILN_PYPI_MIRROR: {e}")))
-                })
-                .transpose()?,
+            mirrors: kiln_buildpacks::options::PackageMirrors::new(
+                r.get("KILN_PYPI_MIRROR").as_deref(),
+                r.get("KILN_NPM_REGISTRY").as_deref(),
+                r.get("KILN_JULIA_PKG_SERVER").as_deref(),
+            )
+            .map_err(ConfigError::Invalid)?,
             jupyterhub_version,
             ca_bundle: r
                 .get("KILN_CA_BUNDLE")
@@ -795,7 +797,8 @@ mod tests {
         assert_eq!(
             super::Config::load(Some(&file))
                 .unwrap()
-                .pypi_mirror
+                .mirrors
+                .pypi
                 .as_deref(),
             Some("http://127.0.0.1:3141/simple/")
         );

@@ -56,7 +56,7 @@ impl AppState {
             max_age: std::time::Duration::from_secs(config.build_max_age_seconds),
             max_log_lines: config.max_log_lines,
             plan_options: config.plan_options.clone(),
-            pypi_mirror: config.pypi_mirror.clone(),
+            mirrors: config.mirrors.clone(),
             ca_bundle: config.ca_bundle.clone(),
             push,
             fetch: fetch_settings(&config)?,

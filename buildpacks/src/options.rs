@@ -135,25 +135,75 @@ impl PlanOptions {
     }
 }
 
-/// A Python package index to use instead of PyPI (`KILN_PYPI_MIRROR`): an http(s) URL of a simple
-/// index (PEP 503), such as `https://mirror.example.org/pypi/simple/`. It is written into the
-/// build's steps, so it may not carry credentials.
-pub fn check_pypi_mirror(url: &str) -> Result<String, String> {
+/// Package servers the build's steps use instead of the public ones (`KILN_PYPI_MIRROR`,
+/// `KILN_NPM_REGISTRY`, `KILN_JULIA_PKG_SERVER`), for institutions behind firewalls. They are
+/// exported to the steps that download only: not the image's settings, and not part of any key (a
+/// mirror serves the same packages). They are written into the build's steps, so they may not
+/// carry credentials.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PackageMirrors {
+    /// A Python simple index (PEP 503) for pip, uv and pipenv (whose Pipfile sources naming PyPI,
+    /// also as pypi.python.org, are redirected to it).
+    pub pypi: Option<String>,
+    /// An npm registry.
+    pub npm: Option<String>,
+    /// A Julia package server (Pkg's `JULIA_PKG_SERVER`).
+    pub julia: Option<String>,
+}
+
+impl PackageMirrors {
+    /// Each given URL checked: http(s), a host, no credentials, no query or fragment.
+    pub fn new(
+        pypi: Option<&str>,
+        npm: Option<&str>,
+        julia: Option<&str>,
+    ) -> Result<PackageMirrors, String> {
+        let check = |variable: &str, url: Option<&str>| {
+            url.map(|u| check_mirror(u).map_err(|e| format!("{variable}: {e}")))
+                .transpose()
+        };
+        Ok(PackageMirrors {
+            pypi: check("KILN_PYPI_MIRROR", pypi)?,
+            npm: check("KILN_NPM_REGISTRY", npm)?,
+            julia: check("KILN_JULIA_PKG_SERVER", julia)?,
+        })
+    }
+
+    /// The variables the package managers read, with their values.
+    pub fn exports(&self) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        if let Some(pypi) = &self.pypi {
+            for var in ["PIP_INDEX_URL", "UV_DEFAULT_INDEX", "PIPENV_PYPI_MIRROR"] {
+                out.push((var, pypi.as_str()));
+            }
+        }
+        if let Some(npm) = &self.npm {
+            out.push(("NPM_CONFIG_REGISTRY", npm.as_str()));
+        }
+        if let Some(julia) = &self.julia {
+            out.push(("JULIA_PKG_SERVER", julia.as_str()));
+        }
+        out
+    }
+}
+
+/// A package server's URL, such as `https://mirror.example.org/pypi/simple/`.
+fn check_mirror(url: &str) -> Result<String, String> {
     let url = url.trim();
     let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(format!(
-            "{url:?} is not an http(s) URL of a package index (such as https://mirror.example.org/pypi/simple/)"
-        ));
-    }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(
-            "the PyPI mirror's URL carries credentials, which would be written into the build's steps: use a mirror that needs none here".into(),
+            "the mirror's URL carries credentials, which would be written into the build's steps: use a mirror that needs none here".into(),
         );
+    }
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!(
+            "{url:?} is not an http(s) URL of a package server (such as https://mirror.example.org/pypi/simple/)"
+        ));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(format!(
-            "{url:?}: a package index URL has no query or fragment"
+            "{url:?}: a package server's URL has no query or fragment"
         ));
     }
     Ok(url.to_string())

@@ -41,10 +41,9 @@ pub struct RenderOptions {
     /// Dockerfile instructions added verbatim at the very end (repo2docker's `--appendix`); they
     /// run as the image's user, on the finished image.
     pub appendix: Option<String>,
-    /// A Python package index that the steps which download use instead of PyPI (pip, uv and
-    /// pipenv, whose Pipfile sources naming PyPI, also as pypi.python.org, are redirected to it).
-    /// Exported for those steps only: it is not the image's setting, and not part of any key.
-    pub pypi_mirror: Option<String>,
+    /// Package servers that the steps which download use instead of the public ones (exported
+    /// for those steps only).
+    pub mirrors: crate::options::PackageMirrors,
 }
 
 /// The name of the build stage that holds the environment (build it alone with this target).
@@ -288,9 +287,9 @@ impl<'a> Renderer<'a> {
                 exports.insert(var.into(), CA_MOUNT_PATH.into());
             }
         }
-        if let Some(mirror) = self.options.pypi_mirror.as_ref().filter(|_| step.network) {
-            for var in ["PIP_INDEX_URL", "UV_DEFAULT_INDEX", "PIPENV_PYPI_MIRROR"] {
-                exports.insert(var.into(), mirror.clone());
+        if step.network {
+            for (var, url) in self.options.mirrors.exports() {
+                exports.insert(var.into(), url.into());
             }
         }
         let mut commands: Vec<String> = Vec::new();

@@ -354,47 +354,59 @@ fn an_appendix_goes_verbatim_at_the_very_end() {
 }
 
 #[test]
-fn a_pypi_mirror_goes_to_the_steps_that_download_not_into_the_image() {
+fn package_mirrors_go_to_the_steps_that_download_not_into_the_image() {
+    use kiln_buildpacks::options::PackageMirrors;
     let files = [("requirements.txt", "six\n"), ("apt.txt", "less\n")];
     let plan = plan_with(&files, &PlanOptions::default()).unwrap();
-    let mirror = "http://127.0.0.1:3141/simple/";
+    let (pypi, npm, julia) = (
+        "http://127.0.0.1:3141/simple/",
+        "http://127.0.0.1:4873/",
+        "http://127.0.0.1:8000/",
+    );
     let plain = kiln_buildpacks::dockerfile(&plan, &RenderOptions::default()).unwrap();
     let with = kiln_buildpacks::dockerfile(
         &plan,
         &RenderOptions {
-            pypi_mirror: Some(mirror.into()),
+            mirrors: PackageMirrors::new(Some(pypi), Some(npm), Some(julia)).unwrap(),
             ..RenderOptions::default()
         },
     )
     .unwrap();
-    assert!(!plain.contains("PIP_INDEX_URL"), "{plain}");
-    for var in ["PIP_INDEX_URL", "UV_DEFAULT_INDEX", "PIPENV_PYPI_MIRROR"] {
-        let exported = format!("{var}={mirror}");
-        let runs: Vec<&str> = with
-            .split("\nRUN ")
-            .filter(|r| r.contains(&exported))
-            .collect();
-        assert!(!runs.is_empty(), "{var} is not exported:\n{with}");
+    for (var, url) in [
+        ("PIP_INDEX_URL", pypi),
+        ("UV_DEFAULT_INDEX", pypi),
+        ("PIPENV_PYPI_MIRROR", pypi),
+        ("NPM_CONFIG_REGISTRY", npm),
+        ("JULIA_PKG_SERVER", julia),
+    ] {
+        assert!(!plain.contains(var), "{plain}");
+        let exported = format!("{var}={url}");
+        assert!(
+            with.split("\nRUN ").any(|run| run.contains(&exported)),
+            "{var} is not exported:\n{with}"
+        );
     }
-    // Not the image's environment: sessions keep PyPI.
+    // Not the image's environment: sessions keep the public servers.
     assert!(
         !with
             .lines()
-            .any(|l| l.starts_with("ENV") && l.contains(mirror)),
+            .any(|l| l.starts_with("ENV") && (l.contains(pypi) || l.contains(npm))),
         "{with}"
     );
 }
 
 #[test]
-fn pypi_mirrors_with_credentials_or_other_schemes_are_refused() {
-    use kiln_buildpacks::options::check_pypi_mirror;
+fn package_mirrors_with_credentials_or_other_schemes_are_refused() {
+    use kiln_buildpacks::options::PackageMirrors;
+    let given = PackageMirrors::new(Some(" https://mirror.example/pypi/simple/ "), None, None);
     assert_eq!(
-        check_pypi_mirror(" https://mirror.example/pypi/simple/ ").unwrap(),
-        "https://mirror.example/pypi/simple/"
+        given.unwrap().pypi.as_deref(),
+        Some("https://mirror.example/pypi/simple/")
     );
-    let err = check_pypi_mirror("https://user:s3cret@mirror.example/simple/").unwrap_err();
+    let err =
+        PackageMirrors::new(None, Some("https://user:s3cret@npm.example/"), None).unwrap_err();
     assert!(
-        err.contains("credentials") && !err.contains("s3cret"),
+        err.contains("KILN_NPM_REGISTRY") && err.contains("credentials") && !err.contains("s3cret"),
         "{err}"
     );
     for bad in [
@@ -402,7 +414,7 @@ fn pypi_mirrors_with_credentials_or_other_schemes_are_refused() {
         "mirror.example/simple",
         "https://m.example/simple?x=1",
     ] {
-        assert!(check_pypi_mirror(bad).is_err(), "{bad}");
+        assert!(PackageMirrors::new(None, None, Some(bad)).is_err(), "{bad}");
     }
 }
 

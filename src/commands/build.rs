@@ -64,6 +64,13 @@ pub struct BuildArgs {
     /// pypi.python.org) are redirected to it. The image keeps PyPI as its default.
     #[arg(long, env = "KILN_PYPI_MIRROR", value_name = "URL")]
     pub pypi_mirror: Option<String>,
+    /// An npm registry that the build's npm uses instead of registry.npmjs.org (no credentials).
+    #[arg(long, env = "KILN_NPM_REGISTRY", value_name = "URL")]
+    pub npm_registry: Option<String>,
+    /// A Julia package server that the build's Pkg uses instead of pkg.julialang.org (no
+    /// credentials).
+    #[arg(long, env = "KILN_JULIA_PKG_SERVER", value_name = "URL")]
+    pub julia_pkg_server: Option<String>,
     /// Network of builds and sessions (default: the engine's default network). `host` lets them
     /// reach every service on this machine's loopback: only for trusted repositories.
     #[arg(long, env = "KILN_NETWORK")]
@@ -190,17 +197,14 @@ impl BuildArgs {
         };
         // Checked here, not by the argument parser: its message would repeat the value, and with
         // it any credentials.
-        let pypi_mirror = match self
-            .pypi_mirror
-            .as_deref()
-            .map(kiln_buildpacks::options::check_pypi_mirror)
-            .transpose()
-        {
-            Ok(mirror) => mirror,
+        let mirrors = match kiln_buildpacks::options::PackageMirrors::new(
+            self.pypi_mirror.as_deref(),
+            self.npm_registry.as_deref(),
+            self.julia_pkg_server.as_deref(),
+        ) {
+            Ok(mirrors) => mirrors,
             Err(e) => {
-                let e = kiln_builder::BuildError::Invalid(format!(
-                    "--pypi-mirror (KILN_PYPI_MIRROR): {e}"
-                ));
+                let e = kiln_builder::BuildError::Invalid(e);
                 kiln_builder::EventSink::emit(
                     output,
                     kiln_builder::Event::new(kiln_builder::Phase::Failed, e.to_string()),
@@ -272,7 +276,7 @@ impl BuildArgs {
             subdir: self.subdir.clone(),
             appendix: self.appendix.clone(),
             conda: None,
-            pypi_mirror,
+            mirrors,
             resources: Default::default(),
         };
         kiln_builder::build(engine, Arc::new(LibGit), request, output).await

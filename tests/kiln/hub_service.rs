@@ -515,6 +515,28 @@ fn hub_users_have_limits_of_their_own_and_groups_decide_who_builds() {
         answer.contains("only members of the hub groups students, workshop may"),
         "{answer}"
     );
+
+    // A token kiln has checked is not asked about again within the minute: ten calls, one
+    // question to the hub (its log names the user each question was asked with).
+    let hub_log = || std::fs::read_to_string(&with.hub.log).unwrap_or_default();
+    let asked = || hub_log().matches("/hub/api/user (erin@").count();
+    let (token, _) = with.token("erin", json!({"note": "cached"}));
+    for _ in 0..10 {
+        let (status, answer) = proxy.request(
+            "GET",
+            &format!("{BASE}api/me"),
+            &format!("Authorization: token {token}\r\n"),
+            "",
+        );
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer.contains("\"erin\""), "{answer}");
+    }
+    assert_eq!(
+        asked(),
+        1,
+        "the hub was asked about one token {} times",
+        asked()
+    );
 }
 
 /// A git repository (the `python-default` example) at `root/<name>`, for a [`GitHttpServer`].

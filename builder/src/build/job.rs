@@ -334,7 +334,7 @@ impl<'a> Job<'a> {
                 conda_image: self.conda_image.as_ref().map(|(_, conda)| conda.clone()),
                 cache_salt: Some(crate::random::cache_salt()?),
                 appendix: self.request.appendix.clone(),
-                pypi_mirror: self.request.pypi_mirror.clone(),
+                mirrors: self.request.mirrors.clone(),
             },
         )?)
     }

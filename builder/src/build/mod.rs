@@ -76,9 +76,9 @@ pub struct BuildRequest {
     /// Channels, mirrors and caches for conda environments (default: from the environment,
     /// `KILN_CONDA_*`).
     pub conda: Option<kiln_conda::CondaSettings>,
-    /// A Python package index the build's pip, uv and pipenv use instead of PyPI
-    /// (`KILN_PYPI_MIRROR`, checked by [`kiln_buildpacks::options::check_pypi_mirror`]).
-    pub pypi_mirror: Option<String>,
+    /// Package servers the build's steps use instead of the public ones (`KILN_PYPI_MIRROR`,
+    /// `KILN_NPM_REGISTRY`, `KILN_JULIA_PKG_SERVER`).
+    pub mirrors: kiln_buildpacks::options::PackageMirrors,
 }
 
 impl std::fmt::Debug for BuildRequest {
@@ -96,7 +96,7 @@ impl std::fmt::Debug for BuildRequest {
             .field("fetch", &self.fetch)
             .field("push", &self.push)
             .field("locked", &self.locked)
-            .field("pypi_mirror", &self.pypi_mirror)
+            .field("mirrors", &self.mirrors)
             .finish_non_exhaustive()
     }
 }
