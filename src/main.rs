@@ -58,7 +58,8 @@ enum Command {
     ///   KILN_IMAGE_PREFIX    push images under this prefix (default: keep them in the engine)
     ///   KILN_NETWORK         network of builds and sessions (see kiln --help)
     ///   KILN_CA_BUNDLE       CA bundle trusted during builds (default: SSL_CERT_FILE)
-    ///   KILN_PYPI_MIRROR     Python package index builds use instead of PyPI (pip, uv, pipenv)
+    ///   KILN_PYPI_MIRROR     Python package index builds use instead of PyPI (pip, uv, pipenv);
+    ///                        KILN_NPM_REGISTRY, KILN_JULIA_PKG_SERVER the same for npm and Julia
     ///   KILN_JUPYTERHUB_VERSION  jupyterhub-singleuser version put into images (default 6.1.1);
     ///                        its major version must match the hub's
     ///
