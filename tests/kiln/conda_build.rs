@@ -23,23 +23,7 @@ fn label(image: &str, name: &str) -> String {
 }
 
 fn in_image(image: &str, script: &str) -> String {
-    let out = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        image,
-        "sh",
-        "-c",
-        script,
-    ]);
-    assert!(
-        out.status.success(),
-        "{script}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    crate::support::in_image(image, &["sh", "-c", script])
 }
 
 /// Remove a final image and the conda image kiln made for it.

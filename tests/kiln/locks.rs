@@ -42,22 +42,8 @@ fn package<'a>(record: &'a serde_json::Value, name: &str) -> &'a serde_json::Val
 
 /// The version of the test package that the image imports (asked of the image itself).
 fn imported(image: &str) -> String {
-    let out = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        image,
-        "python",
-        "-c",
-        "import kiln_test_pin; print(kiln_test_pin.__version__)",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    let code = "import kiln_test_pin; print(kiln_test_pin.__version__)";
+    in_image(image, &["python", "-c", code]).trim().to_string()
 }
 
 #[test]

@@ -26,22 +26,7 @@ fn build(args: &[&str], mirror: Option<&str>) -> (bool, String) {
 
 /// What `python -c CODE` prints in `image`, without a network.
 fn python(image: &str, code: &str) -> String {
-    let out = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        image,
-        "python",
-        "-c",
-        code,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    in_image(image, &["python", "-c", code]).trim().to_string()
 }
 
 #[test]

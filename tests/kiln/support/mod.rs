@@ -74,6 +74,20 @@ pub fn require_engine() {
 
 /// Run `kiln ARGS`, assert it succeeded (with its standard error as the message), and return its
 /// standard output.
+/// What `command` prints in a new container of `image` without a network (it must succeed).
+pub fn in_image(image: &str, command: &[&str]) -> String {
+    let mut args = vec!["run", "--rm", "--network", "none", image];
+    args.extend_from_slice(command);
+    let out = docker(&args);
+    assert!(
+        out.status.success(),
+        "{command:?} in {image}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 pub fn kiln_ok(args: &[&str]) -> Vec<u8> {
     let out = kiln().args(args).output().unwrap();
     assert!(
