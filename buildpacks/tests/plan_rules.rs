@@ -418,6 +418,29 @@ fn package_mirrors_with_credentials_or_other_schemes_are_refused() {
     }
 }
 
+#[test]
+fn ubuntu_package_names_are_refused_with_debians_only_on_kilns_debian_base() {
+    let files = [("apt.txt", "curl\nfirefox\npython-dev=2.7.18\n")];
+    let err = plan_with(&files, &PlanOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("apt.txt:2:")
+            && err.contains("use firefox-esr")
+            && err.contains("line 3: \"python-dev\", use python3-dev"),
+        "{err}"
+    );
+    // An operator's Ubuntu base has these names: nothing is refused.
+    let ubuntu = PlanOptions {
+        base_image: "ubuntu:24.04".into(),
+        ..PlanOptions::default()
+    };
+    assert!(plan_with(&files, &ubuntu).is_ok());
+    // Debian's own names plan on the default base.
+    let debian = [("apt.txt", "firefox-esr\npython3-dev\n")];
+    assert!(plan_with(&debian, &PlanOptions::default()).is_ok());
+}
+
 fn plan_with(
     files: &[(&str, &str)],
     options: &PlanOptions,

@@ -278,7 +278,13 @@ impl<'a> Planner<'a> {
     /// `apt.txt`, `postBuild` and `start`: honoured by every buildpack but the Dockerfile one.
     fn common_files(&mut self) -> Result<CommonFiles, PlanError> {
         let mut system_packages = match &self.files.apt_txt {
-            Some(ConfigFile { path, text }) => apt::parse(path, text)?,
+            Some(ConfigFile { path, text }) => {
+                let packages = apt::parse(path, text)?;
+                if self.opts.base_image == crate::options::DEFAULT_BASE_IMAGE {
+                    apt::check_bookworm_names(path, text)?;
+                }
+                packages
+            }
             None => Vec::new(),
         };
         if let Some(locked) = self.opts.locked.clone()

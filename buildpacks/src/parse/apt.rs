@@ -29,6 +29,58 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<String>, PlanError> {
     Ok(packages)
 }
 
+/// Names that Binder repositories put in `apt.txt` (Ubuntu's, or an older release's) which Debian
+/// bookworm, kiln's default base, does not install, with what bookworm calls the same thing.
+/// Checked against bookworm's archive (`apt-cache policy` in `kiln/base:bookworm`, 2026-12-03):
+/// each left-hand name has no candidate there, each right-hand one has.
+const NOT_IN_BOOKWORM: &[(&str, &str)] = &[
+    ("chromium-browser", "chromium"),
+    ("firefox", "firefox-esr"),
+    ("libav-tools", "ffmpeg"),
+    ("libjpeg62-dev", "libjpeg-dev"),
+    ("libmysqlclient-dev", "default-libmysqlclient-dev"),
+    ("libpng12-dev", "libpng-dev"),
+    ("libqt4-dev", "qtbase5-dev"),
+    ("libreadline6-dev", "libreadline-dev"),
+    ("libssl1.0-dev", "libssl-dev"),
+    ("openjdk-8-jdk", "openjdk-17-jdk"),
+    ("openjdk-11-jdk", "openjdk-17-jdk"),
+    (
+        "python",
+        "python3 (and python-is-python3 for the `python` command)",
+    ),
+    ("python-dev", "python3-dev"),
+    ("python-pip", "python3-pip"),
+];
+
+/// For a plan on kiln's default base (Debian bookworm): the lines of `apt.txt` naming a package
+/// bookworm does not have but knows by another name, refused before any engine work with that
+/// name (apt-get would only say it cannot find the package).
+pub fn check_bookworm_names(path: &str, text: &str) -> Result<(), PlanError> {
+    let mut found = Vec::new();
+    for (line, content) in content_lines(text) {
+        let entry = content.split('#').next().unwrap_or("").trim();
+        let name = entry.split(['=', ':']).next().unwrap_or(entry);
+        if let Some((_, debian)) = NOT_IN_BOOKWORM.iter().find(|(n, _)| *n == name) {
+            found.push((line, name.to_string(), *debian));
+        }
+    }
+    let Some((line, name, debian)) = found.first() else {
+        return Ok(());
+    };
+    let mut message = format!(
+        "{name:?} is not a package of Debian bookworm, kiln's base image (it is Ubuntu's or an older release's name): use {debian}"
+    );
+    for (line, name, debian) in &found[1..] {
+        message.push_str(&format!("; line {line}: {name:?}, use {debian}"));
+    }
+    Err(PlanError::InvalidLine {
+        path: path.to_string(),
+        line: *line,
+        message,
+    })
+}
+
 /// `name[:arch][=version]` with Debian's character rules.
 pub fn is_package(entry: &str) -> bool {
     let (name_arch, version) = match entry.split_once('=') {
