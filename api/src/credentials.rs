@@ -68,7 +68,8 @@ impl CredentialError {
 
 /// A git host as credentials are bound to it: `host:port`, lower case, the port explicit (443 for
 /// a bare name), so a token given for `example.org` goes only to `https://example.org` and never
-/// over plain `http`.
+/// over plain `http` (not even `http://example.org:443`). A port the user names is used with
+/// either scheme (git servers inside a network often serve plain `http` on a port of their own).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Host(String);
 
@@ -104,7 +105,11 @@ impl Host {
             url::Host::Ipv4(ip) => ip.to_string(),
             url::Host::Ipv6(ip) => format!("[{ip}]"),
         };
-        Some(Host(format!("{host}:{}", url.port_or_known_default()?)))
+        let port = url.port_or_known_default()?;
+        if url.scheme() == "http" && port == 443 {
+            return None;
+        }
+        Some(Host(format!("{host}:{port}")))
     }
 
     pub fn as_str(&self) -> &str {
@@ -405,6 +410,27 @@ mod tests {
         }
         assert!(c.delete("alice", &host).await.unwrap());
         assert!(!c.delete("alice", &host).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_token_for_a_bare_host_never_goes_over_plain_http() {
+        let (c, _dir) = credentials();
+        let host = Host::parse("git.example").unwrap();
+        assert_eq!(host.as_str(), "git.example:443");
+        c.put("alice", &host, "alice", "s3cret-token")
+            .await
+            .unwrap();
+        for url in [
+            "http://git.example/alice/private.git",
+            "http://git.example:443/alice/private.git",
+        ] {
+            let mut plain = spec(url);
+            c.apply(&mut plain, Some(&user("alice"))).await.unwrap();
+            assert!(attached(&plain).is_none(), "the token went to {url}");
+        }
+        let mut tls = spec("https://git.example/alice/private.git");
+        c.apply(&mut tls, Some(&user("alice"))).await.unwrap();
+        assert_eq!(attached(&tls).unwrap().secret, "s3cret-token");
     }
 
     #[tokio::test]

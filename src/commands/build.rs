@@ -183,71 +183,42 @@ impl BuildArgs {
         engine: &Engine,
         output: &mut Output,
     ) -> Result<Built, kiln_builder::BuildError> {
-        let source = match check_platform(self.platform.as_deref())
+        let source = check_platform(self.platform.as_deref())
             .and_then(|()| Source::parse(&self.source))
-        {
-            Ok(source) => source,
-            Err(e) => {
-                kiln_builder::EventSink::emit(
-                    output,
-                    kiln_builder::Event::new(kiln_builder::Phase::Failed, e.to_string()),
-                );
-                return Err(e);
-            }
-        };
+            .map_err(|e| refused(output, e))?;
         // Checked here, not by the argument parser: its message would repeat the value, and with
         // it any credentials.
-        let mirrors = match kiln_buildpacks::options::PackageMirrors::new(
+        let mirrors = kiln_buildpacks::options::PackageMirrors::new(
             self.pypi_mirror.as_deref(),
             self.npm_registry.as_deref(),
             self.julia_pkg_server.as_deref(),
-        ) {
-            Ok(mirrors) => mirrors,
-            Err(e) => {
-                let e = kiln_builder::BuildError::Invalid(e);
-                kiln_builder::EventSink::emit(
-                    output,
-                    kiln_builder::Event::new(kiln_builder::Phase::Failed, e.to_string()),
-                );
-                return Err(e);
-            }
-        };
+        )
+        .map_err(|e| refused(output, kiln_builder::BuildError::Invalid(e)))?;
         let push = match (self.push, &self.image_prefix) {
             (false, _) => None,
             (true, None) => {
                 let e = kiln_builder::BuildError::Invalid("--push needs --image-prefix (or KILN_IMAGE_PREFIX), e.g. 127.0.0.1:5000/binder-".into());
-                kiln_builder::EventSink::emit(
-                    output,
-                    kiln_builder::Event::new(kiln_builder::Phase::Failed, e.to_string()),
-                );
-                return Err(e);
+                return Err(refused(output, e));
             }
             (true, Some(prefix)) => {
                 let credentials = match &self.registry_username {
                     None => None,
                     Some(username) => Some(kiln_registry::Credentials::Basic {
                         username: username.clone(),
-                        password: self.registry_password()?,
+                        password: self.registry_password().map_err(|e| refused(output, e))?,
                     }),
                 };
                 let settings =
                     kiln_builder::PushSettings::new(prefix, credentials, !self.no_native)
-                        .inspect_err(|e| {
-                            kiln_builder::EventSink::emit(
-                                output,
-                                kiln_builder::Event::new(
-                                    kiln_builder::Phase::Failed,
-                                    e.to_string(),
-                                ),
-                            );
-                        })?;
+                        .map_err(|e| refused(output, e))?;
                 Some(settings)
             }
         };
         let operator = OperatorCredentials::from_env(match &source {
             Source::Git(git) => Some(git.url.as_str()),
             Source::Local(_) => None,
-        })?;
+        })
+        .map_err(|e| refused(output, e))?;
         let request = BuildRequest {
             source: Some(source),
             reference: self.reference.clone(),
@@ -301,4 +272,14 @@ impl BuildCommand {
             Err(_) => Ok(ExitCode::FAILURE),
         }
     }
+}
+
+/// A build refused before it started: said as its `failed` event (the command's only output), then
+/// returned.
+fn refused(output: &mut Output, e: kiln_builder::BuildError) -> kiln_builder::BuildError {
+    kiln_builder::EventSink::emit(
+        output,
+        kiln_builder::Event::new(kiln_builder::Phase::Failed, e.to_string()),
+    );
+    e
 }

@@ -111,3 +111,26 @@ fn bad_input_fails_with_a_clear_message_and_status_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid Linux user name"));
 }
+
+/// A setting refused before the build starts is said, not swallowed: an exit status 1 with no
+/// word was what a bad KILN_GIT_CREDENTIAL_HOSTS gave.
+#[test]
+fn a_bad_setting_refused_before_the_build_says_why() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "--json-logs", &example("python-default")])
+        .env("KILN_GIT_CREDENTIAL_HOSTS", "bad host:x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let failed: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("null"))
+        .unwrap_or_else(|_| panic!("no failed event: {stdout:?}"));
+    assert_eq!(failed["phase"], "failed", "{stdout}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("KILN_GIT_CREDENTIAL_HOSTS"),
+        "{failed}"
+    );
+}
