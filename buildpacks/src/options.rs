@@ -22,6 +22,13 @@ pub const JUPYTERHUB_VERSION: &str = "6.1.1";
 /// its major version must match the hub's.
 pub const JUPYTER_PACKAGES: &[&str] =
     &["jupyterlab==4.6.6", "notebook==7.6.5", "jupyterhub==6.1.1"];
+/// What notebooks on mybinder.org use without asking for it, because repo2docker's default
+/// environment has it: widgets (`ipywidgets`) and the memory and CPU meter in JupyterLab's status
+/// bar (`jupyter-resource-usage`). Installed with Jupyter into every Python environment kiln makes
+/// (the default one and those of `requirements.txt`, `Pipfile`, `pyproject.toml`); a conda
+/// environment brings what it lists.
+pub const DEFAULT_ENVIRONMENT_EXTRAS: &[&str] =
+    &["ipywidgets==8.1.9", "jupyter-resource-usage==1.3.0"];
 /// The conda-forge names of the same packages, for conda environments.
 pub const JUPYTER_CONDA_PACKAGES: &[&str] = &[
     "jupyterlab=4.6.6",

@@ -7,7 +7,7 @@ use crate::assemble::{Planner, argv};
 use crate::error::PlanError;
 use crate::files::ConfigFile;
 use crate::options::SUPPORTED_PYTHONS;
-use crate::options::{PIPENV_VERSION, UV_VERSION};
+use crate::options::{DEFAULT_ENVIRONMENT_EXTRAS, PIPENV_VERSION, UV_VERSION};
 use crate::parse::{pipfile, pyproject, requirements, runtime};
 use crate::plan::{Cache, RunAs, Step};
 use crate::select::Selection;
@@ -248,8 +248,9 @@ pub fn runtime_and_jupyter(p: &mut Planner, version: &str) {
         caches: vec![Cache::Pip],
         network: true,
     });
-    let jupyter: Vec<&str> = p.opts.jupyter_packages.iter().map(String::as_str).collect();
-    p.decide("jupyter", &jupyter.join(" "), "kiln's pinned Jupyter (JupyterLab, notebook, jupyterhub-singleuser), installed before the repository's own packages");
+    let mut jupyter: Vec<&str> = p.opts.jupyter_packages.iter().map(String::as_str).collect();
+    jupyter.extend(DEFAULT_ENVIRONMENT_EXTRAS);
+    p.decide("jupyter", &jupyter.join(" "), "kiln's pinned Jupyter (JupyterLab, notebook, jupyterhub-singleuser) with what notebooks on mybinder.org rely on (ipywidgets, jupyter-resource-usage), installed before the repository's own packages");
     p.runtime_steps.push(Step {
         name: format!("Python {version} and Jupyter"),
         run_as: RunAs::User,
