@@ -4,6 +4,7 @@
 //! through it, including a Pipfile that names PyPI by its legacy host.
 
 use crate::support::package_index::PackageIndex;
+use crate::support::service::{Service, escaped};
 use crate::support::*;
 
 /// Only the mirror has it (it is not on PyPI): a build that installs it used the mirror.
@@ -105,6 +106,47 @@ fn a_pypi_mirror_serves_pip_uv_and_a_pipfile_that_names_pypi_by_its_legacy_host(
         ),
         "1.0"
     );
+
+    // The service passes its KILN_PYPI_MIRROR to its builds as well.
+    let state = tempfile::tempdir().unwrap();
+    let mirror_url = mirror.url();
+    let service = Service::start_with(
+        &state.path().join("state.db"),
+        &[("KILN_PYPI_MIRROR", mirror_url.as_str())],
+    );
+    let before = mirror.requested().len();
+    // A new environment (the old one would be reused, asking nothing of any index), with another
+    // package only the mirror has (a new version of the first could come from uv's cache of its
+    // index page).
+    let service_only = "kiln-test-mirror-service";
+    mirror.publish(service_only, "1.0");
+    server.commit(
+        "mirrored",
+        &[("requirements.txt", &format!("{service_only}==1.0\n"))],
+        "through the service",
+    );
+    let (events, raw) = service.events(&format!(
+        "/build/git/{}/HEAD?build_only=true",
+        escaped(&server.url("mirrored"))
+    ));
+    assert_eq!(
+        events.last().map(|e| &e["phase"]),
+        Some(&"ready".into()),
+        "{raw}"
+    );
+    assert!(
+        mirror.requested()[before..]
+            .iter()
+            .any(|p| p == service_only),
+        "the service's build did not ask the mirror: {:?}",
+        mirror.requested()
+    );
+    let served = events.last().unwrap()["imageName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(service);
+    remove_image(&served);
 
     // The control: without the mirror the same repository does not build.
     let (ok, log) = build(
