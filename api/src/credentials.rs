@@ -136,8 +136,7 @@ impl GitCredentials {
     /// Both keys are derived from the operator's key, each for its one use.
     pub fn new(operator_key: &Secret, store: Arc<Store>) -> GitCredentials {
         let derive = |purpose: &str| {
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(operator_key.expose().as_bytes())
-                .expect("HMAC takes keys of any length");
+            let mut mac = keyed(operator_key.expose().as_bytes());
             mac.update(purpose.as_bytes());
             mac.finalize().into_bytes()
         };
@@ -282,8 +281,7 @@ impl GitCredentials {
         };
         // Named after the owner when there is one (their image stays theirs while their token
         // changes), else after the credentials themselves.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.naming_key)
-            .expect("HMAC takes keys of any length");
+        let mut mac = keyed(&self.naming_key);
         let who = match user {
             Some(user) => ["user", user.name.as_str(), ""],
             None => ["credentials", &credentials.username, &credentials.secret],
@@ -297,6 +295,11 @@ impl GitCredentials {
         spec.image_slug = Some(format!("private-{}", &digest[..32]));
         Ok(())
     }
+}
+
+/// HMAC-SHA256 under `key`.
+fn keyed(key: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length")
 }
 
 impl std::fmt::Debug for GitCredentials {

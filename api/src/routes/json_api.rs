@@ -45,6 +45,16 @@ fn credential_owner(caller: &Caller) -> Result<&str, Box<Response>> {
     })
 }
 
+/// The hub user calling and the host a credential route names, or the refusal.
+fn credential_target<'a>(
+    caller: &'a Caller,
+    host: &str,
+) -> Result<(&'a str, crate::credentials::Host), Box<Response>> {
+    let user = credential_owner(caller)?;
+    let host = crate::credentials::Host::parse(host).map_err(|e| Box::new(credential_error(e)))?;
+    Ok((user, host))
+}
+
 fn credential_error(e: crate::credentials::CredentialError) -> Response {
     let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     api_error(status, e.to_string())
@@ -77,13 +87,9 @@ async fn put_credential(
     Path(host): Path<String>,
     Json(request): Json<PutCredential>,
 ) -> Response {
-    let user = match credential_owner(&caller) {
-        Ok(user) => user,
+    let (user, host) = match credential_target(&caller, &host) {
+        Ok(target) => target,
         Err(response) => return *response,
-    };
-    let host = match crate::credentials::Host::parse(&host) {
-        Ok(host) => host,
-        Err(e) => return credential_error(e),
     };
     match state
         .credentials
@@ -105,13 +111,9 @@ async fn delete_credential(
     caller: Caller,
     Path(host): Path<String>,
 ) -> Response {
-    let user = match credential_owner(&caller) {
-        Ok(user) => user,
+    let (user, host) = match credential_target(&caller, &host) {
+        Ok(target) => target,
         Err(response) => return *response,
-    };
-    let host = match crate::credentials::Host::parse(&host) {
-        Ok(host) => host,
-        Err(e) => return credential_error(e),
     };
     match state.credentials.delete(user, &host).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
