@@ -74,6 +74,11 @@ pub enum Cache {
     Pip,
     Uv,
     Conda,
+    /// R packages as installed (binary) packages, kept by kiln's R steps and installed from
+    /// again instead of downloading and compiling. The step that fills it runs the repository's
+    /// own code (`install.R`), so it is never shared between repositories: its mount is scoped to
+    /// one repository and ref (`RenderOptions::cache_scope`), and absent without a scope.
+    R,
 }
 
 /// One build step: a list of commands run in sequence (`&&`), each an argument vector.

@@ -38,6 +38,10 @@ pub struct RenderOptions {
     /// A secret part of the package caches' mount ids, so that a repository's own Dockerfile
     /// cannot name (and poison) the caches kiln's builds share.
     pub cache_salt: Option<String>,
+    /// What a cache filled by a repository's own code is kept for (a digest of the repository,
+    /// ref and owner): builds of that repository share it, nobody else can reach it
+    /// ([`Cache::R`]). Without one those caches are disabled.
+    pub cache_scope: Option<String>,
     /// Dockerfile instructions added verbatim at the very end (repo2docker's `--appendix`); they
     /// run as the image's user, on the finished image.
     pub appendix: Option<String>,
@@ -45,6 +49,9 @@ pub struct RenderOptions {
     /// for those steps only).
     pub mirrors: crate::options::PackageMirrors,
 }
+
+/// Where kiln's R steps find and keep installed R packages ([`Cache::R`]).
+const R_CACHE: &str = "/var/cache/kiln/r";
 
 /// The name of the build stage that holds the environment (build it alone with this target).
 pub const ENVIRONMENT_STAGE: &str = "kiln-environment";
@@ -119,7 +126,8 @@ impl<'a> Renderer<'a> {
             repo.dest.trim_end_matches('/')
         ));
         // These steps run the repository's own code (setup.py, postBuild): no shared cache is
-        // mounted into them, so nothing they do can reach another repository's build.
+        // mounted into them, so nothing they do can reach another repository's build (only the
+        // repository's own scoped cache, `Cache::R`).
         for step in &self.layers.after_copy {
             self.step(step, uid, false)?;
         }
@@ -371,6 +379,13 @@ impl<'a> Renderer<'a> {
                     "/var/cache/kiln/conda-pkgs".into(),
                 );
             }
+            Cache::R => match &self.options.cache_scope {
+                Some(scope) if self.options.buildkit => {
+                    mounts.push(mount(&format!("kiln-r-{scope}"), R_CACHE));
+                    exports.insert("KILN_R_CACHE".into(), R_CACHE.into());
+                }
+                _ => {}
+            },
             Cache::Conda => {
                 exports.insert("CONDA_PKGS_DIRS".into(), "/tmp/kiln-conda-pkgs".into());
                 cleanup.push(vec![

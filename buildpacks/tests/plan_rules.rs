@@ -607,3 +607,48 @@ fn locked_r_installs_from_the_snapshot_of_the_earlier_image() {
     assert!(decision.value.ends_with("/2024-06-01"), "{decision:?}");
     assert!(decision.reason.contains("--locked"), "{decision:?}");
 }
+
+/// install.R and a DESCRIPTION run the repository's own code with the R package cache mounted:
+/// it is mounted only under the repository's scope (with BuildKit), and not at all without one.
+#[test]
+fn the_r_package_cache_is_mounted_only_under_a_repositorys_scope() {
+    let files = [
+        ("install.R", "install.packages('tinypkg')\n"),
+        (
+            "DESCRIPTION",
+            "Package: a\nVersion: 0.1\nImports: tinypkg\n",
+        ),
+    ];
+    let plan = plan_with(&files, &PlanOptions::default()).unwrap();
+    let render = |scope: Option<&str>, buildkit: bool| {
+        kiln_buildpacks::dockerfile(
+            &plan,
+            &RenderOptions {
+                buildkit,
+                cache_salt: Some("salt".into()),
+                cache_scope: scope.map(String::from),
+                ..RenderOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let scoped = render(Some("0123abcd"), true);
+    let r_steps: Vec<&str> = scoped
+        .split("\nRUN ")
+        .filter(|run| run.contains("Rscript /usr/local/lib/kiln/install-r-packages.R"))
+        .collect();
+    assert_eq!(r_steps.len(), 2, "{scoped}");
+    for run in r_steps {
+        assert!(
+            run.contains(
+                "--mount=type=cache,id=kiln-r-0123abcd-salt-1000,target=/var/cache/kiln/r"
+            ),
+            "{run}"
+        );
+        assert!(run.contains("KILN_R_CACHE=/var/cache/kiln/r"), "{run}");
+    }
+    for unscoped in [render(None, true), render(Some("0123abcd"), false)] {
+        assert!(!unscoped.contains("KILN_R_CACHE"), "{unscoped}");
+        assert!(!unscoped.contains("kiln-r-"), "{unscoped}");
+    }
+}

@@ -5,11 +5,21 @@ use crate::support::*;
 
 /// Build `example` from the git server and run its `verify` in the image.
 fn build_and_verify(example: &str) {
+    build_and_verify_with(example, &[], |_| {});
+}
+
+/// [`build_and_verify`] with `env` set for kiln, then `check` on the image before it is removed.
+pub(crate) fn build_and_verify_with(
+    example: &str,
+    env: &[(&str, String)],
+    check: impl FnOnce(&str),
+) {
     require_engine();
     let server = GitServer::start();
     let commit = server.example(example, example);
     let image = format!("kiln-test/{}:{commit}", unique(example));
     let out = kiln()
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .args([
             "build",
             &server.url(example),
@@ -64,6 +74,7 @@ fn build_and_verify(example: &str) {
                 .starts_with("sha256:")
         );
     }
+    check(&image);
     remove_image(&image);
 }
 

@@ -23,6 +23,7 @@ mod hub_launch;
 mod hub_service;
 mod locks;
 mod mirrors;
+mod r_builds;
 mod registry;
 mod run_session;
 mod service;

@@ -55,6 +55,23 @@ impl CarriedOut {
     }
 }
 
+/// What the caches that a repository's own code fills are kept for: the repository as asked for,
+/// the ref as asked for and, for a private build, its owner's image name. A pull request's head is
+/// another ref, so its `install.R` cannot leave packages for the default branch's builds.
+fn cache_scope(request: &BuildRequest) -> String {
+    use sha2::Digest;
+    let source = request.source.as_ref().map(|s| s.to_string());
+    let digest = sha2::Sha256::digest(
+        [
+            source.as_deref().unwrap_or(""),
+            request.reference.as_deref().unwrap_or(""),
+            request.image_slug.as_deref().unwrap_or(""),
+        ]
+        .join("\n"),
+    );
+    hex::encode(&digest[..12])
+}
+
 impl<'a> Job<'a> {
     pub(super) fn new(
         engine: &'a Engine,
@@ -333,6 +350,7 @@ impl<'a> Job<'a> {
                 environment_image: environment_image.map(String::from),
                 conda_image: self.conda_image.as_ref().map(|(_, conda)| conda.clone()),
                 cache_salt: Some(crate::random::cache_salt()?),
+                cache_scope: Some(cache_scope(self.request)),
                 appendix: self.request.appendix.clone(),
                 mirrors: self.request.mirrors.clone(),
             },

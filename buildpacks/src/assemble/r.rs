@@ -11,7 +11,7 @@ use crate::assemble::{Planner, apt_step, argv, python};
 use crate::error::PlanError;
 use crate::options::{DEFAULT_R, R_VERSIONS};
 use crate::parse::runtime::Runtime;
-use crate::plan::{RunAs, Step};
+use crate::plan::{Cache, RunAs, Step};
 use crate::select::Selection;
 
 const R_LIBS: &str = "/srv/rlibs";
@@ -159,22 +159,25 @@ pub fn plan(p: &mut Planner, selection: &Selection) -> Result<(), PlanError> {
     }
     p.runtime_steps.push(libs);
 
-    if let Some(install_r) = &files.install_r {
-        let runner = p.helper(
-            "run-install-r.R",
-            include_str!("../scripts/run-install-r.R"),
-        );
+    let needs_runner = files.install_r.is_some() || files.description.is_some();
+    let runner = needs_runner.then(|| {
+        p.helper(
+            "install-r-packages.R",
+            include_str!("../scripts/install-r-packages.R"),
+        )
+    });
+    if let (Some(install_r), Some(runner)) = (&files.install_r, &runner) {
         p.steps.push(Step {
             name: format!("{} (failed installs fail the build)", install_r.path),
             run_as: RunAs::User,
             inputs: vec![install_r.path.clone()],
-            commands: vec![vec!["Rscript".into(), runner, p.in_repo(&install_r.path)]],
+            commands: vec![argv(&["Rscript", runner, &p.in_repo(&install_r.path)])],
             env: BTreeMap::new(),
-            caches: vec![],
+            caches: vec![Cache::R],
             network: true,
         });
     }
-    if let Some(description) = &files.description {
+    if let (Some(description), Some(runner)) = (&files.description, &runner) {
         p.decide(
             &description.path,
             "remotes::install_local() after the copy",
@@ -184,16 +187,9 @@ pub fn plan(p: &mut Planner, selection: &Selection) -> Result<(), PlanError> {
             name: format!("{} (the repository's R package)", description.path),
             run_as: RunAs::User,
             inputs: vec![],
-            commands: vec![argv(&[
-                "Rscript",
-                "-e",
-                "options(warn = 2); remotes::install_local('.', upgrade = 'never')",
-            ])],
-            env: BTreeMap::from([(
-                "R_REMOTES_NO_ERRORS_FROM_WARNINGS".to_string(),
-                "false".to_string(),
-            )]),
-            caches: vec![],
+            commands: vec![argv(&["Rscript", runner, "--local"])],
+            env: BTreeMap::new(),
+            caches: vec![Cache::R],
             network: true,
         });
     }

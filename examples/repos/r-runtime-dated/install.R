@@ -1,1 +1,2 @@
 install.packages("tinydep")
+install.packages("tinyc")

@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod conda;
+pub mod cran;
 pub mod git_http;
 pub mod hub_login;
 pub mod in_process;
