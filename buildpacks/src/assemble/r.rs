@@ -65,6 +65,11 @@ pub fn plan(p: &mut Planner, selection: &Selection) -> Result<(), PlanError> {
             .to_string()
     };
     p.decide("R", &full, &why);
+    p.decide(
+        "RStudio and Shiny Server",
+        "not installed",
+        "neither is packaged for Debian, and kiln downloads no server binaries: R runs as the IR kernel in JupyterLab and the notebook interface (the shiny R package installs like any other)",
+    );
 
     let locked = p
         .opts
