@@ -60,6 +60,8 @@ enum Command {
     ///   KILN_CA_BUNDLE       CA bundle trusted during builds (default: SSL_CERT_FILE)
     ///   KILN_PYPI_MIRROR     Python package index builds use instead of PyPI (pip, uv, pipenv);
     ///                        KILN_NPM_REGISTRY, KILN_JULIA_PKG_SERVER the same for npm and Julia
+    ///   KILN_CRAN_URL        R packages' CRAN snapshot URL template ({date}: runtime.txt's date)
+    ///   KILN_JULIA_VERSIONS_URL  the list of Julia releases (default the official versions.json)
     ///   KILN_JUPYTERHUB_VERSION  jupyterhub-singleuser version put into images (default 6.1.1);
     ///                        its major version must match the hub's
     ///

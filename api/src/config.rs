@@ -127,7 +127,7 @@ pub struct Config {
     pub max_log_lines: usize,
     /// What the service's images are made of (`kiln build`'s options): `KILN_BASE_IMAGE`,
     /// `KILN_BASE_PYTHON`, `KILN_USER`, `KILN_UID`, `KILN_JUPYTER_PACKAGES` (pip requirements,
-    /// comma-separated, replacing kiln's pins), `KILN_CRAN_URL`; conda's channels and mirrors
+    /// comma-separated, replacing kiln's pins), `KILN_CRAN_URL`, `KILN_JULIA_VERSIONS_URL`; conda's channels and mirrors
     /// come from `KILN_CONDA_MIRRORS` (read by the builds).
     pub plan_options: kiln_buildpacks::PlanOptions,
     /// `KILN_PYPI_MIRROR`, `KILN_NPM_REGISTRY`, `KILN_JULIA_PKG_SERVER`: package servers that
@@ -287,6 +287,7 @@ const KEYS: &[&str] = &[
     "uid",
     "jupyter_packages",
     "cran_url",
+    "julia_versions_url",
     "pypi_mirror",
     "npm_registry",
     "julia_pkg_server",
@@ -548,6 +549,9 @@ fn plan_options(
         cran_url: r
             .get("KILN_CRAN_URL")
             .unwrap_or_else(|| o::DEFAULT_CRAN_URL.into()),
+        julia_versions_url: r
+            .get("KILN_JULIA_VERSIONS_URL")
+            .unwrap_or_else(|| o::DEFAULT_JULIA_VERSIONS_URL.into()),
         ..kiln_buildpacks::PlanOptions::default()
     };
     let jupyter = r.list("KILN_JUPYTER_PACKAGES");

@@ -4,7 +4,7 @@
 //! [`git`] (resolve the ref without cloning, then fetch exactly that commit) -> the plan
 //! (`kiln-buildpacks`) -> [`context`] (a deterministic tar) -> [`engine`] (build on Docker or Podman)
 //! -> [`events`] all along. [`build`] ties them together in that order (its module map lists the
-//! steps); [`conda`] installs conda environments natively; [`run`] starts a built image; [`base`]
+//! steps); [`conda`] installs conda environments natively; [`julia`] fetches the list of Julia releases; [`run`] starts a built image; [`base`]
 //! makes the default base image when it cannot be pulled; [`random`] issues tokens.
 
 pub mod base;
@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod git;
+pub mod julia;
 pub mod random;
 pub mod run;
 pub mod source;

@@ -26,6 +26,14 @@ pub use options::PlanOptions;
 pub use plan::*;
 pub use render::{RenderOptions, dockerfile};
 
+/// Whether the repository at `root` is planned with Julia, so that the builder fetches the list of
+/// Julia releases first ([`PlanOptions::julia_releases`]).
+pub fn selects_julia(root: &Path) -> Result<bool, PlanError> {
+    let tree = tree::RepoTree::open(root)?;
+    let files = files::RepoFiles::read(&tree)?;
+    Ok(select::select(&files)?.primary() == Buildpack::Julia)
+}
+
 /// Plan the build of the repository at `root`.
 pub fn plan(root: &Path, options: &PlanOptions) -> Result<BuildPlan, PlanError> {
     let tree = tree::RepoTree::open(root)?;

@@ -54,10 +54,12 @@ pub const R_VERSIONS: &[(&str, &str)] = &[
 ];
 /// The R version used when `runtime.txt` gives a date but no version.
 pub const DEFAULT_R: &str = "4.4";
-/// Julia releases kiln can install, newest first; `[compat] julia` picks the newest that matches.
+/// Julia releases kiln knows without the official list (when it cannot be fetched), newest first.
 pub const JULIA_VERSIONS: &[&str] = &[
     "1.12.1", "1.11.7", "1.10.10", "1.9.4", "1.8.5", "1.7.3", "1.6.7",
 ];
+/// The official list of Julia releases, with each file's URL and sha256.
+pub const DEFAULT_JULIA_VERSIONS_URL: &str = "https://julialang-s3.julialang.org/bin/versions.json";
 /// Posit Package Manager's dated CRAN snapshots for Debian bookworm; `{date}` is a date or `latest`.
 pub const DEFAULT_CRAN_URL: &str = "https://packagemanager.posit.co/cran/__linux__/bookworm/{date}";
 
@@ -82,10 +84,57 @@ pub struct PlanOptions {
     pub cran_url: String,
     /// Conda channels used when `environment.yml` names none.
     pub default_conda_channels: Vec<String>,
+    /// Where the builder fetches the list of Julia releases from (`versions.json`, or a mirror of
+    /// it; `file://` works too).
+    #[serde(default = "default_julia_versions_url")]
+    pub julia_versions_url: String,
+    /// The Julia releases to choose from, as the builder fetched them; without them, kiln's
+    /// built-in list ([`JULIA_VERSIONS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub julia_releases: Option<JuliaReleases>,
     /// What an earlier image held, installed again instead of resolving the repository's files
     /// (`kiln build --locked IMAGE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locked: Option<Locked>,
+}
+
+fn default_julia_versions_url() -> String {
+    DEFAULT_JULIA_VERSIONS_URL.to_string()
+}
+
+/// The Julia releases a plan may choose from: the stable releases of the official list that have
+/// an x86_64 Linux archive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JuliaReleases {
+    /// Where the list came from, for the plan's reasons.
+    pub source: String,
+    /// Newest first.
+    pub releases: Vec<JuliaRelease>,
+}
+
+/// One Julia release: its version and its x86_64 Linux archive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JuliaRelease {
+    pub version: String,
+    pub url: String,
+    /// The archive's sha256, checked before it is unpacked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl JuliaRelease {
+    /// A release of the built-in list: the official download URL, no checksum.
+    pub fn built_in(version: &str) -> JuliaRelease {
+        let minor: Vec<&str> = version.split('.').take(2).collect();
+        JuliaRelease {
+            version: version.to_string(),
+            url: format!(
+                "https://julialang-s3.julialang.org/bin/linux/x64/{}/julia-{version}-linux-x86_64.tar.gz",
+                minor.join(".")
+            ),
+            sha256: None,
+        }
+    }
 }
 
 /// The packages of an earlier image, to install exactly (`--locked IMAGE`). The builder reads them
@@ -123,6 +172,8 @@ impl Default for PlanOptions {
                 .collect(),
             cran_url: DEFAULT_CRAN_URL.to_string(),
             default_conda_channels: vec!["conda-forge".to_string()],
+            julia_versions_url: default_julia_versions_url(),
+            julia_releases: None,
             locked: None,
         }
     }

@@ -14,8 +14,9 @@ pub struct PlanCommand {
     /// Print the plan as JSON (top-level `buildpacks`, primary first, and `environment_key`).
     #[arg(long)]
     json: bool,
-    /// Do not solve a conda environment (by default the plan shows its lock, solved with the
-    /// channels of environment.yml and the mirrors of KILN_CONDA_MIRRORS).
+    /// Plan without the network: do not solve a conda environment (by default the plan shows its
+    /// lock, solved with the channels of environment.yml and the mirrors of KILN_CONDA_MIRRORS),
+    /// and choose Julia from kiln's built-in list instead of the list of Julia releases.
     #[arg(long)]
     no_solve: bool,
     #[command(flatten)]
@@ -75,6 +76,11 @@ pub struct PlanArgs {
     /// CRAN snapshot URL template; `{date}` becomes the runtime.txt date or `latest`.
     #[arg(long, env = "KILN_CRAN_URL", default_value = kiln_buildpacks::options::DEFAULT_CRAN_URL)]
     pub cran_url: String,
+    /// The list of Julia releases (the official versions.json or a mirror of it; file:// works):
+    /// `[compat] julia` picks the newest stable release in it. Fetched for Julia repositories only,
+    /// kept a day in ~/.cache/kiln/julia/.
+    #[arg(long, env = "KILN_JULIA_VERSIONS_URL", default_value = kiln_buildpacks::options::DEFAULT_JULIA_VERSIONS_URL)]
+    pub julia_versions_url: String,
 }
 
 impl PlanArgs {
@@ -86,6 +92,7 @@ impl PlanArgs {
             uid: self.uid,
             repo_dir: self.target_repo_dir.clone(),
             cran_url: self.cran_url.clone(),
+            julia_versions_url: self.julia_versions_url.clone(),
             ..PlanOptions::default()
         };
         if !self.jupyter.is_empty() {
@@ -97,13 +104,22 @@ impl PlanArgs {
 
 impl PlanCommand {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let mut plan = plan(&self.path, &self.options)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let mut options = self.options.options();
+        let mut warn = |e: kiln_builder::Event| eprintln!("{}", e.message);
+        if !self.no_solve && kiln_buildpacks::selects_julia(&self.path)? {
+            options.julia_releases = runtime.block_on(kiln_builder::julia::releases(
+                &options.julia_versions_url,
+                &mut warn,
+            ));
+        }
+        let mut plan = kiln_buildpacks::plan(&self.path, &options)
+            .with_context(|| format!("cannot plan {}", self.path.display()))?;
         let has_conda = plan.layers().is_some_and(|l| l.environment.conda.is_some());
         if has_conda && !self.no_solve {
             let settings = kiln_conda::CondaSettings::from_env()?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
             let mut quiet = |_: kiln_builder::Event| {};
             runtime
                 .block_on(kiln_builder::conda::lock_plan(

@@ -21,6 +21,7 @@ mod handlers;
 mod hostile;
 mod hub_launch;
 mod hub_service;
+mod julia_releases;
 mod locks;
 mod mirrors;
 mod r_builds;

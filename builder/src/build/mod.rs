@@ -206,6 +206,9 @@ async fn run(
     let locked = locked::read(engine, request, sink).await?;
     let mut options = request.plan_options.clone();
     options.locked = locked.as_ref().map(|l| l.options.clone());
+    if options.julia_releases.is_none() && kiln_buildpacks::selects_julia(&checkout.dir)? {
+        options.julia_releases = crate::julia::releases(&options.julia_versions_url, sink).await;
+    }
     let mut plan = kiln_buildpacks::plan(&checkout.dir, &options)?;
     let conda = conda_stage::lock(engine, request, &mut plan, sink).await?;
     report_plan(&plan, sink);

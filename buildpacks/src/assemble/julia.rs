@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::assemble::{Planner, argv, python};
 use crate::error::PlanError;
-use crate::options::JULIA_VERSIONS;
+use crate::options::{JULIA_VERSIONS, JuliaRelease};
 use crate::parse::julia;
 use crate::plan::{RunAs, Step};
 use crate::select::Selection;
@@ -30,16 +30,32 @@ pub fn plan(p: &mut Planner, selection: &Selection) -> Result<(), PlanError> {
     }
     let project = julia::parse(&project_file.path, &project_file.text)?;
     let compat = project.compat.clone().unwrap_or_else(|| "1".to_string());
-    let version = julia::select(&project_file.path, &compat, JULIA_VERSIONS)?;
+    let (releases, list) = match &p.opts.julia_releases {
+        Some(known) => (known.releases.clone(), known.source.clone()),
+        None => (
+            JULIA_VERSIONS
+                .iter()
+                .map(|v| JuliaRelease::built_in(v))
+                .collect(),
+            "kiln's built-in list (the official list was not fetched)".to_string(),
+        ),
+    };
+    let versions: Vec<&str> = releases.iter().map(|r| r.version.as_str()).collect();
+    let version = julia::select(&project_file.path, &compat, &versions)?;
+    let release = releases
+        .iter()
+        .find(|r| r.version == version)
+        .expect("select returns one of the versions")
+        .clone();
     p.decide(
         "julia",
         version,
         &match &project.compat {
             Some(c) => format!(
-                "{} [compat] julia = {c:?}: the newest release kiln knows that matches",
+                "{} [compat] julia = {c:?}: the newest release that matches, from {list}",
                 project_file.path
             ),
-            None => "no [compat] julia: the newest Julia 1.x release kiln knows".to_string(),
+            None => format!("no [compat] julia: the newest Julia 1.x release, from {list}"),
         },
     );
     p.add_base_packages(&["curl"]);
@@ -62,7 +78,17 @@ pub fn plan(p: &mut Planner, selection: &Selection) -> Result<(), PlanError> {
         name: format!("Julia {version}"),
         run_as: RunAs::User,
         inputs: vec![],
-        commands: vec![vec![installer, version.to_string(), JULIA_PATH.to_string()]],
+        commands: vec![
+            [
+                installer,
+                release.version,
+                JULIA_PATH.to_string(),
+                release.url,
+            ]
+            .into_iter()
+            .chain(release.sha256)
+            .collect(),
+        ],
         env: BTreeMap::new(),
         caches: vec![],
         network: true,

@@ -62,7 +62,11 @@ pub fn select<'a>(path: &str, compat: &str, versions: &[&'a str]) -> Result<&'a 
         .ok_or_else(|| {
             PlanError::invalid(
                 path,
-                format!("[compat] julia = {compat:?} matches none of the Julia versions kiln installs ({})", versions.join(", ")),
+                format!(
+                    "[compat] julia = {compat:?} matches none of the Julia releases kiln can install ({}{})",
+                    versions.iter().take(8).copied().collect::<Vec<_>>().join(", "),
+                    if versions.len() > 8 { format!(", ... {} in all", versions.len()) } else { String::new() }
+                ),
             )
         })
 }
