@@ -283,7 +283,7 @@ impl Builds {
                 }
                 hex::encode(hash.finalize())
             }),
-            Source::Local(_) => None,
+            Source::Local(_) | Source::Record(_) => None,
         };
         format!(
             "{}@{}#{}#{}",

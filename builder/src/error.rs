@@ -79,6 +79,14 @@ pub enum BuildError {
     #[error("{0}")]
     Invalid(String),
 
+    #[error("the record at {url}: {reason}")]
+    Record {
+        url: String,
+        reason: String,
+        /// 400, 403, 404 or 502, as `status_code` reports it.
+        status: u16,
+    },
+
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -98,6 +106,7 @@ impl BuildError {
             | BuildError::Authentication { .. }
             | BuildError::TooLarge { .. } => 403,
             BuildError::UnknownRef { .. } | BuildError::Unreachable { .. } => 404,
+            BuildError::Record { status, .. } => *status,
             _ => 500,
         }
     }

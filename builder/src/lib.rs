@@ -18,6 +18,7 @@ pub mod events;
 pub mod git;
 pub mod julia;
 pub mod random;
+pub mod records;
 pub mod run;
 pub mod source;
 

@@ -1,8 +1,10 @@
 //! Sources: what a user or a badge names, and what it resolves to.
 //!
 //! A source is a local folder, a git URL (https, http, git, ssh, file, or scp-like `user@host:path`),
-//! or a shorthand: `gh:org/repo`, `gl:group/project`, `gist:user/id`. Credentials in a URL are split off
-//! at parse time: the URL kept for display, logs and errors never holds them.
+//! or a shorthand: `gh:org/repo`, `gl:group/project`, `gist:user/id`; or an archived record
+//! (`zenodo:DOI`, `doi:DOI`, `https://doi.org/DOI`, `https://zenodo.org/records/ID`), fetched by
+//! [`crate::records`]. Credentials in a URL are split off at parse time: the URL kept for display,
+//! logs and errors never holds them.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -33,6 +35,21 @@ pub enum Source {
     Local(PathBuf),
     /// A git repository.
     Git(GitSource),
+    /// An archived record (Zenodo or another InvenioRDM installation), named by a DOI or a URL.
+    Record(RecordSource),
+}
+
+/// What names an archived record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordSource {
+    /// A DOI (`10.5281/zenodo.3242074`), resolved through the DOI resolver to the record it
+    /// lands on. `zenodo:` says which provider it must land on.
+    Doi { doi: String, zenodo: bool },
+    /// A record's landing URL (`https://zenodo.org/records/3242074`).
+    Url(String),
+    /// A record as resolved: the InvenioRDM record `id` at its landing `url` (a record version
+    /// never changes, so the id plays the commit's part).
+    Invenio { url: String, id: String },
 }
 
 /// A git repository's URL, without credentials, and the credentials given in it.
@@ -48,6 +65,11 @@ impl fmt::Display for Source {
         match self {
             Source::Local(path) => write!(f, "{}", path.display()),
             Source::Git(git) => f.write_str(&git.url),
+            Source::Record(RecordSource::Doi { doi, zenodo: true }) => write!(f, "zenodo:{doi}"),
+            Source::Record(RecordSource::Doi { doi, zenodo: false }) => write!(f, "doi:{doi}"),
+            Source::Record(RecordSource::Url(url) | RecordSource::Invenio { url, .. }) => {
+                f.write_str(url)
+            }
         }
     }
 }
@@ -64,6 +86,9 @@ impl Source {
         }
         if !spec.contains("://") && std::path::Path::new(spec).is_dir() {
             return Ok(Source::Local(PathBuf::from(spec)));
+        }
+        if let Some(record) = RecordSource::parse(spec)? {
+            return Ok(Source::Record(record));
         }
         for (prefix, host) in [
             ("gh:", "https://github.com/"),
@@ -150,7 +175,8 @@ impl Source {
     /// folder's name for a local folder.
     pub fn build_slug(&self) -> String {
         match self {
-            Source::Local(_) => self.slug(),
+            Source::Record(RecordSource::Invenio { id, .. }) => format!("zenodo-{id}"),
+            Source::Local(_) | Source::Record(_) => self.slug(),
             Source::Git(git) => {
                 let url = git.url.trim_end_matches('/');
                 let path_of = |host: &str| {
@@ -197,10 +223,69 @@ impl Source {
                     .collect();
                 parts.into_iter().rev().collect::<Vec<_>>().join("-")
             }
+            Source::Record(RecordSource::Doi { doi, .. }) => format!("doi-{doi}"),
+            Source::Record(RecordSource::Url(url)) => url.clone(),
+            Source::Record(RecordSource::Invenio { id, .. }) => format!("zenodo-{id}"),
         };
         let slug = slugify(&raw);
         if slug.is_empty() { "repo".into() } else { slug }
     }
+}
+
+impl RecordSource {
+    /// A record named by `spec`, `None` when `spec` names no record; a `zenodo:` or `doi:` that
+    /// is not a DOI or URL is an error.
+    pub fn parse(spec: &str) -> Result<Option<RecordSource>, BuildError> {
+        let bad = |reason: &str| BuildError::BadSource {
+            spec: spec.to_string(),
+            reason: reason.to_string(),
+        };
+        let (rest, zenodo) = if let Some(rest) = spec.strip_prefix("zenodo:") {
+            (rest, true)
+        } else if let Some(rest) = spec.strip_prefix("doi:") {
+            (rest, false)
+        } else if let Some(doi) = ["https://doi.org/", "http://doi.org/", "https://dx.doi.org/"]
+            .iter()
+            .find_map(|p| spec.strip_prefix(p))
+        {
+            return Ok(Some(RecordSource::Doi {
+                doi: normalize_doi(doi).ok_or_else(|| bad("it is not a DOI (10.NNNN/...)"))?,
+                zenodo: false,
+            }));
+        } else {
+            let url = url::Url::parse(spec).ok();
+            let zenodo_record = url.as_ref().is_some_and(|u| {
+                matches!(u.host_str(), Some("zenodo.org" | "sandbox.zenodo.org"))
+                    && matches!(
+                        u.path_segments().and_then(|mut s| s.next()),
+                        Some("record" | "records")
+                    )
+            });
+            return Ok(zenodo_record.then(|| RecordSource::Url(spec.to_string())));
+        };
+        let rest = rest.trim();
+        if rest.starts_with("https://") || rest.starts_with("http://") {
+            return Ok(Some(RecordSource::Url(rest.to_string())));
+        }
+        let doi = normalize_doi(rest)
+            .ok_or_else(|| bad("give a DOI (10.5281/zenodo.3242074) or a record's URL"))?;
+        Ok(Some(RecordSource::Doi { doi, zenodo }))
+    }
+}
+
+/// A DOI as the resolver takes it (`10.NNNN/suffix`), from a DOI with or without `doi:` or a
+/// resolver's prefix; `None` when it is not one.
+pub fn normalize_doi(text: &str) -> Option<String> {
+    let text = text.trim().trim_start_matches("doi:");
+    let (prefix, suffix) = text.split_once('/')?;
+    let registrant = prefix.strip_prefix("10.")?;
+    let ok = !registrant.is_empty()
+        && registrant.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && !suffix.is_empty()
+        && suffix
+            .chars()
+            .all(|c| !c.is_control() && !c.is_whitespace());
+    ok.then(|| text.to_string())
 }
 
 /// `raw` in lower case with every character but ASCII letters and digits turned into `-`, without

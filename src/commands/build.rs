@@ -216,7 +216,7 @@ impl BuildArgs {
         };
         let operator = OperatorCredentials::from_env(match &source {
             Source::Git(git) => Some(git.url.as_str()),
-            Source::Local(_) => None,
+            Source::Local(_) | Source::Record(_) => None,
         })
         .map_err(|e| refused(output, e))?;
         let request = BuildRequest {
@@ -241,6 +241,7 @@ impl BuildArgs {
                 // host they name (and those of KILN_GIT_CREDENTIAL_HOSTS).
                 policy: kiln_net::Policy::open(),
                 operator,
+                records: kiln_builder::records::RecordSettings::from_env(),
             },
             push,
             locked: self.locked.clone(),

@@ -9,7 +9,7 @@ use kiln_builder::source::{GitSource, Source};
 fn source(url: &str) -> GitSource {
     match Source::parse(url).unwrap() {
         Source::Git(git) => git,
-        Source::Local(_) => panic!("{url} is a git source"),
+        other => panic!("{url} is a git source, not {other:?}"),
     }
 }
 

@@ -25,6 +25,7 @@ mod julia_releases;
 mod locks;
 mod mirrors;
 mod r_builds;
+mod records;
 mod registry;
 mod run_session;
 mod service;

@@ -115,9 +115,25 @@ pub async fn fetch(
     git: &Arc<dyn GitBackend>,
     source: &Source,
     resolved: Option<Resolved>,
+    record: Option<&crate::records::Record>,
     settings: &FetchSettings,
     sink: &mut dyn EventSink,
 ) -> Result<Checkout, BuildError> {
+    if let Some(record) = record {
+        let workdir = tempfile::Builder::new()
+            .prefix("kiln-build-")
+            .tempdir()
+            .map_err(|e| BuildError::io("creating a working folder", e))?;
+        let dest = workdir.path().join("repo");
+        crate::records::fetch(record, &dest, settings, sink).await?;
+        return Ok(Checkout {
+            dir: dest,
+            commit: Some(record.id.clone()),
+            time: record.time,
+            source_label: record.url.clone(),
+            _workdir: Some(workdir),
+        });
+    }
     match (source, resolved) {
         (Source::Local(path), _) => {
             sink.emit(Event::new(
@@ -165,6 +181,9 @@ pub async fn fetch(
         (Source::Git(git_source), None) => Err(BuildError::Invalid(format!(
             "{} was not resolved to a commit before fetching",
             git_source.url
+        ))),
+        (Source::Record(_), _) => Err(BuildError::Invalid(format!(
+            "{source} was not resolved to a record before fetching"
         ))),
     }
 }

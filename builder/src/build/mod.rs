@@ -162,21 +162,53 @@ async fn run(
         .ok_or_else(|| BuildError::Invalid("no source given".into()))?;
     engine.check_network().await?;
 
-    // 1. Resolve: an image built from this commit is reused before anything is fetched.
-    let resolved = checkout::resolve(
-        &git,
-        &source,
-        request.reference.as_deref(),
-        request.default_branch_fallback,
-        &request.fetch,
-        sink,
-    )
-    .await?;
-    if let (Some(resolved), Source::Git(git_source)) = (&resolved, &source) {
+    // 1. Resolve: an image built from this commit (or record version) is reused before anything
+    //    is fetched.
+    let record = match &source {
+        Source::Record(spec) => {
+            Some(crate::records::resolve(spec, &request.fetch, &request.fetch.records, sink).await?)
+        }
+        _ => None,
+    };
+    let (source, resolved) = match &record {
+        Some(record) => {
+            sink.emit(Event::new(
+                Phase::Fetching,
+                format!(
+                    "Resolved to record {} ({} files)",
+                    record.id,
+                    record.files.len()
+                ),
+            ));
+            let resolved = crate::git::Resolved {
+                commit: record.id.clone(),
+                ref_name: None,
+            };
+            (Source::Record(record.source.clone()), Some(resolved))
+        }
+        None => {
+            let resolved = checkout::resolve(
+                &git,
+                &source,
+                request.reference.as_deref(),
+                request.default_branch_fallback,
+                &request.fetch,
+                sink,
+            )
+            .await?;
+            (source, resolved)
+        }
+    };
+    let source_url = match (&source, &record) {
+        (Source::Git(git_source), _) => Some(git_source.url.clone()),
+        (_, Some(record)) => Some(record.url.clone()),
+        _ => None,
+    };
+    if let (Some(resolved), Some(source_url)) = (&resolved, &source_url) {
         let name = labels::image_name(request, &source, Some(&resolved.commit), None)?;
         if !request.no_cache
             && let Some(digests) =
-                built_from(engine, request, &name, &resolved.commit, &git_source.url).await?
+                built_from(engine, request, &name, &resolved.commit, source_url).await?
         {
             let place = if request.push.is_some() {
                 "the registry"
@@ -196,7 +228,15 @@ async fn run(
     }
 
     // 2. Fetch exactly that commit, or take the folder as it is.
-    let mut checkout = checkout::fetch(&git, &source, resolved, &request.fetch, sink).await?;
+    let mut checkout = checkout::fetch(
+        &git,
+        &source,
+        resolved,
+        record.as_ref(),
+        &request.fetch,
+        sink,
+    )
+    .await?;
     if let Some(subdir) = &request.subdir {
         checkout.dir = checkout::subdir(&checkout.dir, subdir)?;
     }

@@ -23,6 +23,8 @@ pub struct FetchSettings {
     /// (with the operator's allow-list) in the service.
     pub policy: Policy,
     pub operator: OperatorCredentials,
+    /// Where archived records are looked up (the DOI resolver, the InvenioRDM installations).
+    pub records: crate::records::RecordSettings,
 }
 
 impl Default for FetchSettings {
@@ -32,6 +34,7 @@ impl Default for FetchSettings {
             limits: super::FetchLimits::default(),
             policy: Policy::open(),
             operator: OperatorCredentials::default(),
+            records: crate::records::RecordSettings::from_env(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod hub_login;
 pub mod in_process;
 pub mod jupyterhub;
 pub mod package_index;
+pub mod records;
 pub mod redirector;
 pub mod registry_proxy;
 pub mod sbom;

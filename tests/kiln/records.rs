@@ -1,0 +1,215 @@
+//! Archived records as sources: a Zenodo DOI resolved through a DOI resolver and fetched from an
+//! InvenioRDM installation, both on loopback (tests/services/records.py stands in for doi.org and
+//! zenodo.org, which this machine cannot reach). The record's zip is unpacked and built, the same
+//! record is built once, a new version shares the environment; and every fault a stranger's record
+//! can bring fails with a clear message and builds nothing.
+
+use crate::support::records::RecordServer;
+use crate::support::*;
+
+/// The python-requirements example, as the single folder at the top of a zip (GitHub's release
+/// archives, which Zenodo keeps, look like this).
+fn example_tree(top: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let dir = examples().join("python-requirements");
+    let mut tree: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            (
+                format!("{top}/{}", p.file_name().unwrap().to_string_lossy()),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    tree.extend(
+        extra
+            .iter()
+            .map(|(p, t)| (format!("{top}/{p}"), t.to_string())),
+    );
+    tree
+}
+
+fn as_refs(tree: &[(String, String)]) -> Vec<(&str, &str)> {
+    tree.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect()
+}
+
+const SITE: &str = r#"{
+  "dois": {"10.5281/zenodo.123": "http://127.0.0.1:PORT/records/123",
+           "10.5281/zenodo.124": "http://127.0.0.1:PORT/records/124",
+           "10.1000/elsewhere": "http://127.0.0.1:1/records/9"},
+  "records": {
+    "123": {"files": [{"key": "analysis-v1.zip", "path": "files/v1.zip"}]},
+    "124": {"files": [{"key": "analysis-v2.zip", "path": "files/v2.zip"}]},
+    "404": {"status": 404},
+    "410": {"status": 410},
+    "403": {"status": 200, "files_status": 403, "files": []},
+    "503": {"status": 503},
+    "bad-md5": {"files": [{"key": "a.txt", "path": "files/a.txt", "md5": "00000000000000000000000000000000"}]},
+    "slip": {"files": [{"key": "slip.zip", "path": "files/slip.zip"}]},
+    "bomb": {"files": [{"key": "bomb.zip", "path": "files/bomb.zip"}]}
+  }
+}"#;
+
+fn build(server: &RecordServer, spec: &str, extra: &[&str]) -> (bool, Vec<serde_json::Value>) {
+    let out = server
+        .kiln()
+        .args(["build", spec, "--json-logs"])
+        .args(extra)
+        .output()
+        .unwrap();
+    (out.status.success(), events(&out.stdout))
+}
+
+fn label(image: &str, name: &str) -> String {
+    let out = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        &format!("{{{{index .Config.Labels {name:?}}}}}"),
+        image,
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_zenodo_doi_builds_its_records_archive_once_and_a_new_version_shares_the_environment() {
+    require_engine();
+    let server = RecordServer::start(SITE);
+    server.zip("v1.zip", &as_refs(&example_tree("analysis-1.0", &[])));
+    server.zip(
+        "v2.zip",
+        &as_refs(&example_tree("analysis-2.0", &[("NEWS.md", "version 2\n")])),
+    );
+
+    let (ok, events) = build(&server, "zenodo:10.5281/zenodo.123", &[]);
+    let last = events.last().unwrap();
+    assert!(ok, "{}", messages(&events));
+    assert_eq!(last["phase"], "built", "{last}");
+    let image = last["imageName"].as_str().unwrap().to_string();
+    assert_eq!(image, "kiln/zenodo-123:123");
+    let text = messages(&events);
+    assert!(text.contains("Resolved to record 123 (1 files)"), "{text}");
+    assert!(text.contains("Unpacking analysis-v1.zip"), "{text}");
+    // The archive's single top folder is the repository: its files are at the top.
+    assert_verify(&image);
+    assert_eq!(label(&image, "org.opencontainers.image.revision"), "123");
+    let landing = format!("http://127.0.0.1:{}/records/123", server.port);
+    assert_eq!(label(&image, "org.opencontainers.image.source"), landing);
+    assert_eq!(
+        label(&image, "org.opencontainers.image.created"),
+        "2024-05-06T07:08:09Z"
+    );
+
+    // The same record, named by its landing URL: reused before any download.
+    let (ok, events) = build(&server, &format!("zenodo:{landing}"), &[]);
+    assert!(ok, "{}", messages(&events));
+    let text = messages(&events);
+    assert!(text.contains("Reusing kiln/zenodo-123:123"), "{text}");
+    assert_eq!(server.requests(200, "/api/records/123/files/"), 1);
+
+    // A new version of the record: a new image, the same environment.
+    let (ok, events) = build(&server, "doi:10.5281/zenodo.124", &[]);
+    assert!(ok, "{}", messages(&events));
+    let second = events.last().unwrap()["imageName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(second, "kiln/zenodo-124:124");
+    assert_eq!(
+        label(&image, "io.kiln.environment-key"),
+        label(&second, "io.kiln.environment-key")
+    );
+    assert!(
+        in_image(&second, &["cat", "NEWS.md"]).contains("version 2"),
+        "the new version's files"
+    );
+    remove_image(&image);
+    remove_image(&second);
+}
+
+/// Each way a record can fail: a `failed` event with a clear message, nothing built.
+#[test]
+fn a_records_faults_fail_with_a_clear_message_and_build_nothing() {
+    require_engine();
+    let server = RecordServer::start(SITE);
+    server.file("a.txt", b"some data\n");
+    server.zip("slip.zip", &[("../../outside.txt", "escaped\n")]);
+    let zeros = "0".repeat(1 << 20);
+    server.zip("bomb.zip", &[("big.txt", zeros.as_str())]);
+    let url = |id: &str| format!("zenodo:http://127.0.0.1:{}/records/{id}", server.port);
+    let cases: Vec<(String, Vec<&str>, &str)> = vec![
+        (
+            "doi:10.9999/unknown".into(),
+            vec![],
+            "the DOI resolver does not know this DOI",
+        ),
+        (
+            "doi:10.1000/elsewhere".into(),
+            vec![],
+            "is not a record of an InvenioRDM installation kiln fetches from",
+        ),
+        (url("404"), vec![], "record 404 does not exist (404)"),
+        (
+            url("410"),
+            vec![],
+            "record 410 was withdrawn or deleted (410 Gone)",
+        ),
+        (url("403"), vec![], "restricted or embargoed"),
+        (
+            url("503"),
+            vec![],
+            "the server answered 503 Service Unavailable 3 times",
+        ),
+        (
+            url("bad-md5"),
+            vec![],
+            "a.txt does not match the checksum the record lists",
+        ),
+        (
+            url("slip"),
+            vec![],
+            "would land outside the folder it is unpacked into",
+        ),
+        (
+            url("bomb"),
+            vec!["--max-repo-bytes", "100000"],
+            "larger than the limit of 100000 bytes",
+        ),
+    ];
+    for (spec, extra, expected) in cases {
+        let (ok, events) = build(&server, &spec, &extra);
+        let last = events.last().unwrap_or_else(|| panic!("{spec}: no events"));
+        assert!(!ok, "{spec}: {last}");
+        assert_eq!(last["phase"], "failed", "{spec}: {last}");
+        let message = last["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{spec}: {message}");
+        assert!(
+            !messages(&events).contains("[building]")
+                && !events.iter().any(|e| e["phase"] == "building"),
+            "{spec}: the engine was asked to build"
+        );
+    }
+    assert!(
+        !server.path().join("outside.txt").exists()
+            && !server.path().parent().unwrap().join("outside.txt").exists()
+    );
+}
+
+/// A server that answers 503 twice, then properly: kiln tries again and builds.
+#[test]
+fn a_record_server_that_fails_twice_is_tried_again() {
+    require_engine();
+    let site = SITE.replacen('{', "{\"fail_first\": 2,", 1);
+    let server = RecordServer::start(&site);
+    server.zip("v1.zip", &as_refs(&example_tree("analysis-1.0", &[])));
+    let image = format!("kiln-test/{}:1", unique("record-retry"));
+    let (ok, events) = build(
+        &server,
+        "zenodo:10.5281/zenodo.123",
+        &["--image-name", &image],
+    );
+    assert!(ok, "{}", messages(&events));
+    assert_eq!(server.requests(503, "/api/handles/"), 2);
+    remove_image(&image);
+}

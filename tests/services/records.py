@@ -1,0 +1,131 @@
+"""A DOI resolver and an InvenioRDM (Zenodo) installation on loopback, standing in for doi.org and
+zenodo.org, which this machine cannot reach. It answers the documented API shapes from a site file
+the test writes.
+
+Usage: python3 tests/services/records.py PORT SITE_DIR
+
+SITE_DIR/site.json:
+  {"dois": {"10.5281/zenodo.123": "http://127.0.0.1:PORT/records/123", ...},
+   "records": {"123": {"status": 200,            # 404, 410 (withdrawn), 403 (restricted), 503
+                       "files_status": 200,      # the file listing's status
+                       "created": "2024-05-06T07:08:09+00:00",
+                       "files": [{"key": "repo.zip", "path": "files/repo.zip",
+                                  "md5": "..."   # optional: overrides the real checksum
+                                  "url": "..."   # optional: overrides the content link
+                                 }]}},
+   "fail_first": 0}                              # answer 503 to that many requests first
+
+Routes:
+  GET /api/handles/<doi>                     the DOI handle API: {"responseCode": 1, "values": [...]}
+  GET /api/records/<id>                      the record's metadata, with links.files
+  GET /api/records/<id>/files                {"entries": [{key, size, checksum: "md5:..", links.content}]}
+  GET /api/records/<id>/files/<key>/content  the file's bytes
+  GET /redirect?to=URL                       302 to URL
+Every request is appended to SITE_DIR/requests.log as `STATUS PATH`.
+"""
+
+import hashlib
+import http.server
+import json
+import os
+import sys
+import urllib.parse
+
+port, site_dir = int(sys.argv[1]), sys.argv[2]
+base = f"http://127.0.0.1:{port}"
+failures_left = None
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def answer(self, status, body=b"", content_type="application/json", headers=()):
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+        with open(os.path.join(site_dir, "requests.log"), "a") as log:
+            log.write(f"{status} {self.path}\n")
+
+    def do_GET(self):
+        global failures_left
+        with open(os.path.join(site_dir, "site.json")) as f:
+            site = json.load(f)
+        if failures_left is None:
+            failures_left = site.get("fail_first", 0)
+        if failures_left > 0:
+            failures_left -= 1
+            return self.answer(503, {"message": "try again"})
+        url = urllib.parse.urlsplit(self.path)
+        parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/")]
+        if parts[:1] == ["redirect"]:
+            to = urllib.parse.parse_qs(url.query)["to"][0]
+            return self.answer(302, headers=[("Location", to)])
+        if parts[:2] == ["api", "handles"]:
+            doi = "/".join(parts[2:])
+            landing = site["dois"].get(doi)
+            if landing is None:
+                return self.answer(404, {"responseCode": 100, "handle": doi})
+            return self.answer(
+                200,
+                {
+                    "responseCode": 1,
+                    "handle": doi,
+                    "values": [
+                        {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin"}},
+                        {"index": 1, "type": "URL", "data": {"format": "string", "value": landing}},
+                    ],
+                },
+            )
+        if parts[:2] == ["api", "records"] and len(parts) >= 3:
+            record = site["records"].get(parts[2])
+            if record is None:
+                return self.answer(404, {"status": 404, "message": "PID does not exist."})
+            status = record.get("status", 200)
+            if status != 200:
+                return self.answer(status, {"status": status, "message": "not available"})
+            api = f"{base}/api/records/{parts[2]}"
+            if len(parts) == 3:
+                return self.answer(
+                    200,
+                    {
+                        "id": parts[2],
+                        "created": record.get("created", "2024-05-06T07:08:09+00:00"),
+                        "links": {"self": api, "files": f"{api}/files"},
+                        "metadata": {"title": f"Record {parts[2]}"},
+                    },
+                )
+            if len(parts) == 4 and parts[3] == "files":
+                files_status = record.get("files_status", 200)
+                if files_status != 200:
+                    return self.answer(files_status, {"status": files_status})
+                entries = []
+                for f in record["files"]:
+                    with open(os.path.join(site_dir, f["path"]), "rb") as content:
+                        data = content.read()
+                    key = urllib.parse.quote(f["key"], safe="")
+                    entries.append(
+                        {
+                            "key": f["key"],
+                            "size": len(data),
+                            "checksum": "md5:" + f.get("md5", hashlib.md5(data).hexdigest()),
+                            "links": {"content": f.get("url", f"{api}/files/{key}/content")},
+                        }
+                    )
+                return self.answer(200, {"entries": entries, "enabled": True})
+            if len(parts) >= 6 and parts[3] == "files" and parts[-1] == "content":
+                key = "/".join(parts[4:-1])
+                for f in record["files"]:
+                    if f["key"] == key:
+                        with open(os.path.join(site_dir, f["path"]), "rb") as content:
+                            return self.answer(200, content.read(), "application/octet-stream")
+        return self.answer(404, {"status": 404})
+
+    def log_message(self, *args):
+        pass
+
+
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
