@@ -4,6 +4,8 @@
 //! - `gl`: `<url-escaped namespace>/<ref>` (on gitlab.com, or the host of `KILN_GITLAB_HOST`)
 //! - `git`: `<url-escaped repository URL>/<ref>`
 //! - `gist`: `<user>/<id>[/<ref>]`
+//! - `zenodo`: a DOI (`10.5281/zenodo.3242074`) that lands on a Zenodo record; `doi`: any DOI kiln
+//!   can fetch (both without a ref: a record version never changes)
 //!
 //! Specs are read from the raw (still percent-encoded) path, so an escaped URL keeps its slashes.
 //! They are judged after decoding: a name that decodes to a path (`x%2F..%2Fevil`) is refused, and
@@ -152,6 +154,9 @@ pub fn parse(provider: &str, raw: &str, hosts: &ProviderHosts) -> Result<Spec, S
             "the spec holds a path traversal or control characters".into(),
         ));
     }
+    if matches!(provider, "zenodo" | "doi") {
+        return record(provider, raw);
+    }
     let parts: Vec<&str> = raw.split('/').collect();
     let (repo_url, reference) = match provider {
         "gh" => {
@@ -202,7 +207,7 @@ pub fn parse(provider: &str, raw: &str, hosts: &ProviderHosts) -> Result<Spec, S
         }
         other => {
             return Err(SpecError(format!(
-                "unknown provider {other:?}; kiln serves gh, gl, git and gist"
+                "unknown provider {other:?}; kiln serves gh, gl, git, gist, zenodo and doi"
             )));
         }
     };
@@ -277,6 +282,41 @@ pub fn parse(provider: &str, raw: &str, hosts: &ProviderHosts) -> Result<Spec, S
     })
 }
 
+/// A `zenodo` or `doi` spec: a DOI (escaped or not; BinderHub's links give it as is).
+fn record(provider: &str, raw: &str) -> Result<Spec, SpecError> {
+    let decoded = decode(raw)?;
+    let doi = kiln_builder::source::normalize_doi(&decoded).ok_or_else(|| {
+        SpecError(format!(
+            "{decoded:?} is not a DOI: a {provider} spec is a DOI such as 10.5281/zenodo.3242074"
+        ))
+    })?;
+    let source = Source::Record(kiln_builder::source::RecordSource::Doi {
+        doi: doi.clone(),
+        zenodo: provider == "zenodo",
+    });
+    Ok(Spec {
+        provider: provider.to_string(),
+        raw: raw.to_string(),
+        decoded: doi,
+        repo_url: source.to_string(),
+        source,
+        reference: "HEAD".into(),
+        owner: None,
+        image_slug: None,
+    })
+}
+
+impl Spec {
+    /// [`check_reachable`] for a git repository. A record is judged request by request while it
+    /// is resolved (the resolver, the installation's API, every file and redirect).
+    pub async fn check_reachable(&self, policy: &Policy) -> Result<(), SpecError> {
+        match &self.source {
+            Source::Record(_) => Ok(()),
+            _ => check_reachable(&self.repo_url, policy).await,
+        }
+    }
+}
+
 /// Whether the repository may be fetched under `policy`: its URL checked, and a name resolved now
 /// (all its addresses checked) so that a refusal comes at once, with a clear message. The fetch
 /// itself connects only to checked addresses again: this is the early answer, not the guard.
@@ -327,6 +367,13 @@ mod tests {
         assert!(p("git", "file%3A%2F%2F%2Fetc/HEAD").is_err());
         assert!(p("git", "%2Fetc%2Fpasswd/HEAD").is_err());
         assert!(p("gh", "only-owner").is_err());
+        let s = p("zenodo", "10.5281/zenodo.3242074").unwrap();
+        assert_eq!(s.repo_url, "zenodo:10.5281/zenodo.3242074");
+        assert_eq!(s.pattern_name(), "zenodo/10.5281/zenodo.3242074");
+        let s = p("doi", "10.5281%2Fzenodo.3242074").unwrap();
+        assert_eq!(s.repo_url, "doi:10.5281/zenodo.3242074");
+        assert!(p("zenodo", "not-a-doi").is_err());
+        assert!(p("doi", "11.1/x").is_err());
     }
 
     #[test]

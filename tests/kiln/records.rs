@@ -37,10 +37,12 @@ fn as_refs(tree: &[(String, String)]) -> Vec<(&str, &str)> {
 const SITE: &str = r#"{
   "dois": {"10.5281/zenodo.123": "http://127.0.0.1:PORT/records/123",
            "10.5281/zenodo.124": "http://127.0.0.1:PORT/records/124",
+           "10.5281/zenodo.223": "http://127.0.0.1:PORT/records/223",
            "10.1000/elsewhere": "http://127.0.0.1:1/records/9"},
   "records": {
     "123": {"files": [{"key": "analysis-v1.zip", "path": "files/v1.zip"}]},
     "124": {"files": [{"key": "analysis-v2.zip", "path": "files/v2.zip"}]},
+    "223": {"files": [{"key": "analysis-v1.zip", "path": "files/v1.zip"}]},
     "404": {"status": 404},
     "410": {"status": 410},
     "403": {"status": 200, "files_status": 403, "files": []},
@@ -212,4 +214,88 @@ fn a_record_server_that_fails_twice_is_tried_again() {
     assert!(ok, "{}", messages(&events));
     assert_eq!(server.requests(503, "/api/handles/"), 2);
     remove_image(&image);
+}
+
+/// BinderHub's `/build/zenodo/<DOI>` (a mybinder.org badge's link): the record is resolved,
+/// fetched, built and launched by the service, with BinderHub's phases.
+#[test]
+fn the_service_builds_and_launches_a_zenodo_doi() {
+    require_engine();
+    let server = RecordServer::start(SITE);
+    server.zip("v1.zip", &as_refs(&example_tree("analysis-1.0", &[])));
+    let state = tempfile::tempdir().unwrap();
+    let allowed = format!("127.0.0.1:{}", server.port);
+    let resolver = format!("http://127.0.0.1:{}/", server.port);
+    let service = crate::support::service::Service::start_with(
+        &state.path().join("state.db"),
+        &[
+            ("KILN_ALLOWED_HOSTS", allowed.as_str()),
+            ("KILN_DOI_RESOLVER", resolver.as_str()),
+            ("KILN_INVENIO_HOSTS", allowed.as_str()),
+        ],
+    );
+    let (events, raw) = service.events("/build/zenodo/10.5281/zenodo.223");
+    let phases: Vec<&str> = events
+        .iter()
+        .map(|e| e["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases.last(), Some(&"ready"), "{phases:?} {raw}");
+    let ready = events.last().unwrap();
+    assert_eq!(ready["binder_request"], "v2/zenodo/10.5281/zenodo.223");
+    let image = ready["image"].as_str().unwrap().to_string();
+    assert!(image.contains("zenodo-223:223"), "{image}");
+    let ids = docker(&["ps", "-aq", "--filter", &format!("ancestor={image}")]);
+    for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+        docker(&["rm", "-f", id]);
+    }
+    remove_image(&image);
+}
+
+/// The service fetches only what its address policy allows: a record's file whose link redirects
+/// to an address the operator did not allow (another loopback port here, a cloud metadata address
+/// or a private network in production) is refused at that hop, and nothing is built.
+#[test]
+fn a_record_file_redirecting_to_a_private_address_is_refused() {
+    require_engine();
+    let site = SITE.replace(
+        r#""404": {"status": 404},"#,
+        r#""404": {"status": 404},
+           "redir": {"files": [{"key": "a.txt", "path": "files/a.txt",
+                                "url": "http://127.0.0.1:PORT/redirect?to=http://127.0.0.1:PRIVATE/a.txt"}]},"#,
+    );
+    let private = free_port();
+    let server = RecordServer::start(&site.replace("PRIVATE", &private.to_string()));
+    server.file("a.txt", b"some data\n");
+    let private_server = std::net::TcpListener::bind(("127.0.0.1", private)).unwrap();
+    private_server.set_nonblocking(true).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let allowed = format!("127.0.0.1:{}", server.port);
+    let resolver = format!("http://127.0.0.1:{}/", server.port);
+    let service = crate::support::service::Service::start_with(
+        &state.path().join("state.db"),
+        &[
+            ("KILN_ALLOWED_HOSTS", allowed.as_str()),
+            ("KILN_DOI_RESOLVER", resolver.as_str()),
+            ("KILN_INVENIO_HOSTS", allowed.as_str()),
+        ],
+    );
+    let dois = format!(
+        r#""dois": {{"10.5281/zenodo.7": "http://127.0.0.1:{}/records/redir","#,
+        server.port
+    );
+    server.site(
+        &site
+            .replace("PRIVATE", &private.to_string())
+            .replace(r#""dois": {"#, &dois),
+    );
+    let (events, raw) = service.events("/build/zenodo/10.5281/zenodo.7");
+    let last = events.last().unwrap();
+    assert_eq!(last["phase"], "failed", "{raw}");
+    let message = last["message"].as_str().unwrap();
+    assert!(message.contains("kiln does not fetch"), "{message}");
+    assert!(message.contains(&private.to_string()), "{message}");
+    assert!(
+        private_server.accept().is_err(),
+        "the private address was connected to"
+    );
 }

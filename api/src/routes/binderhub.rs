@@ -87,8 +87,41 @@ async fn repo_providers(State(state): State<Arc<AppState>>) -> Response {
             "https://git.example.org/team/project.git",
             true,
         ),
+        record_provider(
+            "zenodo",
+            "Zenodo",
+            "^((https?://)?(dx\\.)?doi\\.org/)?(?<repo>10\\.[0-9.]+/.+)",
+            "Zenodo DOI (10.5281/zenodo.3242074)",
+            "10.5281/zenodo.3242074",
+        ),
+        record_provider(
+            "doi",
+            "DOI",
+            "^((https?://)?(dx\\.)?doi\\.org/|doi:)?(?<repo>10\\.[0-9.]+/.+)",
+            "DOI of an archived record",
+            "10.5281/zenodo.3242074",
+        ),
     ]))
     .into_response()
+}
+
+/// A provider of archived records: the spec is a DOI, and there is no ref (a record version never
+/// changes).
+fn record_provider(
+    id: &str,
+    name: &str,
+    detect: &str,
+    label: &str,
+    placeholder: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "displayName": name,
+        "spec": {"validateRegex": "10\\.[0-9.]+/.+"},
+        "detect": {"regex": detect},
+        "repo": {"label": label, "placeholder": placeholder, "urlEncode": false},
+        "ref": {"enabled": false, "default": "HEAD"},
+    })
 }
 
 /// `text` matched literally in a regular expression.
@@ -191,7 +224,7 @@ async fn stream_build(
         return send(Event::failed(e.status_code(), e.to_string())).await;
     }
     let spec = &request.spec;
-    if let Err(e) = spec::check_reachable(&spec.repo_url, state.builds.policy()).await {
+    if let Err(e) = spec.check_reachable(state.builds.policy()).await {
         return send(Event::failed(403, e.to_string())).await;
     }
     // A launch needs a session: when none is free, nothing is built for it (as BinderHub checks

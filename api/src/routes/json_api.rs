@@ -186,7 +186,7 @@ async fn start_build(
     if let Err(e) = state.credentials.apply(&mut spec, caller.hub_user()).await {
         return credential_error(e);
     }
-    if let Err(e) = spec::check_reachable(&spec.repo_url, state.builds.policy()).await {
+    if let Err(e) = spec.check_reachable(state.builds.policy()).await {
         return api_error(StatusCode::FORBIDDEN, e.to_string());
     }
     let shared = match state
