@@ -120,3 +120,87 @@ fn paste_a_repository_watch_the_log_and_reach_ready() {
         }
     }
 }
+
+/// A DOI pasted into the page (as a paper cites it) launches the archived record.
+#[test]
+fn paste_a_doi_and_reach_ready() {
+    require_engine();
+    let records = crate::support::records::RecordServer::start(
+        r#"{"dois": {"10.5281/zenodo.323": "http://127.0.0.1:PORT/records/323"},
+            "records": {"323": {"files": [{"key": "paper-code.zip", "path": "files/code.zip"}]}}}"#,
+    );
+    let tree: Vec<(String, String)> = ["requirements.txt", "verify"]
+        .iter()
+        .map(|name| {
+            (
+                format!("paper-code/{name}"),
+                std::fs::read_to_string(examples().join("python-requirements").join(name)).unwrap(),
+            )
+        })
+        .collect();
+    let tree: Vec<(&str, &str)> = tree.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+    records.zip("code.zip", &tree);
+    let port = free_port();
+    let state = tempfile::tempdir().unwrap();
+    let allowed = format!("127.0.0.1:{}", records.port);
+    let mut service = kiln()
+        .arg("serve")
+        .env("KILN_STATE", state.path().join("state.db"))
+        .env("KILN_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KILN_ALLOWED_HOSTS", &allowed)
+        .env("KILN_DOI_RESOLVER", format!("http://{allowed}/"))
+        .env("KILN_INVENIO_HOSTS", &allowed)
+        .env("KILN_DEVELOPMENT", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let browser = Browser::start();
+    browser.call(
+        "POST",
+        "/url",
+        Some(json!({"url": format!("http://127.0.0.1:{port}/")})),
+    );
+    let repo = browser.element("#repo");
+    browser.call(
+        "POST",
+        &format!("/element/{repo}/value"),
+        Some(json!({"text": "https://doi.org/10.5281/zenodo.323"})),
+    );
+    let launch = browser.element("#launch");
+    browser.call("POST", &format!("/element/{launch}/click"), Some(json!({})));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let phase = browser.text("#phase");
+        if phase == "ready" || phase == "failed" {
+            assert_eq!(phase, "ready", "log: {}", browser.text("#log"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ready in 300 s; phase {phase}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = browser.text("#log");
+    assert!(log.contains("Resolved to record 323"), "{log}");
+    let badge = browser.element("#badge");
+    let badge = browser.call("GET", &format!("/element/{badge}/property/value"), None)["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(badge.contains("/v2/doi/10.5281/zenodo.323"), "{badge}");
+    drop(browser);
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(service.id().to_string())
+        .status();
+    let _ = service.wait();
+    let image = "kiln/zenodo-323:323";
+    let ids = docker(&["ps", "-aq", "--filter", &format!("ancestor={image}")]);
+    for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+        docker(&["rm", "-f", id]);
+    }
+    remove_image(image);
+}

@@ -7,6 +7,9 @@ const BASE = (document.querySelector('meta[name="kiln-base"]') || {}).content ||
 
 function specFor(repo, ref) {
   const r = (ref || "").trim() || "HEAD";
+  // A DOI (10.5281/zenodo.3242074, doi:..., https://doi.org/...) names an archived record: no ref.
+  const doi = repo.trim().match(/^(?:doi:|https?:\/\/(?:dx\.)?doi\.org\/)?(10\.[0-9.]+\/\S+)$/i);
+  if (doi) return "doi/" + doi[1];
   const gh = repo.trim().match(/^https?:\/\/github\.com\/([^/]+)\/([^/]+?)(?:\.git)?\/?$/);
   if (gh) return "gh/" + gh[1] + "/" + gh[2] + "/" + r;
   return "git/" + encodeURIComponent(repo.trim()) + "/" + encodeURIComponent(r);
