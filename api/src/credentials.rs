@@ -343,7 +343,7 @@ mod tests {
     fn attached(spec: &Spec) -> Option<Credentials> {
         match &spec.source {
             Source::Git(git) => git.credentials.clone(),
-            Source::Local(_) => None,
+            Source::Local(_) | Source::Record(_) => None,
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! A source is a local folder, a git URL (https, http, git, ssh, file, or scp-like `user@host:path`),
 //! or a shorthand: `gh:org/repo`, `gl:group/project`, `gist:user/id`; or an archived record
-//! (`zenodo:DOI`, `doi:DOI`, `https://doi.org/DOI`, `https://zenodo.org/records/ID`), fetched by
+//! (`zenodo:DOI`, `doi:DOI`, `https://doi.org/DOI`, a Zenodo, Figshare or Dataverse landing URL), fetched by
 //! [`crate::records`]. Credentials in a URL are split off at parse time: the URL kept for display,
 //! logs and errors never holds them.
 
@@ -47,9 +47,15 @@ pub enum RecordSource {
     Doi { doi: String, zenodo: bool },
     /// A record's landing URL (`https://zenodo.org/records/3242074`).
     Url(String),
-    /// A record as resolved: the InvenioRDM record `id` at its landing `url` (a record version
-    /// never changes, so the id plays the commit's part).
-    Invenio { url: String, id: String },
+    /// A record as resolved: its provider (`zenodo`, `figshare`, `dataverse`), landing `url`,
+    /// what its images are named after (`zenodo-<id>`) and its `version` (a record version never
+    /// changes, so it plays the commit's part).
+    Resolved {
+        provider: String,
+        url: String,
+        slug: String,
+        version: String,
+    },
 }
 
 /// A git repository's URL, without credentials, and the credentials given in it.
@@ -67,7 +73,7 @@ impl fmt::Display for Source {
             Source::Git(git) => f.write_str(&git.url),
             Source::Record(RecordSource::Doi { doi, zenodo: true }) => write!(f, "zenodo:{doi}"),
             Source::Record(RecordSource::Doi { doi, zenodo: false }) => write!(f, "doi:{doi}"),
-            Source::Record(RecordSource::Url(url) | RecordSource::Invenio { url, .. }) => {
+            Source::Record(RecordSource::Url(url) | RecordSource::Resolved { url, .. }) => {
                 f.write_str(url)
             }
         }
@@ -175,7 +181,7 @@ impl Source {
     /// folder's name for a local folder.
     pub fn build_slug(&self) -> String {
         match self {
-            Source::Record(RecordSource::Invenio { id, .. }) => format!("zenodo-{id}"),
+            Source::Record(RecordSource::Resolved { slug, .. }) => slug.clone(),
             Source::Local(_) | Source::Record(_) => self.slug(),
             Source::Git(git) => {
                 let url = git.url.trim_end_matches('/');
@@ -225,7 +231,7 @@ impl Source {
             }
             Source::Record(RecordSource::Doi { doi, .. }) => format!("doi-{doi}"),
             Source::Record(RecordSource::Url(url)) => url.clone(),
-            Source::Record(RecordSource::Invenio { id, .. }) => format!("zenodo-{id}"),
+            Source::Record(RecordSource::Resolved { slug, .. }) => slug.clone(),
         };
         let slug = slugify(&raw);
         if slug.is_empty() { "repo".into() } else { slug }
@@ -254,12 +260,20 @@ impl RecordSource {
             }));
         } else {
             let url = url::Url::parse(spec).ok();
+            // Landing URLs of the public repositories (others: `doi:<URL>`).
             let zenodo_record = url.as_ref().is_some_and(|u| {
-                matches!(u.host_str(), Some("zenodo.org" | "sandbox.zenodo.org"))
-                    && matches!(
-                        u.path_segments().and_then(|mut s| s.next()),
-                        Some("record" | "records")
-                    )
+                let first = u.path_segments().and_then(|mut s| s.next());
+                match u.host_str() {
+                    Some("zenodo.org" | "sandbox.zenodo.org") => {
+                        matches!(first, Some("record" | "records"))
+                    }
+                    Some("figshare.com") => first == Some("articles"),
+                    Some(host) => {
+                        crate::records::DATAVERSE_HOSTS.contains(&host)
+                            && u.path() == "/dataset.xhtml"
+                    }
+                    None => false,
+                }
             });
             return Ok(zenodo_record.then(|| RecordSource::Url(spec.to_string())));
         };
@@ -333,6 +347,53 @@ pub fn redact(spec: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_by_doi_or_landing_url() {
+        let doi = |doi: &str, zenodo| {
+            Source::Record(RecordSource::Doi {
+                doi: doi.into(),
+                zenodo,
+            })
+        };
+        assert_eq!(
+            Source::parse("zenodo:10.5281/zenodo.3242074").unwrap(),
+            doi("10.5281/zenodo.3242074", true)
+        );
+        for spec in [
+            "doi:10.5281/zenodo.3242074",
+            "https://doi.org/10.5281/zenodo.3242074",
+            "https://dx.doi.org/10.5281/zenodo.3242074",
+        ] {
+            assert_eq!(
+                Source::parse(spec).unwrap(),
+                doi("10.5281/zenodo.3242074", false),
+                "{spec}"
+            );
+        }
+        for url in [
+            "https://zenodo.org/records/3242074",
+            "https://figshare.com/articles/code/analysis/9782777/2",
+            "https://dataverse.harvard.edu/dataset.xhtml?persistentId=doi:10.7910/DVN/TJCLKP",
+        ] {
+            assert_eq!(
+                Source::parse(url).unwrap(),
+                Source::Record(RecordSource::Url(url.into())),
+                "{url}"
+            );
+        }
+        // A git repository on the same hosts stays a git repository.
+        assert!(matches!(
+            Source::parse("https://zenodo.org/zenodo/zenodo.git").unwrap(),
+            Source::Git(_)
+        ));
+        assert!(Source::parse("doi:not-a-doi").is_err());
+        assert!(Source::parse("zenodo:11.1/x").is_err());
+        assert_eq!(
+            Source::parse("doi:10.5281/zenodo.1").unwrap().to_string(),
+            "doi:10.5281/zenodo.1"
+        );
+    }
 
     #[test]
     fn shorthands_and_urls() {

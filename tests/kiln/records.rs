@@ -63,6 +63,18 @@ fn build(server: &RecordServer, spec: &str, extra: &[&str]) -> (bool, Vec<serde_
     (out.status.success(), events(&out.stdout))
 }
 
+/// The service, fetching records from `server` and allowed to reach it (only it: its port).
+fn start_service(
+    server: &RecordServer,
+    state: &tempfile::TempDir,
+) -> crate::support::service::Service {
+    let allowed = format!("127.0.0.1:{}", server.port);
+    let mut env: Vec<(&str, String)> = server.env();
+    env.push(("KILN_ALLOWED_HOSTS", allowed));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    crate::support::service::Service::start_with(&state.path().join("state.db"), &env)
+}
+
 fn label(image: &str, name: &str) -> String {
     let out = docker(&[
         "image",
@@ -149,7 +161,7 @@ fn a_records_faults_fail_with_a_clear_message_and_build_nothing() {
         (
             "doi:10.1000/elsewhere".into(),
             vec![],
-            "is not a record of an InvenioRDM installation kiln fetches from",
+            "is not a record of a repository kiln fetches from",
         ),
         (url("404"), vec![], "record 404 does not exist (404)"),
         (
@@ -224,16 +236,7 @@ fn the_service_builds_and_launches_a_zenodo_doi() {
     let server = RecordServer::start(SITE);
     server.zip("v1.zip", &as_refs(&example_tree("analysis-1.0", &[])));
     let state = tempfile::tempdir().unwrap();
-    let allowed = format!("127.0.0.1:{}", server.port);
-    let resolver = format!("http://127.0.0.1:{}/", server.port);
-    let service = crate::support::service::Service::start_with(
-        &state.path().join("state.db"),
-        &[
-            ("KILN_ALLOWED_HOSTS", allowed.as_str()),
-            ("KILN_DOI_RESOLVER", resolver.as_str()),
-            ("KILN_INVENIO_HOSTS", allowed.as_str()),
-        ],
-    );
+    let service = start_service(&server, &state);
     let (events, raw) = service.events("/build/zenodo/10.5281/zenodo.223");
     let phases: Vec<&str> = events
         .iter()
@@ -269,16 +272,7 @@ fn a_record_file_redirecting_to_a_private_address_is_refused() {
     let private_server = std::net::TcpListener::bind(("127.0.0.1", private)).unwrap();
     private_server.set_nonblocking(true).unwrap();
     let state = tempfile::tempdir().unwrap();
-    let allowed = format!("127.0.0.1:{}", server.port);
-    let resolver = format!("http://127.0.0.1:{}/", server.port);
-    let service = crate::support::service::Service::start_with(
-        &state.path().join("state.db"),
-        &[
-            ("KILN_ALLOWED_HOSTS", allowed.as_str()),
-            ("KILN_DOI_RESOLVER", resolver.as_str()),
-            ("KILN_INVENIO_HOSTS", allowed.as_str()),
-        ],
-    );
+    let service = start_service(&server, &state);
     let dois = format!(
         r#""dois": {{"10.5281/zenodo.7": "http://127.0.0.1:{}/records/redir","#,
         server.port
@@ -298,4 +292,107 @@ fn a_record_file_redirecting_to_a_private_address_is_refused() {
         private_server.accept().is_err(),
         "the private address was connected to"
     );
+}
+
+/// Figshare: a DOI without a version builds the article's newest version, a landing URL with one
+/// builds that version; link-only files are left out; each version is its own image.
+#[test]
+fn a_figshare_article_builds_its_newest_or_named_version() {
+    require_engine();
+    let server = RecordServer::start(
+        r#"{"dois": {"10.6084/m9.figshare.42": "http://127.0.0.1:PORT/articles/code/analysis/42"},
+            "records": {},
+            "figshare": {"42": {"versions": {
+              "1": {"files": [{"name": "requirements.txt", "path": "files/requirements.txt"},
+                              {"name": "verify", "path": "files/verify"}]},
+              "2": {"files": [{"name": "requirements.txt", "path": "files/requirements.txt"},
+                              {"name": "verify", "path": "files/verify"},
+                              {"name": "NEWS.md", "path": "files/news"},
+                              {"name": "elsewhere.csv", "path": "files/news", "link_only": true}]}}}}}"#,
+    );
+    for name in ["requirements.txt", "verify"] {
+        let text = std::fs::read(examples().join("python-requirements").join(name)).unwrap();
+        server.file(name, &text);
+    }
+    server.file("news", b"version 2\n");
+    let (ok, events) = build(&server, "doi:10.6084/m9.figshare.42", &[]);
+    assert!(ok, "{}", messages(&events));
+    let newest = events.last().unwrap()["imageName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(newest, "kiln/figshare-42:42.v2");
+    let text = messages(&events);
+    assert!(
+        text.contains("Resolved to record 42.v2 (3 files)"),
+        "{text}"
+    );
+    in_image(&newest, &["sh", "./verify"]);
+    assert!(in_image(&newest, &["cat", "NEWS.md"]).contains("version 2"));
+    assert_eq!(server.requests(200, "elsewhere.csv"), 0, "a link-only file");
+    let landing = format!(
+        "doi:http://127.0.0.1:{}/articles/code/analysis/42/1",
+        server.port
+    );
+    let (ok, events) = build(&server, &landing, &[]);
+    assert!(ok, "{}", messages(&events));
+    let first = events.last().unwrap()["imageName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(first, "kiln/figshare-42:42.v1");
+    let listing = in_image(&first, &["ls"]);
+    assert!(!listing.contains("NEWS.md"), "{listing}");
+    remove_image(&newest);
+    remove_image(&first);
+}
+
+/// Dataverse: the dataset's latest version, its files in their folders (here the environment is
+/// in `binder/`); a restricted file fails the build before anything is downloaded.
+#[test]
+fn a_dataverse_dataset_builds_with_its_folders_and_a_restricted_file_is_refused() {
+    require_engine();
+    let server = RecordServer::start(
+        r#"{"dois": {"10.7910/DVN/ABC": "http://127.0.0.1:PORT/citation?persistentId=doi:10.7910/DVN/ABC",
+                     "10.7910/DVN/LOCKED": "http://127.0.0.1:PORT/dataset.xhtml?persistentId=doi:10.7910/DVN/LOCKED"},
+            "records": {},
+            "dataverse": {
+              "doi:10.7910/DVN/ABC": {"major": 2, "minor": 1, "files": [
+                {"label": "requirements.txt", "directory": "binder", "path": "files/requirements.txt"},
+                {"label": "verify", "path": "files/verify"}]},
+              "doi:10.7910/DVN/LOCKED": {"major": 1, "minor": 0, "files": [
+                {"label": "secret.csv", "path": "files/verify", "restricted": true}]}}}"#,
+    );
+    for name in ["requirements.txt", "verify"] {
+        let text = std::fs::read(examples().join("python-requirements").join(name)).unwrap();
+        server.file(name, &text);
+    }
+    let (ok, events) = build(&server, "doi:10.7910/DVN/ABC", &[]);
+    assert!(ok, "{}", messages(&events));
+    let image = events.last().unwrap()["imageName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(image, "kiln/dataverse-doi-10-7910-dvn-abc:v2.1");
+    let text = messages(&events);
+    assert!(text.contains("binder/requirements.txt"), "{text}");
+    in_image(&image, &["sh", "./verify"]);
+    assert!(
+        label(&image, "org.opencontainers.image.source")
+            .contains("persistentId=doi%3A10.7910%2FDVN%2FABC&version=2.1"),
+        "{}",
+        label(&image, "org.opencontainers.image.source")
+    );
+    let (ok, events) = build(&server, "doi:10.7910/DVN/LOCKED", &[]);
+    let last = events.last().unwrap();
+    assert!(!ok);
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("secret.csv is restricted or embargoed"),
+        "{last}"
+    );
+    assert_eq!(server.requests(200, "/api/access/datafile/"), 2);
+    remove_image(&image);
 }

@@ -13,6 +13,11 @@ SITE_DIR/site.json:
                                   "md5": "..."   # optional: overrides the real checksum
                                   "url": "..."   # optional: overrides the content link
                                  }]}},
+   "figshare": {"42": {"versions": {"1": {"files": [{"name": "verify", "path": "files/verify",
+                                                     "link_only": false}]}}}},
+   "dataverse": {"doi:10.7910/DVN/ABC": {"major": 1, "minor": 0,
+                 "files": [{"label": "requirements.txt", "directory": "binder",
+                            "path": "files/requirements.txt", "restricted": false}]}},
    "fail_first": 0}                              # answer 503 to that many requests first
 
 Routes:
@@ -20,6 +25,11 @@ Routes:
   GET /api/records/<id>                      the record's metadata, with links.files
   GET /api/records/<id>/files                {"entries": [{key, size, checksum: "md5:..", links.content}]}
   GET /api/records/<id>/files/<key>/content  the file's bytes
+  GET /v2/articles/<id>/versions            Figshare: the article's versions
+  GET /v2/articles/<id>/versions/<n>        Figshare: that version, with its files
+  GET /figshare-files/<id>/<n>/<name>       Figshare: a file's bytes
+  GET /api/datasets/:persistentId?persistentId=<pid>   Dataverse: the latest version and its files
+  GET /api/access/datafile/<n>?format=original          Dataverse: a file's bytes
   GET /redirect?to=URL                       302 to URL
 Every request is appended to SITE_DIR/requests.log as `STATUS PATH`.
 """
@@ -64,6 +74,67 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if parts[:1] == ["redirect"]:
             to = urllib.parse.parse_qs(url.query)["to"][0]
             return self.answer(302, headers=[("Location", to)])
+        if parts[:3] == ["v2", "articles"] or (parts[:2] == ["v2", "articles"]):
+            article = site.get("figshare", {}).get(parts[2]) if len(parts) > 2 else None
+            if article is None:
+                return self.answer(404, {"message": "Entity not found: article"})
+            if len(parts) == 4 and parts[3] == "versions":
+                return self.answer(
+                    200,
+                    [{"version": int(v), "url": f"{base}/v2/articles/{parts[2]}/versions/{v}"}
+                     for v in article["versions"]],
+                )
+            if len(parts) == 5 and parts[3] == "versions":
+                version = article["versions"].get(parts[4])
+                if version is None:
+                    return self.answer(404, {"message": "Entity not found: version"})
+                files = []
+                for f in version["files"]:
+                    with open(os.path.join(site_dir, f["path"]), "rb") as content:
+                        data = content.read()
+                    files.append({
+                        "id": len(files) + 1,
+                        "name": f["name"],
+                        "size": len(data),
+                        "is_link_only": f.get("link_only", False),
+                        "download_url": f"{base}/figshare-files/{parts[2]}/{parts[4]}/{f['name']}",
+                        "computed_md5": f.get("md5", hashlib.md5(data).hexdigest()),
+                    })
+                return self.answer(200, {"id": int(parts[2]), "version": int(parts[4]), "files": files,
+                                         "published_date": "2023-03-04T05:06:07Z"})
+        if parts[:1] == ["figshare-files"] and len(parts) == 4:
+            version = site["figshare"][parts[1]]["versions"][parts[2]]
+            for f in version["files"]:
+                if f["name"] == parts[3] and not f.get("link_only"):
+                    with open(os.path.join(site_dir, f["path"]), "rb") as content:
+                        return self.answer(200, content.read(), "application/octet-stream")
+        if parts[:3] == ["api", "datasets", ":persistentId"]:
+            pid = urllib.parse.parse_qs(url.query).get("persistentId", [""])[0]
+            dataset = site.get("dataverse", {}).get(pid)
+            if dataset is None:
+                return self.answer(404, {"status": "ERROR", "message": f"Dataset with Persistent ID {pid} not found."})
+            files = []
+            for i, f in enumerate(dataset["files"]):
+                with open(os.path.join(site_dir, f["path"]), "rb") as content:
+                    data = content.read()
+                entry = {"label": f["label"], "restricted": f.get("restricted", False),
+                         "dataFile": {"id": 1000 + i, "filename": f["label"], "filesize": len(data),
+                                      "md5": f.get("md5", hashlib.md5(data).hexdigest())}}
+                if f.get("directory"):
+                    entry["directoryLabel"] = f["directory"]
+                files.append(entry)
+            return self.answer(200, {"status": "OK", "data": {"id": 7, "latestVersion": {
+                "versionNumber": dataset["major"], "versionMinorNumber": dataset["minor"],
+                "versionState": "RELEASED", "releaseTime": "2022-01-02T03:04:05Z", "files": files}}})
+        if parts[:3] == ["api", "access", "datafile"] and len(parts) == 4:
+            index = int(parts[3]) - 1000
+            for dataset in site.get("dataverse", {}).values():
+                if 0 <= index < len(dataset["files"]):
+                    f = dataset["files"][index]
+                    if f.get("restricted"):
+                        return self.answer(403, {"status": "ERROR"})
+                    with open(os.path.join(site_dir, f["path"]), "rb") as content:
+                        return self.answer(200, content.read(), "application/octet-stream")
         if parts[:2] == ["api", "handles"]:
             doi = "/".join(parts[2:])
             landing = site["dois"].get(doi)

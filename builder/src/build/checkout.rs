@@ -128,7 +128,7 @@ pub async fn fetch(
         crate::records::fetch(record, &dest, settings, sink).await?;
         return Ok(Checkout {
             dir: dest,
-            commit: Some(record.id.clone()),
+            commit: Some(record.version.clone()),
             time: record.time,
             source_label: record.url.clone(),
             _workdir: Some(workdir),

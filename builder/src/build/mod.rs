@@ -176,12 +176,12 @@ async fn run(
                 Phase::Fetching,
                 format!(
                     "Resolved to record {} ({} files)",
-                    record.id,
+                    record.version,
                     record.files.len()
                 ),
             ));
             let resolved = crate::git::Resolved {
-                commit: record.id.clone(),
+                commit: record.version.clone(),
                 ref_name: None,
             };
             (Source::Record(record.source.clone()), Some(resolved))

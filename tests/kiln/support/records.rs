@@ -82,13 +82,21 @@ impl RecordServer {
     /// `kiln` looking up DOIs and records here.
     pub fn kiln(&self) -> Command {
         let mut command = super::kiln();
+        command.envs(self.env());
         command
-            .env(
-                "KILN_DOI_RESOLVER",
-                format!("http://127.0.0.1:{}/", self.port),
-            )
-            .env("KILN_INVENIO_HOSTS", format!("127.0.0.1:{}", self.port));
-        command
+    }
+
+    /// The settings that send kiln's record lookups here: the DOI resolver, and this server as
+    /// an InvenioRDM, Figshare (and its API) and Dataverse host.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let host = format!("127.0.0.1:{}", self.port);
+        vec![
+            ("KILN_DOI_RESOLVER", format!("http://{host}/")),
+            ("KILN_INVENIO_HOSTS", host.clone()),
+            ("KILN_FIGSHARE_HOSTS", host.clone()),
+            ("KILN_FIGSHARE_API", format!("http://{host}/v2/")),
+            ("KILN_DATAVERSE_HOSTS", host),
+        ]
     }
 
     /// How many requests for `path_part` were answered with `status`.
