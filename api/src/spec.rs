@@ -4,8 +4,9 @@
 //! - `gl`: `<url-escaped namespace>/<ref>` (on gitlab.com, or the host of `KILN_GITLAB_HOST`)
 //! - `git`: `<url-escaped repository URL>/<ref>`
 //! - `gist`: `<user>/<id>[/<ref>]`
-//! - `zenodo`: a DOI (`10.5281/zenodo.3242074`) that lands on a Zenodo record; `doi`: any DOI kiln
-//!   can fetch (both without a ref: a record version never changes)
+//! - `zenodo`, `figshare`, `dataverse`: a DOI (`10.5281/zenodo.3242074`) that lands on a record
+//!   of that provider; `doi`: any DOI kiln can fetch (all without a ref: a record version never
+//!   changes)
 //!
 //! Specs are read from the raw (still percent-encoded) path, so an escaped URL keeps its slashes.
 //! They are judged after decoding: a name that decodes to a path (`x%2F..%2Fevil`) is refused, and
@@ -154,7 +155,7 @@ pub fn parse(provider: &str, raw: &str, hosts: &ProviderHosts) -> Result<Spec, S
             "the spec holds a path traversal or control characters".into(),
         ));
     }
-    if matches!(provider, "zenodo" | "doi") {
+    if provider == "doi" || kiln_builder::source::RECORD_PROVIDERS.contains(&provider) {
         return record(provider, raw);
     }
     let parts: Vec<&str> = raw.split('/').collect();
@@ -207,7 +208,7 @@ pub fn parse(provider: &str, raw: &str, hosts: &ProviderHosts) -> Result<Spec, S
         }
         other => {
             return Err(SpecError(format!(
-                "unknown provider {other:?}; kiln serves gh, gl, git, gist, zenodo and doi"
+                "unknown provider {other:?}; kiln serves gh, gl, git, gist, zenodo, figshare, dataverse and doi"
             )));
         }
     };
@@ -282,7 +283,7 @@ pub fn parse(provider: &str, raw: &str, hosts: &ProviderHosts) -> Result<Spec, S
     })
 }
 
-/// A `zenodo` or `doi` spec: a DOI (escaped or not; BinderHub's links give it as is).
+/// A `zenodo`, `figshare`, `dataverse` or `doi` spec: a DOI (escaped or not; BinderHub's links give it as is).
 fn record(provider: &str, raw: &str) -> Result<Spec, SpecError> {
     let decoded = decode(raw)?;
     let doi = kiln_builder::source::normalize_doi(&decoded).ok_or_else(|| {
@@ -292,7 +293,7 @@ fn record(provider: &str, raw: &str) -> Result<Spec, SpecError> {
     })?;
     let source = Source::Record(kiln_builder::source::RecordSource::Doi {
         doi: doi.clone(),
-        zenodo: provider == "zenodo",
+        provider: (provider != "doi").then(|| provider.to_string()),
     });
     Ok(Spec {
         provider: provider.to_string(),
@@ -372,6 +373,8 @@ mod tests {
         assert_eq!(s.pattern_name(), "zenodo/10.5281/zenodo.3242074");
         let s = p("doi", "10.5281%2Fzenodo.3242074").unwrap();
         assert_eq!(s.repo_url, "doi:10.5281/zenodo.3242074");
+        let s = p("figshare", "10.6084/m9.figshare.9782777.v2").unwrap();
+        assert_eq!(s.repo_url, "figshare:10.6084/m9.figshare.9782777.v2");
         assert!(p("zenodo", "not-a-doi").is_err());
         assert!(p("doi", "11.1/x").is_err());
     }

@@ -43,8 +43,12 @@ pub enum Source {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecordSource {
     /// A DOI (`10.5281/zenodo.3242074`), resolved through the DOI resolver to the record it
-    /// lands on. `zenodo:` says which provider it must land on.
-    Doi { doi: String, zenodo: bool },
+    /// lands on; `provider` (`zenodo`, `figshare`, `dataverse`: `zenodo:DOI`) is where it must
+    /// land, `None` (`doi:DOI`) anywhere kiln fetches records from.
+    Doi {
+        doi: String,
+        provider: Option<String>,
+    },
     /// A record's landing URL (`https://zenodo.org/records/3242074`).
     Url(String),
     /// A record as resolved: its provider (`zenodo`, `figshare`, `dataverse`), landing `url`,
@@ -71,8 +75,14 @@ impl fmt::Display for Source {
         match self {
             Source::Local(path) => write!(f, "{}", path.display()),
             Source::Git(git) => f.write_str(&git.url),
-            Source::Record(RecordSource::Doi { doi, zenodo: true }) => write!(f, "zenodo:{doi}"),
-            Source::Record(RecordSource::Doi { doi, zenodo: false }) => write!(f, "doi:{doi}"),
+            Source::Record(RecordSource::Doi {
+                doi,
+                provider: Some(provider),
+            }) => write!(f, "{provider}:{doi}"),
+            Source::Record(RecordSource::Doi {
+                doi,
+                provider: None,
+            }) => write!(f, "doi:{doi}"),
             Source::Record(RecordSource::Url(url) | RecordSource::Resolved { url, .. }) => {
                 f.write_str(url)
             }
@@ -246,17 +256,20 @@ impl RecordSource {
             spec: spec.to_string(),
             reason: reason.to_string(),
         };
-        let (rest, zenodo) = if let Some(rest) = spec.strip_prefix("zenodo:") {
-            (rest, true)
+        let named = RECORD_PROVIDERS
+            .iter()
+            .find_map(|p| spec.strip_prefix(&format!("{p}:")).map(|rest| (rest, p)));
+        let (rest, provider) = if let Some((rest, provider)) = named {
+            (rest, Some(provider.to_string()))
         } else if let Some(rest) = spec.strip_prefix("doi:") {
-            (rest, false)
+            (rest, None)
         } else if let Some(doi) = ["https://doi.org/", "http://doi.org/", "https://dx.doi.org/"]
             .iter()
             .find_map(|p| spec.strip_prefix(p))
         {
             return Ok(Some(RecordSource::Doi {
                 doi: normalize_doi(doi).ok_or_else(|| bad("it is not a DOI (10.NNNN/...)"))?,
-                zenodo: false,
+                provider: None,
             }));
         } else {
             let url = url::Url::parse(spec).ok();
@@ -283,9 +296,12 @@ impl RecordSource {
         }
         let doi = normalize_doi(rest)
             .ok_or_else(|| bad("give a DOI (10.5281/zenodo.3242074) or a record's URL"))?;
-        Ok(Some(RecordSource::Doi { doi, zenodo }))
+        Ok(Some(RecordSource::Doi { doi, provider }))
     }
 }
+
+/// The record providers a DOI may be pinned to (`zenodo:DOI`), as BinderHub names them.
+pub const RECORD_PROVIDERS: &[&str] = &["zenodo", "figshare", "dataverse"];
 
 /// A DOI as the resolver takes it (`10.NNNN/suffix`), from a DOI with or without `doi:` or a
 /// resolver's prefix; `None` when it is not one.
@@ -350,10 +366,10 @@ mod tests {
 
     #[test]
     fn records_by_doi_or_landing_url() {
-        let doi = |doi: &str, zenodo| {
+        let doi = |doi: &str, zenodo: bool| {
             Source::Record(RecordSource::Doi {
                 doi: doi.into(),
-                zenodo,
+                provider: zenodo.then(|| "zenodo".to_string()),
             })
         };
         assert_eq!(

@@ -90,7 +90,19 @@ fn repoproviders_describes_each_provider_with_the_configured_hosts() {
         .iter()
         .map(|p| p["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["gh", "gist", "gl", "git", "zenodo", "doi"]);
+    assert_eq!(
+        ids,
+        [
+            "gh",
+            "gist",
+            "gl",
+            "git",
+            "zenodo",
+            "figshare",
+            "dataverse",
+            "doi"
+        ]
+    );
     for provider in providers.as_array().unwrap() {
         for field in ["displayName", "spec", "detect", "repo", "ref"] {
             assert!(provider.get(field).is_some(), "{field} in {provider}");

@@ -38,6 +38,7 @@ const SITE: &str = r#"{
   "dois": {"10.5281/zenodo.123": "http://127.0.0.1:PORT/records/123",
            "10.5281/zenodo.124": "http://127.0.0.1:PORT/records/124",
            "10.5281/zenodo.223": "http://127.0.0.1:PORT/records/223",
+           "10.6084/m9.figshare.42": "http://127.0.0.1:PORT/articles/code/analysis/42",
            "10.1000/elsewhere": "http://127.0.0.1:1/records/9"},
   "records": {
     "123": {"files": [{"key": "analysis-v1.zip", "path": "files/v1.zip"}]},
@@ -162,6 +163,11 @@ fn a_records_faults_fail_with_a_clear_message_and_build_nothing() {
             "doi:10.1000/elsewhere".into(),
             vec![],
             "is not a record of a repository kiln fetches from",
+        ),
+        (
+            "zenodo:10.6084/m9.figshare.42".into(),
+            vec![],
+            "is a figshare record, not a zenodo one",
         ),
         (url("404"), vec![], "record 404 does not exist (404)"),
         (

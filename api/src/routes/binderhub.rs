@@ -95,6 +95,20 @@ async fn repo_providers(State(state): State<Arc<AppState>>) -> Response {
             "10.5281/zenodo.3242074",
         ),
         record_provider(
+            "figshare",
+            "Figshare",
+            "^((https?://)?(dx\\.)?doi\\.org/)?(?<repo>10\\.6084/.+)",
+            "Figshare DOI (10.6084/m9.figshare.9782777.v2)",
+            "10.6084/m9.figshare.9782777.v2",
+        ),
+        record_provider(
+            "dataverse",
+            "Dataverse",
+            "^((https?://)?(dx\\.)?doi\\.org/)?(?<repo>10\\.[0-9.]+/.+)",
+            "Dataverse dataset DOI (10.7910/DVN/TJCLKP)",
+            "10.7910/DVN/TJCLKP",
+        ),
+        record_provider(
             "doi",
             "DOI",
             "^((https?://)?(dx\\.)?doi\\.org/|doi:)?(?<repo>10\\.[0-9.]+/.+)",

@@ -176,45 +176,49 @@ pub async fn resolve(
         }
         RecordSource::Url(url) | RecordSource::Resolved { url, .. } => url.clone(),
     };
-    let zenodo_only = matches!(spec, RecordSource::Doi { zenodo: true, .. });
+    let expected = match spec {
+        RecordSource::Doi { provider, .. } => provider.as_deref(),
+        _ => None,
+    };
     let parsed = url::Url::parse(&landing)
         .ok()
         .filter(|u| matches!(u.scheme(), "https" | "http"));
-    let record = match parsed {
-        Some(url) if invenio::is_record(&url, records) => {
-            invenio::resolve(&http, &url, sink).await?
-        }
-        Some(url) if !zenodo_only && figshare::is_record(&url, records) => {
-            figshare::resolve(&http, &url, records, sink).await?
-        }
-        Some(url) if !zenodo_only && dataverse::is_record(&url, records) => {
-            dataverse::resolve(&http, &url, sink).await?
-        }
-        _ => {
-            let what = match spec {
-                RecordSource::Doi { doi, .. } => format!("the DOI {doi} lands on {landing}, which"),
-                _ => landing.clone(),
-            };
-            let known = if zenodo_only {
-                format!(
-                    "Zenodo and InvenioRDM: {}",
-                    records.invenio_hosts.join(", ")
-                )
-            } else {
-                format!(
-                    "Zenodo and InvenioRDM: {}; Figshare: {}; Dataverse: {}",
-                    records.invenio_hosts.join(", "),
-                    records.figshare_hosts.join(", "),
-                    records.dataverse_hosts.join(", ")
-                )
-            };
-            return Err(BuildError::BadSource {
-                spec: crate::source::Source::Record(spec.clone()).to_string(),
-                reason: format!(
-                    "{what} is not a record of a repository kiln fetches from ({known}; KILN_INVENIO_HOSTS, KILN_FIGSHARE_HOSTS and KILN_DATAVERSE_HOSTS add others)"
-                ),
-            });
-        }
+    let provider = parsed.as_ref().and_then(|url| {
+        [
+            ("zenodo", invenio::is_record(url, records)),
+            ("figshare", figshare::is_record(url, records)),
+            ("dataverse", dataverse::is_record(url, records)),
+        ]
+        .into_iter()
+        .find_map(|(name, found)| found.then_some(name))
+    });
+    let what = match spec {
+        RecordSource::Doi { doi, .. } => format!("the DOI {doi} lands on {landing}, which"),
+        _ => landing.clone(),
+    };
+    let bad = |reason: String| BuildError::BadSource {
+        spec: crate::source::Source::Record(spec.clone()).to_string(),
+        reason,
+    };
+    let (Some(url), Some(provider)) = (&parsed, provider) else {
+        return Err(bad(format!(
+            "{what} is not a record of a repository kiln fetches from (Zenodo and InvenioRDM: {}; Figshare: {}; Dataverse: {}; KILN_INVENIO_HOSTS, KILN_FIGSHARE_HOSTS and KILN_DATAVERSE_HOSTS add others)",
+            records.invenio_hosts.join(", "),
+            records.figshare_hosts.join(", "),
+            records.dataverse_hosts.join(", ")
+        )));
+    };
+    if let Some(expected) = expected
+        && expected != provider
+    {
+        return Err(bad(format!(
+            "{what} is a {provider} record, not a {expected} one"
+        )));
+    }
+    let record = match provider {
+        "zenodo" => invenio::resolve(&http, url, sink).await?,
+        "figshare" => figshare::resolve(&http, url, records, sink).await?,
+        _ => dataverse::resolve(&http, url, sink).await?,
     };
     if record.files.is_empty() {
         return Err(failed(
