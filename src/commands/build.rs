@@ -22,7 +22,9 @@ pub struct BuildCommand {
 /// What `kiln build` and `kiln run` share.
 #[derive(Args)]
 pub struct BuildArgs {
-    /// A repository: a local folder, a git URL (https, http, git, ssh, file) or gh:org/repo.
+    /// A repository: a local folder, a git URL (https, http, git, ssh, file), gh:org/repo, or an
+    /// archived record: doi:DOI, https://doi.org/DOI, zenodo:DOI, figshare:DOI, dataverse:DOI or a
+    /// record's landing URL (Zenodo, Figshare, Dataverse).
     pub source: String,
     /// Branch, tag or commit to build (default: the remote's HEAD).
     #[arg(long = "ref")]
