@@ -101,6 +101,9 @@ pub struct Config {
     /// `KILN_GIT_CREDENTIAL_HOSTS`: hosts the operator's git credentials (`KILN_GIT_USERNAME` and
     /// `KILN_GIT_PASSWORD`, git's credential helpers, the SSH agent) may be used for; none by default.
     pub git_credential_hosts: Vec<String>,
+    /// `KILN_DOI_RESOLVER`, `KILN_INVENIO_HOSTS`, `KILN_FIGSHARE_HOSTS`, `KILN_FIGSHARE_API`,
+    /// `KILN_DATAVERSE_HOSTS`: where archived records are looked up.
+    pub records: kiln_builder::records::RecordSettings,
     /// `KILN_MAX_REPO_BYTES`, `KILN_MAX_REPO_FILES`, `KILN_FETCH_TIMEOUT`: what one fetch (with its
     /// submodules) may bring, and for how long (defaults 1 GiB, 100,000 files, 300 s).
     pub max_repo_bytes: u64,
@@ -288,6 +291,11 @@ const KEYS: &[&str] = &[
     "jupyter_packages",
     "cran_url",
     "julia_versions_url",
+    "doi_resolver",
+    "invenio_hosts",
+    "figshare_hosts",
+    "figshare_api",
+    "dataverse_hosts",
     "pypi_mirror",
     "npm_registry",
     "julia_pkg_server",
@@ -664,6 +672,7 @@ impl Config {
                 .map(Into::into),
             allowed_hosts,
             git_credential_hosts: r.list("KILN_GIT_CREDENTIAL_HOSTS"),
+            records: kiln_builder::records::RecordSettings::from_lookup(|k| r.get(k)),
             max_repo_bytes: r.bytes("KILN_MAX_REPO_BYTES", 1 << 30)?,
             max_repo_files: r.number("KILN_MAX_REPO_FILES", 100_000)?,
             fetch_timeout_seconds: r.number("KILN_FETCH_TIMEOUT", 300)?,

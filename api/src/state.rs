@@ -115,6 +115,6 @@ fn fetch_settings(config: &Config) -> Result<FetchSettings, StartError> {
         },
         policy: kiln_net::Policy::public().with_allowed(config.allowed_hosts.clone()),
         operator,
-        records: kiln_builder::records::RecordSettings::from_env(),
+        records: config.records.clone(),
     })
 }

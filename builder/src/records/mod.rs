@@ -72,16 +72,21 @@ impl Default for RecordSettings {
 
 impl RecordSettings {
     pub fn from_env() -> RecordSettings {
+        RecordSettings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The settings from `lookup` (the environment, or the service's configuration), each
+    /// missing or empty one at its default.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> RecordSettings {
         let mut settings = RecordSettings::default();
-        let url = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .map(|v| v.trim().trim_end_matches('/').to_string())
+        let value = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
-                .map(|v| format!("{v}/"))
         };
+        let url = |name: &str| value(name).map(|v| format!("{}/", v.trim_end_matches('/')));
         let hosts = |name: &str| {
-            std::env::var(name).ok().map(|v| {
+            value(name).map(|v| {
                 v.split(',')
                     .map(|h| h.trim().to_lowercase())
                     .filter(|h| !h.is_empty())
