@@ -155,6 +155,25 @@ pub fn parse(provider: &str, raw: &str, hosts: &ProviderHosts) -> Result<Spec, S
             "the spec holds a path traversal or control characters".into(),
         ));
     }
+    if provider == "swhid" {
+        let decoded = decode(raw)?;
+        let swhid = kiln_builder::records::swh::parse(&decoded).ok_or_else(|| {
+            SpecError(format!(
+                "{decoded:?} is not a SWHID of a directory or revision (swh:1:dir:<40 hex>)"
+            ))
+        })?;
+        let source = Source::Record(kiln_builder::source::RecordSource::Swhid(swhid.clone()));
+        return Ok(Spec {
+            provider: provider.to_string(),
+            raw: raw.to_string(),
+            decoded: swhid.clone(),
+            repo_url: swhid,
+            source,
+            reference: "HEAD".into(),
+            owner: None,
+            image_slug: None,
+        });
+    }
     if provider == "doi" || kiln_builder::source::RECORD_PROVIDERS.contains(&provider) {
         return record(provider, raw);
     }
@@ -208,7 +227,7 @@ pub fn parse(provider: &str, raw: &str, hosts: &ProviderHosts) -> Result<Spec, S
         }
         other => {
             return Err(SpecError(format!(
-                "unknown provider {other:?}; kiln serves gh, gl, git, gist, zenodo, figshare, dataverse and doi"
+                "unknown provider {other:?}; kiln serves gh, gl, git, gist, zenodo, figshare, dataverse, doi and swhid"
             )));
         }
     };
@@ -375,6 +394,22 @@ mod tests {
         assert_eq!(s.repo_url, "doi:10.5281/zenodo.3242074");
         let s = p("figshare", "10.6084/m9.figshare.9782777.v2").unwrap();
         assert_eq!(s.repo_url, "figshare:10.6084/m9.figshare.9782777.v2");
+        let s = p(
+            "swhid",
+            "swh:1:dir:0123456789abcdef0123456789abcdef01234567",
+        )
+        .unwrap();
+        assert_eq!(
+            s.repo_url,
+            "swh:1:dir:0123456789abcdef0123456789abcdef01234567"
+        );
+        assert!(
+            p(
+                "swhid",
+                "swh:1:cnt:0123456789abcdef0123456789abcdef01234567"
+            )
+            .is_err()
+        );
         assert!(p("zenodo", "not-a-doi").is_err());
         assert!(p("doi", "11.1/x").is_err());
     }

@@ -51,6 +51,8 @@ pub enum RecordSource {
     },
     /// A record's landing URL (`https://zenodo.org/records/3242074`).
     Url(String),
+    /// A Software Heritage identifier of a directory or revision (`swh:1:dir:<hash>`).
+    Swhid(String),
     /// A record as resolved: its provider (`zenodo`, `figshare`, `dataverse`), landing `url`,
     /// what its images are named after (`zenodo-<id>`) and its `version` (a record version never
     /// changes, so it plays the commit's part).
@@ -83,9 +85,11 @@ impl fmt::Display for Source {
                 doi,
                 provider: None,
             }) => write!(f, "doi:{doi}"),
-            Source::Record(RecordSource::Url(url) | RecordSource::Resolved { url, .. }) => {
-                f.write_str(url)
-            }
+            Source::Record(
+                RecordSource::Url(url)
+                | RecordSource::Resolved { url, .. }
+                | RecordSource::Swhid(url),
+            ) => f.write_str(url),
         }
     }
 }
@@ -240,7 +244,7 @@ impl Source {
                 parts.into_iter().rev().collect::<Vec<_>>().join("-")
             }
             Source::Record(RecordSource::Doi { doi, .. }) => format!("doi-{doi}"),
-            Source::Record(RecordSource::Url(url)) => url.clone(),
+            Source::Record(RecordSource::Url(url) | RecordSource::Swhid(url)) => url.clone(),
             Source::Record(RecordSource::Resolved { slug, .. }) => slug.clone(),
         };
         let slug = slugify(&raw);
@@ -256,6 +260,9 @@ impl RecordSource {
             spec: spec.to_string(),
             reason: reason.to_string(),
         };
+        if let Some(swhid) = crate::records::swh::parse(spec) {
+            return Ok(Some(RecordSource::Swhid(swhid)));
+        }
         let named = RECORD_PROVIDERS
             .iter()
             .find_map(|p| spec.strip_prefix(&format!("{p}:")).map(|rest| (rest, p)));

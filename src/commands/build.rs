@@ -24,7 +24,7 @@ pub struct BuildCommand {
 pub struct BuildArgs {
     /// A repository: a local folder, a git URL (https, http, git, ssh, file), gh:org/repo, or an
     /// archived record: doi:DOI, https://doi.org/DOI, zenodo:DOI, figshare:DOI, dataverse:DOI or a
-    /// record's landing URL (Zenodo, Figshare, Dataverse).
+    /// record's landing URL (Zenodo, Figshare, Dataverse), or a SWHID (swh:1:dir:..., swh:1:rev:...).
     pub source: String,
     /// Branch, tag or commit to build (default: the remote's HEAD).
     #[arg(long = "ref")]

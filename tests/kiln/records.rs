@@ -402,3 +402,44 @@ fn a_dataverse_dataset_builds_with_its_folders_and_a_restricted_file_is_refused(
     assert_eq!(server.requests(200, "/api/access/datafile/"), 2);
     remove_image(&image);
 }
+
+/// Software Heritage: a revision's SWHID is looked up for its directory, the vault is asked to
+/// cook it (and polled while it does), and the bundle's tar.gz is unpacked and built; the
+/// directory's hash names the image, so a SWHID of that directory reuses it.
+#[test]
+fn a_software_heritage_revision_builds_from_the_vaults_bundle() {
+    require_engine();
+    let dir = "1111111111111111111111111111111111111111";
+    let rev = "2222222222222222222222222222222222222222";
+    let server = RecordServer::start(&format!(
+        r#"{{"dois": {{}}, "records": {{}},
+            "swh": {{"revisions": {{"{rev}": "{dir}"}}, "dirs": {{"{dir}": "files/bundle.tar.gz"}}}}}}"#
+    ));
+    let tree = example_tree(&format!("swh:1:dir:{dir}"), &[]);
+    server.tar_gz("bundle.tar.gz", &as_refs(&tree));
+    let (ok, events) = build(
+        &server,
+        &format!("swh:1:rev:{rev};origin=https://example.org/x"),
+        &[],
+    );
+    assert!(ok, "{}", messages(&events));
+    let image = events.last().unwrap()["imageName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(image, format!("kiln/swh-{dir}:{dir}"));
+    let text = messages(&events);
+    assert!(
+        text.contains("The vault is making the bundle (pending: cooking)"),
+        "{text}"
+    );
+    assert_verify(&image);
+    let (ok, events) = build(&server, &format!("swh:1:dir:{dir}"), &[]);
+    assert!(ok, "{}", messages(&events));
+    assert!(
+        messages(&events).contains("Reusing"),
+        "{}",
+        messages(&events)
+    );
+    remove_image(&image);
+}

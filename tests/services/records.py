@@ -30,6 +30,9 @@ Routes:
   GET /figshare-files/<id>/<n>/<name>       Figshare: a file's bytes
   GET /api/datasets/:persistentId?persistentId=<pid>   Dataverse: the latest version and its files
   GET /api/access/datafile/<n>?format=original          Dataverse: a file's bytes
+  GET /api/1/revision/<hash>/                Software Heritage: a revision's directory
+  POST|GET /api/1/vault/flat/<SWHID>/        the vault: "pending" at first, then "done" with fetch_url
+  GET /api/1/vault/flat/<SWHID>/raw/         the bundle (site "swh": {"dirs": {hash: path of a tar.gz}})
   GET /redirect?to=URL                       302 to URL
 Every request is appended to SITE_DIR/requests.log as `STATUS PATH`.
 """
@@ -59,6 +62,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
         with open(os.path.join(site_dir, "requests.log"), "a") as log:
             log.write(f"{status} {self.path}\n")
+
+    def do_POST(self):
+        self.do_GET()
 
     def do_GET(self):
         global failures_left
@@ -135,6 +141,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         return self.answer(403, {"status": "ERROR"})
                     with open(os.path.join(site_dir, f["path"]), "rb") as content:
                         return self.answer(200, content.read(), "application/octet-stream")
+        if parts[:3] == ["api", "1", "revision"] and len(parts) == 4:
+            revision = site.get("swh", {}).get("revisions", {}).get(parts[3])
+            if revision is None:
+                return self.answer(404, {"exception": "NotFoundExc"})
+            return self.answer(200, {"id": parts[3], "directory": revision,
+                                     "date": "2021-02-03T04:05:06+00:00"})
+        if parts[:4] == ["api", "1", "vault", "flat"] and len(parts) >= 5:
+            swhid = parts[4]
+            directory = swhid.rsplit(":", 1)[-1]
+            bundle = site.get("swh", {}).get("dirs", {}).get(directory)
+            if bundle is None:
+                return self.answer(404, {"exception": "NotFoundExc"})
+            vault = f"{base}/api/1/vault/flat/{swhid}/"
+            if len(parts) == 6 and parts[5] == "raw":
+                with open(os.path.join(site_dir, bundle), "rb") as content:
+                    return self.answer(200, content.read(), "application/gzip")
+            asked = os.path.join(site_dir, f"cooked-{directory}")
+            if self.command == "POST" and not os.path.exists(asked):
+                open(asked, "w").close()
+                return self.answer(200, {"status": "pending", "swhid": swhid, "progress_message": "cooking"})
+            return self.answer(200, {"status": "done", "swhid": swhid, "fetch_url": vault + "raw/"})
         if parts[:2] == ["api", "handles"]:
             doi = "/".join(parts[2:])
             landing = site["dois"].get(doi)

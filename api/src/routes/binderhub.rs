@@ -109,6 +109,13 @@ async fn repo_providers(State(state): State<Arc<AppState>>) -> Response {
             "10.7910/DVN/TJCLKP",
         ),
         record_provider(
+            "swhid",
+            "Software Heritage",
+            "^(?<repo>swh:1:(dir|rev):[0-9a-f]{40}.*)",
+            "SWHID of a directory or revision",
+            "swh:1:dir:d198bc9d7a6bcf6db04f476d29314f157507d505",
+        ),
+        record_provider(
             "doi",
             "DOI",
             "^((https?://)?(dx\\.)?doi\\.org/|doi:)?(?<repo>10\\.[0-9.]+/.+)",
@@ -131,7 +138,7 @@ fn record_provider(
     serde_json::json!({
         "id": id,
         "displayName": name,
-        "spec": {"validateRegex": "10\\.[0-9.]+/.+"},
+        "spec": {"validateRegex": if id == "swhid" { "swh:1:(dir|rev):[0-9a-f]{40}.*" } else { "10\\.[0-9.]+/.+" }},
         "detect": {"regex": detect},
         "repo": {"label": label, "placeholder": placeholder, "urlEncode": false},
         "ref": {"enabled": false, "default": "HEAD"},

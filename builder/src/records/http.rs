@@ -34,6 +34,14 @@ impl Http {
     /// GET `url`; a 5xx answer or a broken connection is tried again (three times in all), a
     /// refusal by the address policy is not.
     pub(super) async fn get(&self, url: &str) -> Result<reqwest::Response, BuildError> {
+        self.send(reqwest::Method::GET, url).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+    ) -> Result<reqwest::Response, BuildError> {
         let parsed =
             url::Url::parse(url).map_err(|e| failed(url, format!("not a valid URL: {e}"), 400))?;
         kiln_net::http::check(&self.policy, &parsed).map_err(|e| BuildError::Refused {
@@ -45,7 +53,7 @@ impl Http {
             attempt += 1;
             let answer = self
                 .client
-                .get(parsed.clone())
+                .request(method.clone(), parsed.clone())
                 .header("Accept", "application/json")
                 .send()
                 .await;
@@ -81,7 +89,25 @@ impl Http {
         url: &str,
         what: &str,
     ) -> Result<T, BuildError> {
-        let mut response = self.get(url).await?;
+        self.answer(reqwest::Method::GET, url, what).await
+    }
+
+    /// POST to `url` (no body), its answer as JSON, as [`Http::json`].
+    pub(super) async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        what: &str,
+    ) -> Result<T, BuildError> {
+        self.answer(reqwest::Method::POST, url, what).await
+    }
+
+    async fn answer<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        what: &str,
+    ) -> Result<T, BuildError> {
+        let mut response = self.send(method, url).await?;
         let status = response.status().as_u16();
         match status {
             200 => {}

@@ -1,11 +1,11 @@
 //! Archived records as sources: a record of Zenodo (or another InvenioRDM installation), of
-//! Figshare or of a Dataverse installation, named by its DOI or its landing URL. A record version
+//! Figshare, of a Dataverse installation, or a directory archived by Software Heritage, named by its DOI or its landing URL. A record version
 //! never changes, so its version plays the commit's part: it names the image, and an image built
 //! from it is reused before anything is downloaded.
 //!
 //! [`resolve`] turns the name into the record and its file list: a DOI through the resolver's
 //! handle API ([`doi`]), then the landing URL's provider ([`invenio`], [`figshare`],
-//! [`dataverse`]) from its REST API. [`fetch`] downloads exactly those files, checks each against
+//! [`dataverse`]) from its REST API; a SWHID through Software Heritage's vault ([`swh`]). [`fetch`] downloads exactly those files, checks each against
 //! the checksum the API gives, and, when the record is a single zip archive, unpacks it as
 //! repo2docker does ([`unpack`]: a single folder at the top is flattened). Every request, each
 //! redirect included, goes through kiln-net's guarded client ([`http`]); the fetch limits (bytes,
@@ -16,6 +16,7 @@ mod doi;
 mod figshare;
 mod http;
 mod invenio;
+pub mod swh;
 mod unpack;
 
 use std::io::Write;
@@ -37,7 +38,9 @@ use http::Http;
 /// - `KILN_FIGSHARE_HOSTS` (default `figshare.com`) and `KILN_FIGSHARE_API` (its API, default
 ///   `https://api.figshare.com/v2/`);
 /// - `KILN_DATAVERSE_HOSTS`: Dataverse installations (default a few large ones, see
-///   [`DATAVERSE_HOSTS`]).
+///   [`DATAVERSE_HOSTS`]);
+/// - `KILN_SWH_API`: Software Heritage's API (default
+///   `https://archive.softwareheritage.org/api/1/`).
 #[derive(Clone, Debug)]
 pub struct RecordSettings {
     pub doi_resolver: String,
@@ -45,6 +48,7 @@ pub struct RecordSettings {
     pub figshare_hosts: Vec<String>,
     pub figshare_api: String,
     pub dataverse_hosts: Vec<String>,
+    pub swh_api: String,
 }
 
 /// The Dataverse installations kiln knows without `KILN_DATAVERSE_HOSTS`.
@@ -66,6 +70,7 @@ impl Default for RecordSettings {
             figshare_hosts: vec!["figshare.com".into()],
             figshare_api: "https://api.figshare.com/v2/".into(),
             dataverse_hosts: DATAVERSE_HOSTS.iter().map(|h| h.to_string()).collect(),
+            swh_api: "https://archive.softwareheritage.org/api/1/".into(),
         }
     }
 }
@@ -98,6 +103,9 @@ impl RecordSettings {
         }
         if let Some(api) = url("KILN_FIGSHARE_API") {
             settings.figshare_api = api;
+        }
+        if let Some(api) = url("KILN_SWH_API") {
+            settings.swh_api = api;
         }
         if let Some(list) = hosts("KILN_INVENIO_HOSTS") {
             settings.invenio_hosts = list;
@@ -171,7 +179,11 @@ pub async fn resolve(
     sink: &mut dyn EventSink,
 ) -> Result<Record, BuildError> {
     let http = Http::new(settings)?;
+    if let RecordSource::Swhid(swhid) = spec {
+        return swh::resolve(&http, swhid, records, settings.limits.timeout, sink).await;
+    }
     let landing = match spec {
+        RecordSource::Swhid(_) => unreachable!("resolved above"),
         RecordSource::Doi { doi, .. } => {
             sink.emit(Event::new(
                 Phase::Fetching,
@@ -340,8 +352,12 @@ pub async fn fetch(
             ));
         }
     }
+    // A single zip is unpacked, as repo2docker does; Software Heritage's vault always gives a
+    // tar.gz of the directory.
+    let swh =
+        matches!(&record.source, RecordSource::Resolved { provider, .. } if provider == "swh");
     if let [only] = record.files.as_slice()
-        && only.key.to_lowercase().ends_with(".zip")
+        && (only.key.to_lowercase().ends_with(".zip") || (swh && unpack::is_archive(&only.key)))
     {
         let archive = dest.join(safe_path(&only.key).expect("checked above"));
         sink.emit(Event::new(

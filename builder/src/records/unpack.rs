@@ -1,86 +1,82 @@
-//! A record's single zip archive, unpacked inside its folder: no entry outside it, no links, the
-//! file and byte limits counted on what comes out (not on the archive's word), modes reduced to
-//! 644 and 755; a single folder at the top is flattened, as repo2docker does.
+//! A record's single archive (zip, or tar.gz as Software Heritage's vault gives), unpacked inside
+//! its folder: no entry outside it, no links, the file and byte limits counted on what comes out
+//! (not on the archive's word), modes reduced to 644 and 755; a single folder at the top is
+//! flattened, as repo2docker does.
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::BuildError;
+use crate::git::FetchLimits;
 
-/// Unpack the zip `archive` into `dest` (then remove it): entries only inside `dest`, no links,
-/// at most the file limit and the bytes left of the budget; a single folder at the top is
-/// flattened into `dest`, as repo2docker does.
+/// Whether `key` names an archive kiln unpacks.
+pub(super) fn is_archive(key: &str) -> bool {
+    let key = key.to_lowercase();
+    key.ends_with(".zip") || key.ends_with(".tar.gz") || key.ends_with(".tgz")
+}
+
+/// Unpack `archive` into `dest` (then remove it), within `limits` and the `budget` of bytes left.
 pub(super) fn unpack(
     archive: &Path,
     dest: &Path,
-    limits: &crate::git::FetchLimits,
+    limits: &FetchLimits,
     budget: u64,
 ) -> Result<(), BuildError> {
     let name = archive
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let bad = |reason: String| BuildError::Invalid(format!("the archive {name} {reason}"));
-    let file =
-        std::fs::File::open(archive).map_err(|e| BuildError::io("opening the archive", e))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(format!("is not a zip file: {e}")))?;
-    if zip.len() as u64 > limits.max_files {
-        return Err(BuildError::TooLarge {
-            limit: limits.max_files,
-            unit: "files",
-            option: "--max-repo-files",
-        });
-    }
     let unpacked = tempfile::Builder::new()
         .prefix(".kiln-unpack-")
         .tempdir_in(dest)
         .map_err(|e| BuildError::io("unpacking the archive", e))?;
-    let mut left = budget;
-    for i in 0..zip.len() {
-        let mut entry = zip
-            .by_index(i)
-            .map_err(|e| bad(format!("cannot be read: {e}")))?;
-        let entry_name = entry.name().map(|n| n.to_string()).unwrap_or_default();
-        let Some(relative) = entry
-            .enclosed_name()
-            .filter(|p| p.components().all(|c| matches!(c, Component::Normal(_))))
-        else {
-            return Err(bad(format!(
-                "has the entry {entry_name:?}, which would land outside the folder it is unpacked into"
-            )));
-        };
-        if entry.is_symlink() {
-            return Err(bad(format!(
-                "has the link {entry_name:?}: links are not unpacked"
-            )));
+    let mut out = Output {
+        root: unpacked.path().to_path_buf(),
+        name: name.clone(),
+        limits: limits.clone(),
+        left: budget,
+        files: 0,
+    };
+    let file =
+        std::fs::File::open(archive).map_err(|e| BuildError::io("opening the archive", e))?;
+    if name.to_lowercase().ends_with(".zip") {
+        let mut zip =
+            zip::ZipArchive::new(file).map_err(|e| out.bad(format!("is not a zip file: {e}")))?;
+        for i in 0..zip.len() {
+            let mut entry = zip
+                .by_index(i)
+                .map_err(|e| out.bad(format!("cannot be read: {e}")))?;
+            let entry_name = entry.name().map(|n| n.to_string()).unwrap_or_default();
+            let kind = if entry.is_symlink() {
+                Kind::Link
+            } else if entry.is_dir() {
+                Kind::Dir
+            } else {
+                Kind::File
+            };
+            let (relative, mode) = (entry.enclosed_name(), entry.unix_mode());
+            out.entry(&entry_name, relative, kind, mode, &mut entry)?;
         }
-        let target = unpacked.path().join(&relative);
-        if entry.is_dir() {
-            std::fs::create_dir_all(&target).map_err(|e| BuildError::io("unpacking", e))?;
-            continue;
-        }
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| BuildError::io("unpacking", e))?;
-        }
-        let mut out = std::fs::File::create(&target).map_err(|e| BuildError::io("unpacking", e))?;
-        // The sizes in the archive's headers are the archive's word: count what comes out.
-        let written = std::io::copy(&mut (&mut entry).take(left + 1), &mut out)
-            .map_err(|e| bad(format!("cannot be unpacked: {e}")))?;
-        if written > left {
-            return Err(BuildError::TooLarge {
-                limit: limits.max_bytes,
-                unit: "bytes",
-                option: "--max-repo-bytes",
-            });
-        }
-        left -= written;
-        // An executable file (a postBuild, a start) stays executable; nothing else of the mode is
-        // kept (no setuid, no world-writable files).
-        if let Some(mode) = entry.unix_mode() {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| BuildError::io("unpacking", e))?;
+    } else {
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let entries = tar
+            .entries()
+            .map_err(|e| out.bad(format!("is not a tar.gz file: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| out.bad(format!("cannot be read: {e}")))?;
+            let path = entry
+                .path()
+                .map_err(|e| out.bad(format!("cannot be read: {e}")))?
+                .into_owned();
+            let entry_name = path.display().to_string();
+            let kind = match entry.header().entry_type() {
+                tar::EntryType::Directory => Kind::Dir,
+                tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
+                tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
+                _ => Kind::Link,
+            };
+            let mode = entry.header().mode().ok();
+            out.entry(&entry_name, Some(path), kind, mode, &mut entry)?;
         }
     }
     std::fs::remove_file(archive).map_err(|e| BuildError::io("removing the archive", e))?;
@@ -99,4 +95,90 @@ pub(super) fn unpack(
             .map_err(|e| BuildError::io("unpacking", e))?;
     }
     Ok(())
+}
+
+/// What an archive entry is; anything but folders and plain files (links, devices) is refused.
+enum Kind {
+    Dir,
+    File,
+    Link,
+}
+
+/// Where entries go, and what is left of the limits.
+struct Output {
+    root: PathBuf,
+    name: String,
+    limits: FetchLimits,
+    left: u64,
+    files: u64,
+}
+
+impl Output {
+    fn bad(&self, reason: String) -> BuildError {
+        BuildError::Invalid(format!("the archive {} {reason}", self.name))
+    }
+
+    fn entry(
+        &mut self,
+        entry_name: &str,
+        relative: Option<PathBuf>,
+        kind: Kind,
+        mode: Option<u32>,
+        content: &mut dyn Read,
+    ) -> Result<(), BuildError> {
+        let Some(relative) = relative.filter(|p| {
+            p.components().next().is_some()
+                && p.components()
+                    .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        }) else {
+            return Err(self.bad(format!(
+                "has the entry {entry_name:?}, which would land outside the folder it is unpacked into"
+            )));
+        };
+        let target = self.root.join(&relative);
+        match kind {
+            Kind::Link => {
+                return Err(self.bad(format!(
+                    "has the link or special file {entry_name:?}: only folders and files are unpacked"
+                )));
+            }
+            Kind::Dir => {
+                return std::fs::create_dir_all(&target)
+                    .map_err(|e| BuildError::io("unpacking", e));
+            }
+            Kind::File => {}
+        }
+        self.files += 1;
+        if self.files > self.limits.max_files {
+            return Err(BuildError::TooLarge {
+                limit: self.limits.max_files,
+                unit: "files",
+                option: "--max-repo-files",
+            });
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| BuildError::io("unpacking", e))?;
+        }
+        let mut out = std::fs::File::create(&target).map_err(|e| BuildError::io("unpacking", e))?;
+        // The sizes in the archive's headers are the archive's word: count what comes out.
+        let written = std::io::copy(&mut content.take(self.left + 1), &mut out)
+            .map_err(|e| self.bad(format!("cannot be unpacked: {e}")))?;
+        if written > self.left {
+            return Err(BuildError::TooLarge {
+                limit: self.limits.max_bytes,
+                unit: "bytes",
+                option: "--max-repo-bytes",
+            });
+        }
+        self.left -= written;
+        // An executable file (a postBuild, a start) stays executable; nothing else of the mode is
+        // kept (no setuid, no world-writable files).
+        if let Some(mode) = mode {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| BuildError::io("unpacking", e))?;
+        }
+        Ok(())
+    }
 }

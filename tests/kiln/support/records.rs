@@ -74,6 +74,32 @@ impl RecordServer {
         assert!(child.wait().unwrap().success());
     }
 
+    /// `files/<name>`: a tar.gz of `tree` (path, content) pairs, as the vault gives them.
+    pub fn tar_gz(&self, name: &str, tree: &[(&str, &str)]) {
+        use std::io::Write;
+        let script = "import io, json, sys, tarfile\n\
+                      with tarfile.open(sys.argv[1], 'w:gz') as t:\n    \
+                      for path, text in json.load(sys.stdin):\n        \
+                      data = text.encode()\n        \
+                      info = tarfile.TarInfo(path)\n        \
+                      info.size = len(data)\n        \
+                      info.mode = 0o755 if path.endswith('verify') else 0o644\n        \
+                      t.addfile(info, io.BytesIO(data))\n";
+        let mut child = Command::new("python3")
+            .args(["-c", script])
+            .arg(self.dir.path().join("files").join(name))
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(serde_json::to_string(tree).unwrap().as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
     /// `files/<name>` with `content`.
     pub fn file(&self, name: &str, content: &[u8]) {
         std::fs::write(self.dir.path().join("files").join(name), content).unwrap();
@@ -95,7 +121,8 @@ impl RecordServer {
             ("KILN_INVENIO_HOSTS", host.clone()),
             ("KILN_FIGSHARE_HOSTS", host.clone()),
             ("KILN_FIGSHARE_API", format!("http://{host}/v2/")),
-            ("KILN_DATAVERSE_HOSTS", host),
+            ("KILN_DATAVERSE_HOSTS", host.clone()),
+            ("KILN_SWH_API", format!("http://{host}/api/1/")),
         ]
     }
 
