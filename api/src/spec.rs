@@ -155,6 +155,21 @@ pub fn parse(provider: &str, raw: &str, hosts: &ProviderHosts) -> Result<Spec, S
             "the spec holds a path traversal or control characters".into(),
         ));
     }
+    if provider == "ckan" {
+        let decoded = decode(raw)?;
+        let source =
+            Source::parse(&format!("ckan:{decoded}")).map_err(|e| SpecError(e.to_string()))?;
+        return Ok(Spec {
+            provider: provider.to_string(),
+            raw: raw.to_string(),
+            decoded: decoded.clone(),
+            repo_url: source.to_string(),
+            source,
+            reference: "HEAD".into(),
+            owner: None,
+            image_slug: None,
+        });
+    }
     if provider == "swhid" {
         let decoded = decode(raw)?;
         let swhid = kiln_builder::records::swh::parse(&decoded).ok_or_else(|| {
@@ -227,7 +242,7 @@ pub fn parse(provider: &str, raw: &str, hosts: &ProviderHosts) -> Result<Spec, S
         }
         other => {
             return Err(SpecError(format!(
-                "unknown provider {other:?}; kiln serves gh, gl, git, gist, zenodo, figshare, dataverse, doi and swhid"
+                "unknown provider {other:?}; kiln serves gh, gl, git, gist, zenodo, figshare, dataverse, doi, swhid and ckan"
             )));
         }
     };
@@ -410,6 +425,9 @@ mod tests {
             )
             .is_err()
         );
+        let s = p("ckan", "https%3A%2F%2Fdemo.ckan.org%2Fdataset%2Fsample").unwrap();
+        assert_eq!(s.repo_url, "ckan:https://demo.ckan.org/dataset/sample");
+        assert!(p("ckan", "https%3A%2F%2Fdemo.ckan.org%2Fnot-a-dataset").is_err());
         assert!(p("zenodo", "not-a-doi").is_err());
         assert!(p("doi", "11.1/x").is_err());
     }

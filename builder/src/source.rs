@@ -53,6 +53,8 @@ pub enum RecordSource {
     Url(String),
     /// A Software Heritage identifier of a directory or revision (`swh:1:dir:<hash>`).
     Swhid(String),
+    /// A CKAN dataset's URL (`ckan:https://portal.example/dataset/<id>`): any portal.
+    Ckan(String),
     /// A record as resolved: its provider (`zenodo`, `figshare`, `dataverse`), landing `url`,
     /// what its images are named after (`zenodo-<id>`) and its `version` (a record version never
     /// changes, so it plays the commit's part).
@@ -90,6 +92,7 @@ impl fmt::Display for Source {
                 | RecordSource::Resolved { url, .. }
                 | RecordSource::Swhid(url),
             ) => f.write_str(url),
+            Source::Record(RecordSource::Ckan(url)) => write!(f, "ckan:{url}"),
         }
     }
 }
@@ -244,7 +247,9 @@ impl Source {
                 parts.into_iter().rev().collect::<Vec<_>>().join("-")
             }
             Source::Record(RecordSource::Doi { doi, .. }) => format!("doi-{doi}"),
-            Source::Record(RecordSource::Url(url) | RecordSource::Swhid(url)) => url.clone(),
+            Source::Record(
+                RecordSource::Url(url) | RecordSource::Swhid(url) | RecordSource::Ckan(url),
+            ) => url.clone(),
             Source::Record(RecordSource::Resolved { slug, .. }) => slug.clone(),
         };
         let slug = slugify(&raw);
@@ -262,6 +267,17 @@ impl RecordSource {
         };
         if let Some(swhid) = crate::records::swh::parse(spec) {
             return Ok(Some(RecordSource::Swhid(swhid)));
+        }
+        if let Some(url) = spec.strip_prefix("ckan:") {
+            let url = url.trim();
+            if !(url.starts_with("https://") || url.starts_with("http://"))
+                || !url.contains("/dataset/")
+            {
+                return Err(bad(
+                    "ckan: takes a dataset's URL: https://portal.example/dataset/<id>",
+                ));
+            }
+            return Ok(Some(RecordSource::Ckan(url.to_string())));
         }
         let named = RECORD_PROVIDERS
             .iter()

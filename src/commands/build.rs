@@ -24,7 +24,8 @@ pub struct BuildCommand {
 pub struct BuildArgs {
     /// A repository: a local folder, a git URL (https, http, git, ssh, file), gh:org/repo, or an
     /// archived record: doi:DOI, https://doi.org/DOI, zenodo:DOI, figshare:DOI, dataverse:DOI or a
-    /// record's landing URL (Zenodo, Figshare, Dataverse), or a SWHID (swh:1:dir:..., swh:1:rev:...).
+    /// record's landing URL (Zenodo, Figshare, Dataverse), a SWHID (swh:1:dir:..., swh:1:rev:...) or
+    /// ckan:<dataset URL>.
     pub source: String,
     /// Branch, tag or commit to build (default: the remote's HEAD).
     #[arg(long = "ref")]

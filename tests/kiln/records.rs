@@ -443,3 +443,45 @@ fn a_software_heritage_revision_builds_from_the_vaults_bundle() {
     );
     remove_image(&image);
 }
+
+/// CKAN: a dataset's URL builds its current resources; a version named by its activity builds
+/// the resources that version had; each is its own image.
+#[test]
+fn a_ckan_dataset_builds_its_current_or_named_version() {
+    require_engine();
+    let server = RecordServer::start(
+        r#"{"dois": {}, "records": {},
+            "ckan": {"sample": {"modified": "2024-02-03T04:05:06.123456",
+              "resources": [{"name": "requirements.txt", "path": "files/requirements.txt"},
+                            {"name": "verify", "path": "files/verify"},
+                            {"name": "NEWS.md", "path": "files/news"}],
+              "activities": {"a1b2": {"modified": "2023-01-02T03:04:05.000001",
+                "resources": [{"name": "requirements.txt", "path": "files/requirements.txt"},
+                              {"name": "verify", "path": "files/verify"}]}}}}}"#,
+    );
+    for name in ["requirements.txt", "verify"] {
+        let text = std::fs::read(examples().join("python-requirements").join(name)).unwrap();
+        server.file(name, &text);
+    }
+    server.file("news", b"current\n");
+    let dataset = format!("http://127.0.0.1:{}/dataset/sample", server.port);
+    let (ok, events) = build(&server, &format!("ckan:{dataset}"), &[]);
+    assert!(ok, "{}", messages(&events));
+    let current = events.last().unwrap()["imageName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(current, "kiln/ckan-sample:sample.v1706933106");
+    in_image(&current, &["sh", "./verify"]);
+    assert!(in_image(&current, &["cat", "NEWS.md"]).contains("current"));
+    let (ok, events) = build(&server, &format!("ckan:{dataset}/history/a1b2"), &[]);
+    assert!(ok, "{}", messages(&events));
+    let old = events.last().unwrap()["imageName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(old, "kiln/ckan-sample:sample.v1672628645");
+    assert!(!in_image(&old, &["ls"]).contains("NEWS.md"));
+    remove_image(&current);
+    remove_image(&old);
+}

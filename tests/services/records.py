@@ -33,6 +33,10 @@ Routes:
   GET /api/1/revision/<hash>/                Software Heritage: a revision's directory
   POST|GET /api/1/vault/flat/<SWHID>/        the vault: "pending" at first, then "done" with fetch_url
   GET /api/1/vault/flat/<SWHID>/raw/         the bundle (site "swh": {"dirs": {hash: path of a tar.gz}})
+  GET /api/3/action/package_show?id=<id>     CKAN: the dataset (site "ckan": {id: {"modified": ..,
+                                             "resources": [{"name", "path"}], "activities": {..}}})
+  GET /api/3/action/activity_show?id=<a>&include_data=true   CKAN: the dataset at that activity
+  GET /ckan-files/<id>/<name>                CKAN: a resource's bytes
   GET /redirect?to=URL                       302 to URL
 Every request is appended to SITE_DIR/requests.log as `STATUS PATH`.
 """
@@ -162,6 +166,34 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 open(asked, "w").close()
                 return self.answer(200, {"status": "pending", "swhid": swhid, "progress_message": "cooking"})
             return self.answer(200, {"status": "done", "swhid": swhid, "fetch_url": vault + "raw/"})
+        if parts[:3] == ["api", "3", "action"] and len(parts) == 4:
+            query = urllib.parse.parse_qs(url.query)
+            ckan = site.get("ckan", {})
+            def package(name, dataset):
+                return {"id": name, "name": name, "metadata_modified": dataset["modified"],
+                        "resources": [{"id": str(i), "name": r["name"],
+                                       "url": f"{base}/ckan-files/{name}/{r['name']}"}
+                                      for i, r in enumerate(dataset["resources"])]}
+            if parts[3] == "package_show":
+                name = query.get("id", [""])[0]
+                if name not in ckan:
+                    return self.answer(404, {"success": False, "error": {"message": "Not found"}})
+                return self.answer(200, {"success": True, "result": package(name, ckan[name])})
+            if parts[3] == "activity_show":
+                activity = query.get("id", [""])[0]
+                for name, dataset in ckan.items():
+                    if activity in dataset.get("activities", {}):
+                        return self.answer(200, {"success": True, "result": {"id": activity, "data": {
+                            "package": package(name, dataset["activities"][activity])}}})
+                return self.answer(404, {"success": False, "error": {"message": "Not found"}})
+        if parts[:1] == ["ckan-files"] and len(parts) == 3:
+            dataset = site.get("ckan", {}).get(parts[1], {})
+            versions = [dataset] + list(dataset.get("activities", {}).values())
+            for version in versions:
+                for r in version.get("resources", []):
+                    if r["name"] == parts[2]:
+                        with open(os.path.join(site_dir, r["path"]), "rb") as content:
+                            return self.answer(200, content.read(), "application/octet-stream")
         if parts[:2] == ["api", "handles"]:
             doi = "/".join(parts[2:])
             landing = site["dois"].get(doi)

@@ -5,12 +5,14 @@
 //!
 //! [`resolve`] turns the name into the record and its file list: a DOI through the resolver's
 //! handle API ([`doi`]), then the landing URL's provider ([`invenio`], [`figshare`],
-//! [`dataverse`]) from its REST API; a SWHID through Software Heritage's vault ([`swh`]). [`fetch`] downloads exactly those files, checks each against
+//! [`dataverse`]) from its REST API; a SWHID through Software Heritage's vault ([`swh`]); a CKAN
+//! dataset URL through its portal's action API ([`ckan`]). [`fetch`] downloads exactly those files, checks each against
 //! the checksum the API gives, and, when the record is a single zip archive, unpacks it as
 //! repo2docker does ([`unpack`]: a single folder at the top is flattened). Every request, each
 //! redirect included, goes through kiln-net's guarded client ([`http`]); the fetch limits (bytes,
 //! files, time) hold for the listing, the downloads and what an archive unpacks to.
 
+mod ckan;
 mod dataverse;
 mod doi;
 mod figshare;
@@ -179,11 +181,18 @@ pub async fn resolve(
     sink: &mut dyn EventSink,
 ) -> Result<Record, BuildError> {
     let http = Http::new(settings)?;
-    if let RecordSource::Swhid(swhid) = spec {
-        return swh::resolve(&http, swhid, records, settings.limits.timeout, sink).await;
+    match spec {
+        RecordSource::Swhid(swhid) => {
+            let record = swh::resolve(&http, swhid, records, settings.limits.timeout, sink).await?;
+            return checked(record, settings);
+        }
+        RecordSource::Ckan(url) => {
+            return checked(ckan::resolve(&http, url, sink).await?, settings);
+        }
+        _ => {}
     }
     let landing = match spec {
-        RecordSource::Swhid(_) => unreachable!("resolved above"),
+        RecordSource::Swhid(_) | RecordSource::Ckan(_) => unreachable!("resolved above"),
         RecordSource::Doi { doi, .. } => {
             sink.emit(Event::new(
                 Phase::Fetching,
@@ -237,6 +246,11 @@ pub async fn resolve(
         "figshare" => figshare::resolve(&http, url, records, sink).await?,
         _ => dataverse::resolve(&http, url, sink).await?,
     };
+    checked(record, settings)
+}
+
+/// The record, when it has files and its listing is within the fetch limits.
+fn checked(record: Record, settings: &FetchSettings) -> Result<Record, BuildError> {
     if record.files.is_empty() {
         return Err(failed(
             &record.url,
