@@ -134,7 +134,10 @@ pub(super) async fn resolve(
     for resource in package.resources {
         let from_url = url::Url::parse(&resource.url)
             .ok()
-            .and_then(|u| u.path_segments().and_then(|s| s.last().map(str::to_string)))
+            .and_then(|u| {
+                u.path_segments()
+                    .and_then(|mut s| s.next_back().map(str::to_string))
+            })
             .filter(|n| !n.is_empty());
         let key = from_url
             .or(resource.name)
