@@ -63,7 +63,7 @@ enum Command {
     ///   KILN_CRAN_URL        R packages' CRAN snapshot URL template ({date}: runtime.txt's date)
     ///   KILN_JULIA_VERSIONS_URL  the list of Julia releases (default the official versions.json)
     ///   KILN_DOI_RESOLVER, KILN_INVENIO_HOSTS, KILN_FIGSHARE_HOSTS, KILN_FIGSHARE_API,
-    ///   KILN_DATAVERSE_HOSTS, KILN_SWH_API  where archived records are looked up (README:
+    ///   KILN_DATAVERSE_HOSTS, KILN_HYDROSHARE_HOSTS, KILN_SWH_API  where archived records are looked up (README:
     ///                        Archived records)
     ///   KILN_JUPYTERHUB_VERSION  jupyterhub-singleuser version put into images (default 6.1.1);
     ///                        its major version must match the hub's

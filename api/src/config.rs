@@ -102,7 +102,8 @@ pub struct Config {
     /// `KILN_GIT_PASSWORD`, git's credential helpers, the SSH agent) may be used for; none by default.
     pub git_credential_hosts: Vec<String>,
     /// `KILN_DOI_RESOLVER`, `KILN_INVENIO_HOSTS`, `KILN_FIGSHARE_HOSTS`, `KILN_FIGSHARE_API`,
-    /// `KILN_DATAVERSE_HOSTS`, `KILN_SWH_API`: where archived records are looked up.
+    /// `KILN_DATAVERSE_HOSTS`, `KILN_HYDROSHARE_HOSTS`, `KILN_SWH_API`: where archived records are
+    /// looked up.
     pub records: kiln_builder::records::RecordSettings,
     /// `KILN_MAX_REPO_BYTES`, `KILN_MAX_REPO_FILES`, `KILN_FETCH_TIMEOUT`: what one fetch (with its
     /// submodules) may bring, and for how long (defaults 1 GiB, 100,000 files, 300 s).
@@ -297,6 +298,7 @@ const KEYS: &[&str] = &[
     "figshare_api",
     "dataverse_hosts",
     "swh_api",
+    "hydroshare_hosts",
     "pypi_mirror",
     "npm_registry",
     "julia_pkg_server",

@@ -242,7 +242,7 @@ pub fn parse(provider: &str, raw: &str, hosts: &ProviderHosts) -> Result<Spec, S
         }
         other => {
             return Err(SpecError(format!(
-                "unknown provider {other:?}; kiln serves gh, gl, git, gist, zenodo, figshare, dataverse, doi, swhid and ckan"
+                "unknown provider {other:?}; kiln serves gh, gl, git, gist, zenodo, figshare, dataverse, hydroshare, doi, swhid and ckan"
             )));
         }
     };
@@ -320,6 +320,34 @@ pub fn parse(provider: &str, raw: &str, hosts: &ProviderHosts) -> Result<Spec, S
 /// A `zenodo`, `figshare`, `dataverse` or `doi` spec: a DOI (escaped or not; BinderHub's links give it as is).
 fn record(provider: &str, raw: &str) -> Result<Spec, SpecError> {
     let decoded = decode(raw)?;
+    // BinderHub's hydroshare spec is a resource id or its URL.
+    let hydroshare_url = match decoded.as_str() {
+        id if provider == "hydroshare"
+            && id.len() == 32
+            && id.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            Some(format!("https://www.hydroshare.org/resource/{id}/"))
+        }
+        url if provider == "hydroshare"
+            && (url.starts_with("https://") || url.starts_with("http://")) =>
+        {
+            Some(url.to_string())
+        }
+        _ => None,
+    };
+    if let Some(url) = hydroshare_url {
+        let source = Source::Record(kiln_builder::source::RecordSource::Url(url.clone()));
+        return Ok(Spec {
+            provider: provider.to_string(),
+            raw: raw.to_string(),
+            decoded: url.clone(),
+            repo_url: url,
+            source,
+            reference: "HEAD".into(),
+            owner: None,
+            image_slug: None,
+        });
+    }
     let doi = kiln_builder::source::normalize_doi(&decoded).ok_or_else(|| {
         SpecError(format!(
             "{decoded:?} is not a DOI: a {provider} spec is a DOI such as 10.5281/zenodo.3242074"
@@ -428,6 +456,11 @@ mod tests {
         let s = p("ckan", "https%3A%2F%2Fdemo.ckan.org%2Fdataset%2Fsample").unwrap();
         assert_eq!(s.repo_url, "ckan:https://demo.ckan.org/dataset/sample");
         assert!(p("ckan", "https%3A%2F%2Fdemo.ckan.org%2Fnot-a-dataset").is_err());
+        let s = p("hydroshare", "0123456789abcdef0123456789abcdef").unwrap();
+        assert_eq!(
+            s.repo_url,
+            "https://www.hydroshare.org/resource/0123456789abcdef0123456789abcdef/"
+        );
         assert!(p("zenodo", "not-a-doi").is_err());
         assert!(p("doi", "11.1/x").is_err());
     }

@@ -304,6 +304,7 @@ impl RecordSource {
                         matches!(first, Some("record" | "records"))
                     }
                     Some("figshare.com") => first == Some("articles"),
+                    Some("www.hydroshare.org" | "hydroshare.org") => first == Some("resource"),
                     Some(host) => {
                         crate::records::DATAVERSE_HOSTS.contains(&host)
                             && u.path() == "/dataset.xhtml"
@@ -324,7 +325,7 @@ impl RecordSource {
 }
 
 /// The record providers a DOI may be pinned to (`zenodo:DOI`), as BinderHub names them.
-pub const RECORD_PROVIDERS: &[&str] = &["zenodo", "figshare", "dataverse"];
+pub const RECORD_PROVIDERS: &[&str] = &["zenodo", "figshare", "dataverse", "hydroshare"];
 
 /// A DOI as the resolver takes it (`10.NNNN/suffix`), from a DOI with or without `doi:` or a
 /// resolver's prefix; `None` when it is not one.

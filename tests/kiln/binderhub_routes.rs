@@ -100,6 +100,7 @@ fn repoproviders_describes_each_provider_with_the_configured_hosts() {
             "zenodo",
             "figshare",
             "dataverse",
+            "hydroshare",
             "swhid",
             "doi"
         ]

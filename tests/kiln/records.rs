@@ -485,3 +485,41 @@ fn a_ckan_dataset_builds_its_current_or_named_version() {
     remove_image(&current);
     remove_image(&old);
 }
+
+/// HydroShare: the resource's bag is asked for again while the server makes it (202), then
+/// unpacked; its `data/contents` is the repository, the bag's manifests are left out.
+#[test]
+fn a_hydroshare_resource_builds_from_its_bags_contents() {
+    require_engine();
+    let id = "0123456789abcdef0123456789abcdef";
+    let server = RecordServer::start(&format!(
+        r#"{{"dois": {{"10.4211/hs.{id}": "http://127.0.0.1:PORT/resource/{id}/"}}, "records": {{}},
+            "hydroshare": {{"{id}": {{"updated": "2020-06-07T08:09:10.000000Z", "bag": "files/bag.zip"}}}}}}"#
+    ));
+    let mut tree = example_tree(&format!("{id}/data/contents"), &[]);
+    tree.push((format!("{id}/bagit.txt"), "BagIt-Version: 0.96\n".into()));
+    tree.push((
+        format!("{id}/manifest-md5.txt"),
+        "0 data/contents/verify\n".into(),
+    ));
+    server.zip("bag.zip", &as_refs(&tree));
+    let (ok, events) = build(&server, &format!("doi:10.4211/hs.{id}"), &[]);
+    assert!(ok, "{}", messages(&events));
+    let image = events.last().unwrap()["imageName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(image, format!("kiln/hydroshare-{id}:{id}.v1591517350"));
+    let text = messages(&events);
+    assert!(
+        text.contains("is being prepared by the server; asking again"),
+        "{text}"
+    );
+    assert_verify(&image);
+    let listing = in_image(&image, &["ls"]);
+    assert!(
+        !listing.contains("bagit.txt") && !listing.contains("data"),
+        "{listing}"
+    );
+    remove_image(&image);
+}

@@ -37,6 +37,9 @@ Routes:
                                              "resources": [{"name", "path"}], "activities": {..}}})
   GET /api/3/action/activity_show?id=<a>&include_data=true   CKAN: the dataset at that activity
   GET /ckan-files/<id>/<name>                CKAN: a resource's bytes
+  GET /hsapi/resource/<id>/sysmeta/          HydroShare: {"date_last_updated": ...}
+  GET /django_s3/download/bags/<id>.zip      HydroShare: 202 at first (the bag is being made),
+                                             then the bag (site "hydroshare": {id: {"updated", "bag"}})
   GET /redirect?to=URL                       302 to URL
 Every request is appended to SITE_DIR/requests.log as `STATUS PATH`.
 """
@@ -194,6 +197,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     if r["name"] == parts[2]:
                         with open(os.path.join(site_dir, r["path"]), "rb") as content:
                             return self.answer(200, content.read(), "application/octet-stream")
+        if parts[:2] == ["hsapi", "resource"] and len(parts) == 4 and parts[3] == "sysmeta":
+            resource = site.get("hydroshare", {}).get(parts[2])
+            if resource is None:
+                return self.answer(404, {"detail": "No resource was found"})
+            return self.answer(200, {"resource_id": parts[2], "date_last_updated": resource["updated"]})
+        if parts[:3] == ["django_s3", "download", "bags"] and len(parts) == 4:
+            rid = parts[3].removesuffix(".zip")
+            resource = site.get("hydroshare", {}).get(rid)
+            if resource is None:
+                return self.answer(404, {"detail": "No resource was found"})
+            asked = os.path.join(site_dir, f"bag-{rid}")
+            if not os.path.exists(asked):
+                open(asked, "w").close()
+                return self.answer(202, b"<html>Your bag is being prepared</html>", "text/html")
+            with open(os.path.join(site_dir, resource["bag"]), "rb") as content:
+                return self.answer(200, content.read(), "application/zip")
         if parts[:2] == ["api", "handles"]:
             doi = "/".join(parts[2:])
             landing = site["dois"].get(doi)

@@ -109,6 +109,13 @@ async fn repo_providers(State(state): State<Arc<AppState>>) -> Response {
             "10.7910/DVN/TJCLKP",
         ),
         record_provider(
+            "hydroshare",
+            "HydroShare",
+            "^(https?://www\\.hydroshare\\.org/resource/)?(?<repo>[0-9a-f]{32})",
+            "HydroShare resource id or URL",
+            "8f7c2f0341ef4180b0dc53ed6a3b8b7a",
+        ),
+        record_provider(
             "swhid",
             "Software Heritage",
             "^(?<repo>swh:1:(dir|rev):[0-9a-f]{40}.*)",
@@ -138,7 +145,11 @@ fn record_provider(
     serde_json::json!({
         "id": id,
         "displayName": name,
-        "spec": {"validateRegex": if id == "swhid" { "swh:1:(dir|rev):[0-9a-f]{40}.*" } else { "10\\.[0-9.]+/.+" }},
+        "spec": {"validateRegex": match id {
+            "swhid" => "swh:1:(dir|rev):[0-9a-f]{40}.*",
+            "hydroshare" => "[0-9a-f]{32}|https?://.+",
+            _ => "10\\.[0-9.]+/.+",
+        }},
         "detect": {"regex": detect},
         "repo": {"label": label, "placeholder": placeholder, "urlEncode": false},
         "ref": {"enabled": false, "default": "HEAD"},

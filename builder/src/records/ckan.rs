@@ -166,5 +166,6 @@ pub(super) async fn resolve(
         url,
         files,
         time: modified,
+        content_root: None,
     })
 }

@@ -133,5 +133,6 @@ pub(super) async fn resolve(
         url: url.to_string(),
         files,
         time: seconds(version.release_time.as_deref()),
+        content_root: None,
     })
 }

@@ -116,5 +116,6 @@ pub(super) async fn resolve(
         url: landing,
         files,
         time: seconds(article.published_date.as_deref()),
+        content_root: None,
     })
 }

@@ -108,5 +108,6 @@ pub(super) async fn resolve(
         url,
         files,
         time: seconds(metadata.created.as_deref()),
+        content_root: None,
     })
 }

@@ -5,7 +5,7 @@
 //!
 //! [`resolve`] turns the name into the record and its file list: a DOI through the resolver's
 //! handle API ([`doi`]), then the landing URL's provider ([`invenio`], [`figshare`],
-//! [`dataverse`]) from its REST API; a SWHID through Software Heritage's vault ([`swh`]); a CKAN
+//! [`dataverse`], [`hydroshare`]) from its REST API; a SWHID through Software Heritage's vault ([`swh`]); a CKAN
 //! dataset URL through its portal's action API ([`ckan`]). [`fetch`] downloads exactly those files, checks each against
 //! the checksum the API gives, and, when the record is a single zip archive, unpacks it as
 //! repo2docker does ([`unpack`]: a single folder at the top is flattened). Every request, each
@@ -17,6 +17,7 @@ mod dataverse;
 mod doi;
 mod figshare;
 mod http;
+mod hydroshare;
 mod invenio;
 pub mod swh;
 mod unpack;
@@ -41,6 +42,8 @@ use http::Http;
 ///   `https://api.figshare.com/v2/`);
 /// - `KILN_DATAVERSE_HOSTS`: Dataverse installations (default a few large ones, see
 ///   [`DATAVERSE_HOSTS`]);
+/// - `KILN_HYDROSHARE_HOSTS`: HydroShare installations (default `www.hydroshare.org`,
+///   `hydroshare.org`);
 /// - `KILN_SWH_API`: Software Heritage's API (default
 ///   `https://archive.softwareheritage.org/api/1/`).
 #[derive(Clone, Debug)]
@@ -50,6 +53,7 @@ pub struct RecordSettings {
     pub figshare_hosts: Vec<String>,
     pub figshare_api: String,
     pub dataverse_hosts: Vec<String>,
+    pub hydroshare_hosts: Vec<String>,
     pub swh_api: String,
 }
 
@@ -72,6 +76,7 @@ impl Default for RecordSettings {
             figshare_hosts: vec!["figshare.com".into()],
             figshare_api: "https://api.figshare.com/v2/".into(),
             dataverse_hosts: DATAVERSE_HOSTS.iter().map(|h| h.to_string()).collect(),
+            hydroshare_hosts: vec!["www.hydroshare.org".into(), "hydroshare.org".into()],
             swh_api: "https://archive.softwareheritage.org/api/1/".into(),
         }
     }
@@ -118,6 +123,9 @@ impl RecordSettings {
         if let Some(list) = hosts("KILN_DATAVERSE_HOSTS") {
             settings.dataverse_hosts = list;
         }
+        if let Some(list) = hosts("KILN_HYDROSHARE_HOSTS") {
+            settings.hydroshare_hosts = list;
+        }
         settings
     }
 }
@@ -135,6 +143,9 @@ pub struct Record {
     pub files: Vec<RemoteFile>,
     /// When the version was published (seconds since the epoch): the files' mtime in the image.
     pub time: i64,
+    /// Where, in the unpacked archive, the record's own files are (`data/contents` of a
+    /// HydroShare bag); the rest (the bag's manifests) is left out.
+    pub content_root: Option<&'static str>,
 }
 
 /// One file of a record, as its API lists it.
@@ -214,6 +225,7 @@ pub async fn resolve(
             ("zenodo", invenio::is_record(url, records)),
             ("figshare", figshare::is_record(url, records)),
             ("dataverse", dataverse::is_record(url, records)),
+            ("hydroshare", hydroshare::is_record(url, records)),
         ]
         .into_iter()
         .find_map(|(name, found)| found.then_some(name))
@@ -228,10 +240,11 @@ pub async fn resolve(
     };
     let (Some(url), Some(provider)) = (&parsed, provider) else {
         return Err(bad(format!(
-            "{what} is not a record of a repository kiln fetches from (Zenodo and InvenioRDM: {}; Figshare: {}; Dataverse: {}; KILN_INVENIO_HOSTS, KILN_FIGSHARE_HOSTS and KILN_DATAVERSE_HOSTS add others)",
+            "{what} is not a record of a repository kiln fetches from (Zenodo and InvenioRDM: {}; Figshare: {}; Dataverse: {}; HydroShare: {}; KILN_INVENIO_HOSTS, KILN_FIGSHARE_HOSTS, KILN_DATAVERSE_HOSTS and KILN_HYDROSHARE_HOSTS add others)",
             records.invenio_hosts.join(", "),
             records.figshare_hosts.join(", "),
-            records.dataverse_hosts.join(", ")
+            records.dataverse_hosts.join(", "),
+            records.hydroshare_hosts.join(", ")
         )));
     };
     if let Some(expected) = expected
@@ -244,6 +257,7 @@ pub async fn resolve(
     let record = match provider {
         "zenodo" => invenio::resolve(&http, url, sink).await?,
         "figshare" => figshare::resolve(&http, url, records, sink).await?,
+        "hydroshare" => hydroshare::resolve(&http, url, sink).await?,
         _ => dataverse::resolve(&http, url, sink).await?,
     };
     checked(record, settings)
@@ -316,6 +330,18 @@ pub async fn fetch(
                 .map_err(|e| BuildError::io("creating the record's folders", e))?;
         }
         let mut response = http.get(&file.url).await?;
+        // 202: the server is still making the file (HydroShare's bags): ask again.
+        while response.status() == reqwest::StatusCode::ACCEPTED {
+            if started.elapsed() > limits.timeout {
+                return Err(BuildError::FetchTimeout(limits.timeout));
+            }
+            sink.emit(Event::new(
+                Phase::Fetching,
+                format!("{} is being prepared by the server; asking again", file.key),
+            ));
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            response = http.get(&file.url).await?;
+        }
         if !response.status().is_success() {
             let status = response.status().as_u16();
             let (reason, code) = match status {
@@ -384,6 +410,9 @@ pub async fn fetch(
         })
         .await
         .map_err(|e| BuildError::Invalid(format!("unpacking stopped: {e}")))??;
+        if let Some(root) = record.content_root {
+            unpack::keep_only(dest, root)?;
+        }
     }
     Ok(())
 }

@@ -138,5 +138,6 @@ pub(super) async fn resolve(
             md5: None,
         }],
         time,
+        content_root: None,
     })
 }

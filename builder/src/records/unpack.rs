@@ -182,3 +182,42 @@ impl Output {
         Ok(())
     }
 }
+
+/// Keep only `root` of what was unpacked into `dest`: its files move to the top, everything else
+/// goes (a HydroShare bag keeps the resource's files in `data/contents`, beside its manifests).
+pub(super) fn keep_only(dest: &Path, root: &str) -> Result<(), BuildError> {
+    let inner = dest.join(root);
+    if !inner.is_dir() {
+        return Err(BuildError::Invalid(format!(
+            "the archive has no {root} folder, where this repository keeps a record's files"
+        )));
+    }
+    let kept = tempfile::Builder::new()
+        .prefix(".kiln-kept-")
+        .tempdir_in(dest)
+        .map_err(|e| BuildError::io("unpacking", e))?;
+    let kept_path = kept.keep();
+    std::fs::rename(&inner, kept_path.join("content"))
+        .map_err(|e| BuildError::io("unpacking", e))?;
+    for entry in std::fs::read_dir(dest).map_err(|e| BuildError::io("unpacking", e))? {
+        let entry = entry.map_err(|e| BuildError::io("unpacking", e))?;
+        if entry.path() == kept_path {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        }
+        .map_err(|e| BuildError::io("unpacking", e))?;
+    }
+    for entry in
+        std::fs::read_dir(kept_path.join("content")).map_err(|e| BuildError::io("unpacking", e))?
+    {
+        let entry = entry.map_err(|e| BuildError::io("unpacking", e))?;
+        std::fs::rename(entry.path(), dest.join(entry.file_name()))
+            .map_err(|e| BuildError::io("unpacking", e))?;
+    }
+    std::fs::remove_dir_all(&kept_path).map_err(|e| BuildError::io("unpacking", e))
+}

@@ -122,6 +122,7 @@ impl RecordServer {
             ("KILN_FIGSHARE_HOSTS", host.clone()),
             ("KILN_FIGSHARE_API", format!("http://{host}/v2/")),
             ("KILN_DATAVERSE_HOSTS", host.clone()),
+            ("KILN_HYDROSHARE_HOSTS", host.clone()),
             ("KILN_SWH_API", format!("http://{host}/api/1/")),
         ]
     }
