@@ -243,6 +243,9 @@ fn the_service_builds_and_launches_a_zenodo_doi() {
     server.zip("v1.zip", &as_refs(&example_tree("analysis-1.0", &[])));
     let state = tempfile::tempdir().unwrap();
     let service = start_service(&server, &state);
+    // The badge's link: the launch page, which then reads /build/zenodo/<DOI>.
+    let (status, page) = service.get("/v2/zenodo/10.5281/zenodo.223", None);
+    assert_eq!(status, 200, "{page}");
     let (events, raw) = service.events("/build/zenodo/10.5281/zenodo.223");
     let phases: Vec<&str> = events
         .iter()
