@@ -10,19 +10,20 @@ use crate::support::*;
 use base64::Engine as _;
 use serde_json::json;
 
-#[test]
-fn paste_a_repository_watch_the_log_and_reach_ready() {
-    require_engine();
-    let server = GitServer::start();
-    server.example("python-requirements", "page");
+/// `kiln serve` with `env` on a free port, and a browser that pastes `what` into its page and
+/// presses Launch.
+fn launch_from_the_page(
+    state: &tempfile::TempDir,
+    env: &[(&str, String)],
+    what: &str,
+) -> (std::process::Child, Browser) {
     let port = free_port();
-    let state = tempfile::tempdir().unwrap();
-    let mut service = kiln()
+    let service = kiln()
         .arg("serve")
         .env("KILN_STATE", state.path().join("state.db"))
         .env("KILN_LISTEN", format!("127.0.0.1:{port}"))
-        .env("KILN_ALLOWED_HOSTS", "127.0.0.1:*")
         .env("KILN_DEVELOPMENT", "1")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -38,10 +39,24 @@ fn paste_a_repository_watch_the_log_and_reach_ready() {
     browser.call(
         "POST",
         &format!("/element/{repo}/value"),
-        Some(json!({"text": server.url("page")})),
+        Some(json!({"text": what})),
     );
     let launch = browser.element("#launch");
     browser.call("POST", &format!("/element/{launch}/click"), Some(json!({})));
+    (service, browser)
+}
+
+#[test]
+fn paste_a_repository_watch_the_log_and_reach_ready() {
+    require_engine();
+    let server = GitServer::start();
+    server.example("python-requirements", "page");
+    let state = tempfile::tempdir().unwrap();
+    let (mut service, browser) = launch_from_the_page(
+        &state,
+        &[("KILN_ALLOWED_HOSTS", "127.0.0.1:*".into())],
+        &server.url("page"),
+    );
 
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut log_sizes = Vec::new();
@@ -140,36 +155,11 @@ fn paste_a_doi_and_reach_ready() {
         .collect();
     let tree: Vec<(&str, &str)> = tree.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
     records.zip("code.zip", &tree);
-    let port = free_port();
     let state = tempfile::tempdir().unwrap();
-    let allowed = format!("127.0.0.1:{}", records.port);
-    let mut service = kiln()
-        .arg("serve")
-        .env("KILN_STATE", state.path().join("state.db"))
-        .env("KILN_LISTEN", format!("127.0.0.1:{port}"))
-        .env("KILN_ALLOWED_HOSTS", &allowed)
-        .env("KILN_DOI_RESOLVER", format!("http://{allowed}/"))
-        .env("KILN_INVENIO_HOSTS", &allowed)
-        .env("KILN_DEVELOPMENT", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port);
-    let browser = Browser::start();
-    browser.call(
-        "POST",
-        "/url",
-        Some(json!({"url": format!("http://127.0.0.1:{port}/")})),
-    );
-    let repo = browser.element("#repo");
-    browser.call(
-        "POST",
-        &format!("/element/{repo}/value"),
-        Some(json!({"text": "https://doi.org/10.5281/zenodo.323"})),
-    );
-    let launch = browser.element("#launch");
-    browser.call("POST", &format!("/element/{launch}/click"), Some(json!({})));
+    let mut env = records.env();
+    env.push(("KILN_ALLOWED_HOSTS", format!("127.0.0.1:{}", records.port)));
+    let (mut service, browser) =
+        launch_from_the_page(&state, &env, "https://doi.org/10.5281/zenodo.323");
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let phase = browser.text("#phase");

@@ -50,7 +50,6 @@ impl RecordServer {
     /// `files/<name>`: a zip of `tree` (path, content) pairs; a path whose name is `verify`,
     /// `postBuild` or `start` is executable.
     pub fn zip(&self, name: &str, tree: &[(&str, &str)]) {
-        use std::io::Write;
         let script = "import json, sys, zipfile\n\
                       with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:\n    \
                       for path, text in json.load(sys.stdin):\n        \
@@ -59,24 +58,11 @@ impl RecordServer {
                       executable = path.rsplit('/', 1)[-1] in ('verify', 'postBuild', 'start')\n        \
                       info.external_attr = (0o100755 if executable else 0o100644) << 16\n        \
                       z.writestr(info, text)\n";
-        let mut child = Command::new("python3")
-            .args(["-c", script])
-            .arg(self.dir.path().join("files").join(name))
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(serde_json::to_string(tree).unwrap().as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
+        self.write_archive(script, name, tree);
     }
 
     /// `files/<name>`: a tar.gz of `tree` (path, content) pairs, as the vault gives them.
     pub fn tar_gz(&self, name: &str, tree: &[(&str, &str)]) {
-        use std::io::Write;
         let script = "import io, json, sys, tarfile\n\
                       with tarfile.open(sys.argv[1], 'w:gz') as t:\n    \
                       for path, text in json.load(sys.stdin):\n        \
@@ -85,6 +71,12 @@ impl RecordServer {
                       info.size = len(data)\n        \
                       info.mode = 0o755 if path.endswith('verify') else 0o644\n        \
                       t.addfile(info, io.BytesIO(data))\n";
+        self.write_archive(script, name, tree);
+    }
+
+    /// Run the Python `script` with `files/<name>` as its argument and `tree` as JSON on its input.
+    fn write_archive(&self, script: &str, name: &str, tree: &[(&str, &str)]) {
+        use std::io::Write;
         let mut child = Command::new("python3")
             .args(["-c", script])
             .arg(self.dir.path().join("files").join(name))
