@@ -9,7 +9,8 @@ use kiln_buildpacks::{PlanOptions, RenderOptions};
 
 #[derive(Args)]
 pub struct PlanCommand {
-    /// The repository folder.
+    /// The repository folder, or an archived record (doi:DOI, zenodo:DOI, a landing URL, a SWHID,
+    /// ckan:URL), which is fetched first.
     path: PathBuf,
     /// Print the plan as JSON (top-level `buildpacks`, primary first, and `environment_key`).
     #[arg(long)]
@@ -109,13 +110,26 @@ impl PlanCommand {
             .build()?;
         let mut options = self.options.options();
         let mut warn = |e: kiln_builder::Event| eprintln!("{}", e.message);
-        if !self.no_solve && kiln_buildpacks::selects_julia(&self.path)? {
+        let record = match self.path.to_str() {
+            Some(spec) if !self.path.is_dir() => kiln_builder::source::RecordSource::parse(spec)?,
+            _ => None,
+        };
+        let fetched = match &record {
+            Some(record) => Some(runtime.block_on(fetch_record(record, &mut warn))?),
+            None => None,
+        };
+        let path = match &fetched {
+            Some(dir) => dir.path().join("repo"),
+            None => self.path.clone(),
+        };
+        // A repository that cannot be read is reported by the plan itself, below.
+        if !self.no_solve && kiln_buildpacks::selects_julia(&path).unwrap_or(false) {
             options.julia_releases = runtime.block_on(kiln_builder::julia::releases(
                 &options.julia_versions_url,
                 &mut warn,
             ));
         }
-        let mut plan = kiln_buildpacks::plan(&self.path, &options)
+        let mut plan = kiln_buildpacks::plan(&path, &options)
             .with_context(|| format!("cannot plan {}", self.path.display()))?;
         let has_conda = plan.layers().is_some_and(|l| l.environment.conda.is_some());
         if has_conda && !self.no_solve {
@@ -152,6 +166,18 @@ impl DockerfileCommand {
         print!("{}", kiln_buildpacks::dockerfile(&plan, &render)?);
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// An archived record's files, in `repo/` of a temporary folder (removed when it is dropped).
+async fn fetch_record(
+    record: &kiln_builder::source::RecordSource,
+    sink: &mut dyn kiln_builder::EventSink,
+) -> anyhow::Result<tempfile::TempDir> {
+    let settings = kiln_builder::git::FetchSettings::default();
+    let found = kiln_builder::records::resolve(record, &settings, &settings.records, sink).await?;
+    let dir = tempfile::Builder::new().prefix("kiln-plan-").tempdir()?;
+    kiln_builder::records::fetch(&found, &dir.path().join("repo"), &settings, sink).await?;
+    Ok(dir)
 }
 
 fn plan(path: &std::path::Path, args: &PlanArgs) -> anyhow::Result<kiln_buildpacks::BuildPlan> {

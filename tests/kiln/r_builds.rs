@@ -130,11 +130,11 @@ fn an_r_session_offers_and_starts_the_r_kernel() {
     require_engine();
     let cran = CranRepo::start(&["2023-01-01"]);
     let server = GitServer::start();
-    server.example("r-runtime-dated", "r-session");
+    server.example("r-runtime-dated", "r-lab");
     let (mut child, _, port, token) = start_kiln_run(
         kiln()
             .env("KILN_CRAN_URL", cran.url_template())
-            .args(["run", &server.url("r-session")]),
+            .args(["run", &server.url("r-lab")]),
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     while session_status(port, Some(&token)) != 200 {
@@ -159,7 +159,11 @@ fn an_r_session_offers_and_starts_the_r_kernel() {
     let (status, kernel) = session.request("POST", "/api/kernels", &auth, r#"{"name": "ir"}"#);
     assert_eq!(status, 201, "{kernel}");
     assert_eq!(json(&kernel)["name"], "ir", "{kernel}");
-    let _ = child.kill();
+    // SIGTERM, as Ctrl-C: kiln removes the session's container.
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let _ = child.wait();
 }
 

@@ -116,12 +116,29 @@ fn a_zenodo_doi_builds_its_records_archive_once_and_a_new_version_shares_the_env
         "2024-05-06T07:08:09Z"
     );
 
-    // The same record, named by its landing URL: reused before any download.
+    // `kiln plan` fetches the record, then plans it.
+    let plan = server
+        .kiln()
+        .args(["plan", "--json", "zenodo:10.5281/zenodo.123"])
+        .output()
+        .unwrap();
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["buildpacks"][0]["name"], "python", "{plan}");
+
+    // The same record, named by its landing URL: reused before any download (the build and the
+    // plan above each downloaded the archive once).
+    let downloads = server.requests(200, "/api/records/123/files/");
+    assert_eq!(downloads, 2);
     let (ok, events) = build(&server, &format!("zenodo:{landing}"), &[]);
     assert!(ok, "{}", messages(&events));
     let text = messages(&events);
     assert!(text.contains("Reusing kiln/zenodo-123:123"), "{text}");
-    assert_eq!(server.requests(200, "/api/records/123/files/"), 1);
+    assert_eq!(server.requests(200, "/api/records/123/files/"), downloads);
 
     // A new version of the record: a new image, the same environment.
     let (ok, events) = build(&server, "doi:10.5281/zenodo.124", &[]);
@@ -524,5 +541,49 @@ fn a_hydroshare_resource_builds_from_its_bags_contents() {
         !listing.contains("bagit.txt") && !listing.contains("data"),
         "{listing}"
     );
+    remove_image(&image);
+}
+
+/// The JSON API builds records as it builds repositories: `POST /api/builds` with a record
+/// provider and a DOI; the same record asked for again is reused, not built again.
+#[test]
+fn the_json_api_builds_a_figshare_doi_once() {
+    require_engine();
+    let server = RecordServer::start(
+        r#"{"dois": {"10.6084/m9.figshare.77": "http://127.0.0.1:PORT/articles/dataset/x/77/3"},
+            "records": {},
+            "figshare": {"77": {"versions": {"3": {"files": [
+              {"name": "requirements.txt", "path": "files/requirements.txt"},
+              {"name": "verify", "path": "files/verify"}]}}}}}"#,
+    );
+    for name in ["requirements.txt", "verify"] {
+        let text = std::fs::read(examples().join("python-requirements").join(name)).unwrap();
+        server.file(name, &text);
+    }
+    let state = tempfile::tempdir().unwrap();
+    let service = start_service(&server, &state);
+    let build = || {
+        let (status, started) = service.json(
+            "POST",
+            "/api/builds",
+            Some(serde_json::json!({"provider": "figshare", "spec": "10.6084/m9.figshare.77"})),
+        );
+        assert_eq!(status, 202, "{started}");
+        let id = started["id"].as_str().unwrap().to_string();
+        let events = service.api_events(&id, None);
+        let last = events.last().unwrap().1.clone();
+        assert_eq!(last["phase"], "built", "{last}");
+        (
+            last,
+            messages(&events.into_iter().map(|(_, e)| e).collect::<Vec<_>>()),
+        )
+    };
+    let (first, _) = build();
+    let image = first["imageName"].as_str().unwrap().to_string();
+    assert!(image.ends_with("figshare-77:77.v3"), "{image}");
+    let (second, text) = build();
+    assert_eq!(second["imageName"], first["imageName"]);
+    assert!(text.contains("Reusing"), "{text}");
+    assert_eq!(server.requests(200, "/figshare-files/77/3/verify"), 1);
     remove_image(&image);
 }

@@ -136,61 +136,95 @@ fn paste_a_repository_watch_the_log_and_reach_ready() {
     }
 }
 
-/// A DOI pasted into the page (as a paper cites it) launches the archived record.
+/// A DOI pasted into the page (as a paper cites it) launches the archived record; so do a
+/// SWHID and a CKAN dataset (`ckan:<URL>`).
 #[test]
-fn paste_a_doi_and_reach_ready() {
+fn paste_a_doi_a_swhid_or_a_ckan_dataset_and_reach_ready() {
     require_engine();
-    let records = crate::support::records::RecordServer::start(
-        r#"{"dois": {"10.5281/zenodo.323": "http://127.0.0.1:PORT/records/323"},
-            "records": {"323": {"files": [{"key": "paper-code.zip", "path": "files/code.zip"}]}}}"#,
-    );
-    let tree: Vec<(String, String)> = ["requirements.txt", "verify"]
+    let dir = "3333333333333333333333333333333333333333";
+    let records = crate::support::records::RecordServer::start(&format!(
+        r#"{{"dois": {{"10.5281/zenodo.323": "http://127.0.0.1:PORT/records/323"}},
+            "records": {{"323": {{"files": [{{"key": "paper-code.zip", "path": "files/code.zip"}}]}}}},
+            "swh": {{"revisions": {{}}, "dirs": {{"{dir}": "files/code.tar.gz"}}}},
+            "ckan": {{"paper": {{"modified": "2024-01-01T00:00:00", "resources": [
+              {{"name": "requirements.txt", "path": "files/requirements.txt"}},
+              {{"name": "verify", "path": "files/verify"}}]}}}}}}"#
+    ));
+    let names = ["requirements.txt", "verify"];
+    let texts: Vec<String> = names
         .iter()
         .map(|name| {
-            (
-                format!("paper-code/{name}"),
-                std::fs::read_to_string(examples().join("python-requirements").join(name)).unwrap(),
-            )
+            std::fs::read_to_string(examples().join("python-requirements").join(name)).unwrap()
         })
+        .collect();
+    let tree: Vec<(String, String)> = names
+        .iter()
+        .zip(&texts)
+        .map(|(name, text)| (format!("paper-code/{name}"), text.clone()))
         .collect();
     let tree: Vec<(&str, &str)> = tree.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
     records.zip("code.zip", &tree);
-    let state = tempfile::tempdir().unwrap();
-    let mut env = records.env();
-    env.push(("KILN_ALLOWED_HOSTS", format!("127.0.0.1:{}", records.port)));
-    let (mut service, browser) =
-        launch_from_the_page(&state, &env, "https://doi.org/10.5281/zenodo.323");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let phase = browser.text("#phase");
-        if phase == "ready" || phase == "failed" {
-            assert_eq!(phase, "ready", "log: {}", browser.text("#log"));
-            break;
+    records.tar_gz("code.tar.gz", &tree);
+    for (name, text) in names.iter().zip(&texts) {
+        records.file(name, text.as_bytes());
+    }
+    let ckan = format!("ckan:http://127.0.0.1:{}/dataset/paper", records.port);
+    let swhid = format!("swh:1:dir:{dir}");
+    for (what, log_says, badge_says, image) in [
+        (
+            "https://doi.org/10.5281/zenodo.323",
+            "Resolved to record 323",
+            "/v2/doi/10.5281/zenodo.323".to_string(),
+            "kiln/zenodo-323:323".to_string(),
+        ),
+        (
+            swhid.as_str(),
+            "Asking Software Heritage's vault",
+            format!("/v2/swhid/swh%3A1%3Adir%3A{dir}"),
+            format!("kiln/swh-{dir}:{dir}"),
+        ),
+        (
+            ckan.as_str(),
+            "Fetching the CKAN dataset paper",
+            "/v2/ckan/http%3A%2F%2F127.0.0.1".to_string(),
+            "kiln/ckan-paper:paper.v1704067200".to_string(),
+        ),
+    ] {
+        let state = tempfile::tempdir().unwrap();
+        let mut env = records.env();
+        env.push(("KILN_ALLOWED_HOSTS", format!("127.0.0.1:{}", records.port)));
+        let (mut service, browser) = launch_from_the_page(&state, &env, what);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let phase = browser.text("#phase");
+            if phase == "ready" || phase == "failed" {
+                assert_eq!(phase, "ready", "{what}: log: {}", browser.text("#log"));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: no ready in 300 s; phase {phase}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
-        assert!(
-            Instant::now() < deadline,
-            "no ready in 300 s; phase {phase}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+        let log = browser.text("#log");
+        assert!(log.contains(log_says), "{what}: {log}");
+        let badge = browser.element("#badge");
+        let badge = browser.call("GET", &format!("/element/{badge}/property/value"), None)["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(badge.contains(&badge_says), "{what}: {badge}");
+        drop(browser);
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(service.id().to_string())
+            .status();
+        let _ = service.wait();
+        let ids = docker(&["ps", "-aq", "--filter", &format!("ancestor={image}")]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            docker(&["rm", "-f", id]);
+        }
+        remove_image(&image);
     }
-    let log = browser.text("#log");
-    assert!(log.contains("Resolved to record 323"), "{log}");
-    let badge = browser.element("#badge");
-    let badge = browser.call("GET", &format!("/element/{badge}/property/value"), None)["value"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(badge.contains("/v2/doi/10.5281/zenodo.323"), "{badge}");
-    drop(browser);
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(service.id().to_string())
-        .status();
-    let _ = service.wait();
-    let image = "kiln/zenodo-323:323";
-    let ids = docker(&["ps", "-aq", "--filter", &format!("ancestor={image}")]);
-    for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-        docker(&["rm", "-f", id]);
-    }
-    remove_image(image);
 }

@@ -10,6 +10,10 @@ function specFor(repo, ref) {
   // A DOI (10.5281/zenodo.3242074, doi:..., https://doi.org/...) names an archived record: no ref.
   const doi = repo.trim().match(/^(?:doi:|https?:\/\/(?:dx\.)?doi\.org\/)?(10\.[0-9.]+\/\S+)$/i);
   if (doi) return "doi/" + doi[1];
+  // A Software Heritage identifier, and a CKAN dataset named with ckan:.
+  if (/^swh:1:(dir|rev):[0-9a-f]{40}/i.test(repo.trim())) return "swhid/" + encodeURIComponent(repo.trim());
+  const ckan = repo.trim().match(/^ckan:(https?:\/\/\S+\/dataset\/\S+)$/);
+  if (ckan) return "ckan/" + encodeURIComponent(ckan[1]);
   const gh = repo.trim().match(/^https?:\/\/github\.com\/([^/]+)\/([^/]+?)(?:\.git)?\/?$/);
   if (gh) return "gh/" + gh[1] + "/" + gh[2] + "/" + r;
   return "git/" + encodeURIComponent(repo.trim()) + "/" + encodeURIComponent(r);

@@ -246,7 +246,10 @@ async fn run(
     let locked = locked::read(engine, request, sink).await?;
     let mut options = request.plan_options.clone();
     options.locked = locked.as_ref().map(|l| l.options.clone());
-    if options.julia_releases.is_none() && kiln_buildpacks::selects_julia(&checkout.dir)? {
+    // A repository that cannot be read is reported by the plan itself, below.
+    if options.julia_releases.is_none()
+        && kiln_buildpacks::selects_julia(&checkout.dir).unwrap_or(false)
+    {
         options.julia_releases = crate::julia::releases(&options.julia_versions_url, sink).await;
     }
     let mut plan = kiln_buildpacks::plan(&checkout.dir, &options)?;
