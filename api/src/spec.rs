@@ -155,41 +155,9 @@ pub fn parse(provider: &str, raw: &str, hosts: &ProviderHosts) -> Result<Spec, S
             "the spec holds a path traversal or control characters".into(),
         ));
     }
-    if provider == "ckan" {
-        let decoded = decode(raw)?;
-        let source =
-            Source::parse(&format!("ckan:{decoded}")).map_err(|e| SpecError(e.to_string()))?;
-        return Ok(Spec {
-            provider: provider.to_string(),
-            raw: raw.to_string(),
-            decoded: decoded.clone(),
-            repo_url: source.to_string(),
-            source,
-            reference: "HEAD".into(),
-            owner: None,
-            image_slug: None,
-        });
-    }
-    if provider == "swhid" {
-        let decoded = decode(raw)?;
-        let swhid = kiln_builder::records::swh::parse(&decoded).ok_or_else(|| {
-            SpecError(format!(
-                "{decoded:?} is not a SWHID of a directory or revision (swh:1:dir:<40 hex>)"
-            ))
-        })?;
-        let source = Source::Record(kiln_builder::source::RecordSource::Swhid(swhid.clone()));
-        return Ok(Spec {
-            provider: provider.to_string(),
-            raw: raw.to_string(),
-            decoded: swhid.clone(),
-            repo_url: swhid,
-            source,
-            reference: "HEAD".into(),
-            owner: None,
-            image_slug: None,
-        });
-    }
-    if provider == "doi" || kiln_builder::source::RECORD_PROVIDERS.contains(&provider) {
+    if ["doi", "swhid", "ckan"].contains(&provider)
+        || kiln_builder::source::RECORD_PROVIDERS.contains(&provider)
+    {
         return record(provider, raw);
     }
     let parts: Vec<&str> = raw.split('/').collect();
@@ -317,50 +285,53 @@ pub fn parse(provider: &str, raw: &str, hosts: &ProviderHosts) -> Result<Spec, S
     })
 }
 
-/// A `zenodo`, `figshare`, `dataverse` or `doi` spec: a DOI (escaped or not; BinderHub's links give it as is).
+/// A record's spec, without a ref (a record version never changes): a DOI for `zenodo`,
+/// `figshare`, `dataverse` and `doi` (escaped or not; BinderHub's links give it as is), a resource
+/// id, its URL or a DOI for `hydroshare`, a SWHID for `swhid`, an escaped dataset URL for `ckan`.
 fn record(provider: &str, raw: &str) -> Result<Spec, SpecError> {
+    use kiln_builder::source::RecordSource;
     let decoded = decode(raw)?;
-    // BinderHub's hydroshare spec is a resource id or its URL.
-    let hydroshare_url = match decoded.as_str() {
-        id if provider == "hydroshare"
-            && id.len() == 32
-            && id.bytes().all(|b| b.is_ascii_hexdigit()) =>
-        {
-            Some(format!("https://www.hydroshare.org/resource/{id}/"))
+    let hex_id = decoded.len() == 32 && decoded.bytes().all(|b| b.is_ascii_hexdigit());
+    let url = decoded.starts_with("https://") || decoded.starts_with("http://");
+    let (decoded, source) = match provider {
+        "ckan" => {
+            let source =
+                Source::parse(&format!("ckan:{decoded}")).map_err(|e| SpecError(e.to_string()))?;
+            (decoded, source)
         }
-        url if provider == "hydroshare"
-            && (url.starts_with("https://") || url.starts_with("http://")) =>
-        {
-            Some(url.to_string())
+        "swhid" => {
+            let swhid = kiln_builder::records::swh::parse(&decoded).ok_or_else(|| {
+                SpecError(format!(
+                    "{decoded:?} is not a SWHID of a directory or revision (swh:1:dir:<40 hex>)"
+                ))
+            })?;
+            (swhid.clone(), Source::Record(RecordSource::Swhid(swhid)))
         }
-        _ => None,
+        "hydroshare" if hex_id || url => {
+            let url = if hex_id {
+                format!("https://www.hydroshare.org/resource/{decoded}/")
+            } else {
+                decoded
+            };
+            (url.clone(), Source::Record(RecordSource::Url(url)))
+        }
+        _ => {
+            let doi = kiln_builder::source::normalize_doi(&decoded).ok_or_else(|| {
+                SpecError(format!(
+                    "{decoded:?} is not a DOI: a {provider} spec is a DOI such as 10.5281/zenodo.3242074"
+                ))
+            })?;
+            let source = Source::Record(RecordSource::Doi {
+                doi: doi.clone(),
+                provider: (provider != "doi").then(|| provider.to_string()),
+            });
+            (doi, source)
+        }
     };
-    if let Some(url) = hydroshare_url {
-        let source = Source::Record(kiln_builder::source::RecordSource::Url(url.clone()));
-        return Ok(Spec {
-            provider: provider.to_string(),
-            raw: raw.to_string(),
-            decoded: url.clone(),
-            repo_url: url,
-            source,
-            reference: "HEAD".into(),
-            owner: None,
-            image_slug: None,
-        });
-    }
-    let doi = kiln_builder::source::normalize_doi(&decoded).ok_or_else(|| {
-        SpecError(format!(
-            "{decoded:?} is not a DOI: a {provider} spec is a DOI such as 10.5281/zenodo.3242074"
-        ))
-    })?;
-    let source = Source::Record(kiln_builder::source::RecordSource::Doi {
-        doi: doi.clone(),
-        provider: (provider != "doi").then(|| provider.to_string()),
-    });
     Ok(Spec {
         provider: provider.to_string(),
         raw: raw.to_string(),
-        decoded: doi,
+        decoded,
         repo_url: source.to_string(),
         source,
         reference: "HEAD".into(),

@@ -80,12 +80,8 @@ fn read_cached(path: &std::path::Path, url: &str) -> Option<JuliaReleases> {
 
 /// The cache file of a list URL.
 fn cache_path(url: &str) -> Option<PathBuf> {
-    let root = match std::env::var_os("XDG_CACHE_HOME") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from(std::env::var_os("HOME")?).join(".cache"),
-    };
     let digest = hex::encode(&sha2::Sha256::digest(url.as_bytes())[..8]);
-    Some(root.join(format!("kiln/julia/versions-{digest}.json")))
+    Some(crate::random::kiln_cache_dir().join(format!("julia/versions-{digest}.json")))
 }
 
 async fn fetch(url: &str) -> Result<Vec<u8>, String> {

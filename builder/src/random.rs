@@ -10,6 +10,16 @@ pub fn hex(bytes: usize) -> Result<String, BuildError> {
     Ok(hex::encode(buffer))
 }
 
+/// kiln's own cache folder: `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln` (`/tmp/.cache/kiln`
+/// without a home).
+pub(crate) fn kiln_cache_dir() -> std::path::PathBuf {
+    match std::env::var_os("XDG_CACHE_HOME") {
+        Some(dir) if !dir.is_empty() => std::path::PathBuf::from(dir).join("kiln"),
+        _ => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+            .join(".cache/kiln"),
+    }
+}
+
 /// The secret part of the build caches' mount ids: `KILN_CACHE_SALT`, or random bytes kept in
 /// `$XDG_CACHE_HOME/kiln/cache-salt` (`~/.cache/kiln/cache-salt`), made on first use. A repository's
 /// own Dockerfile cannot name a cache it does not know the id of.
@@ -21,13 +31,7 @@ pub fn cache_salt() -> Result<String, BuildError> {
     let salt = match std::env::var("KILN_CACHE_SALT") {
         Ok(salt) if !salt.is_empty() => salt,
         _ => {
-            let dir = match std::env::var_os("XDG_CACHE_HOME") {
-                Some(dir) if !dir.is_empty() => std::path::PathBuf::from(dir).join("kiln"),
-                _ => std::path::PathBuf::from(
-                    std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()),
-                )
-                .join(".cache/kiln"),
-            };
+            let dir = kiln_cache_dir();
             let path = dir.join("cache-salt");
             match std::fs::read_to_string(&path) {
                 Ok(salt) if salt.trim().len() >= 16 => salt.trim().to_string(),

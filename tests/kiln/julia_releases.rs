@@ -68,6 +68,19 @@ fn versions_json(base: &str, sha256: &str) -> String {
     .to_string()
 }
 
+/// A folder served on loopback with [`versions_json`] as `versions.json`, archives named at the
+/// same server.
+fn serve_the_list() -> (tempfile::TempDir, Files) {
+    let site = tempfile::tempdir().unwrap();
+    let files = Files::serve(site.path());
+    std::fs::write(
+        site.path().join("versions.json"),
+        versions_json(&files.url(""), SHA),
+    )
+    .unwrap();
+    (site, files)
+}
+
 fn julia_repo(compat: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -112,13 +125,7 @@ const SHA: &str = "5b8d2b0a56d2b4bcf6b1f5f1fe3c3fa1b0c2c3e8f1f33d5bd1bb01e4f1d6a
 
 #[test]
 fn julia_compat_picks_the_newest_matching_release_of_the_list_served_on_loopback() {
-    let site = tempfile::tempdir().unwrap();
-    let files = Files::serve(site.path());
-    std::fs::write(
-        site.path().join("versions.json"),
-        versions_json(&files.url(""), SHA),
-    )
-    .unwrap();
+    let (_site, files) = serve_the_list();
     let cache = tempfile::tempdir().unwrap();
     let url = files.url("versions.json");
 
@@ -179,13 +186,7 @@ fn without_the_list_julia_is_chosen_from_the_built_in_one_with_a_warning() {
 #[test]
 fn a_julia_archive_that_does_not_match_the_lists_sha256_fails_the_build() {
     require_engine();
-    let site = tempfile::tempdir().unwrap();
-    let files = Files::serve(site.path());
-    std::fs::write(
-        site.path().join("versions.json"),
-        versions_json(&files.url(""), SHA),
-    )
-    .unwrap();
+    let (site, files) = serve_the_list();
     std::fs::write(
         site.path().join("julia-1.3.1-linux-x86_64.tar.gz"),
         b"not the archive the list names",

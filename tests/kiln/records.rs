@@ -76,6 +76,14 @@ fn start_service(
     crate::support::service::Service::start_with(&state.path().join("state.db"), &env)
 }
 
+/// The image the last (`built`) event names.
+fn image_of(events: &[serde_json::Value]) -> String {
+    events.last().unwrap()["imageName"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn label(image: &str, name: &str) -> String {
     let out = docker(&[
         "image",
@@ -143,10 +151,7 @@ fn a_zenodo_doi_builds_its_records_archive_once_and_a_new_version_shares_the_env
     // A new version of the record: a new image, the same environment.
     let (ok, events) = build(&server, "doi:10.5281/zenodo.124", &[]);
     assert!(ok, "{}", messages(&events));
-    let second = events.last().unwrap()["imageName"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let second = image_of(&events);
     assert_eq!(second, "kiln/zenodo-124:124");
     assert_eq!(
         label(&image, "io.kiln.environment-key"),
@@ -343,10 +348,7 @@ fn a_figshare_article_builds_its_newest_or_named_version() {
     server.file("news", b"version 2\n");
     let (ok, events) = build(&server, "doi:10.6084/m9.figshare.42", &[]);
     assert!(ok, "{}", messages(&events));
-    let newest = events.last().unwrap()["imageName"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let newest = image_of(&events);
     assert_eq!(newest, "kiln/figshare-42:42.v2");
     let text = messages(&events);
     assert!(
@@ -362,10 +364,7 @@ fn a_figshare_article_builds_its_newest_or_named_version() {
     );
     let (ok, events) = build(&server, &landing, &[]);
     assert!(ok, "{}", messages(&events));
-    let first = events.last().unwrap()["imageName"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = image_of(&events);
     assert_eq!(first, "kiln/figshare-42:42.v1");
     let listing = in_image(&first, &["ls"]);
     assert!(!listing.contains("NEWS.md"), "{listing}");
@@ -395,10 +394,7 @@ fn a_dataverse_dataset_builds_with_its_folders_and_a_restricted_file_is_refused(
     }
     let (ok, events) = build(&server, "doi:10.7910/DVN/ABC", &[]);
     assert!(ok, "{}", messages(&events));
-    let image = events.last().unwrap()["imageName"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let image = image_of(&events);
     assert_eq!(image, "kiln/dataverse-doi-10-7910-dvn-abc:v2.1");
     let text = messages(&events);
     assert!(text.contains("binder/requirements.txt"), "{text}");
@@ -443,10 +439,7 @@ fn a_software_heritage_revision_builds_from_the_vaults_bundle() {
         &[],
     );
     assert!(ok, "{}", messages(&events));
-    let image = events.last().unwrap()["imageName"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let image = image_of(&events);
     assert_eq!(image, format!("kiln/swh-{dir}:{dir}"));
     let text = messages(&events);
     assert!(
@@ -487,19 +480,13 @@ fn a_ckan_dataset_builds_its_current_or_named_version() {
     let dataset = format!("http://127.0.0.1:{}/dataset/sample", server.port);
     let (ok, events) = build(&server, &format!("ckan:{dataset}"), &[]);
     assert!(ok, "{}", messages(&events));
-    let current = events.last().unwrap()["imageName"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let current = image_of(&events);
     assert_eq!(current, "kiln/ckan-sample:sample.v1706933106");
     in_image(&current, &["sh", "./verify"]);
     assert!(in_image(&current, &["cat", "NEWS.md"]).contains("current"));
     let (ok, events) = build(&server, &format!("ckan:{dataset}/history/a1b2"), &[]);
     assert!(ok, "{}", messages(&events));
-    let old = events.last().unwrap()["imageName"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let old = image_of(&events);
     assert_eq!(old, "kiln/ckan-sample:sample.v1672628645");
     assert!(!in_image(&old, &["ls"]).contains("NEWS.md"));
     remove_image(&current);
@@ -525,10 +512,7 @@ fn a_hydroshare_resource_builds_from_its_bags_contents() {
     server.zip("bag.zip", &as_refs(&tree));
     let (ok, events) = build(&server, &format!("doi:10.4211/hs.{id}"), &[]);
     assert!(ok, "{}", messages(&events));
-    let image = events.last().unwrap()["imageName"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let image = image_of(&events);
     assert_eq!(image, format!("kiln/hydroshare-{id}:{id}.v1591517350"));
     let text = messages(&events);
     assert!(

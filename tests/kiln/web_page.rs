@@ -46,6 +46,26 @@ fn launch_from_the_page(
     (service, browser)
 }
 
+/// Wait (up to 300 s) for the page's phase to be `ready`, failing on `failed` with the page's log;
+/// the log's length at each look.
+fn wait_for_ready(browser: &Browser, what: &str) -> Vec<usize> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut log_sizes = Vec::new();
+    loop {
+        let phase = browser.text("#phase");
+        log_sizes.push(browser.text("#log").len());
+        if phase == "ready" || phase == "failed" {
+            assert_eq!(phase, "ready", "{what}: log: {}", browser.text("#log"));
+            return log_sizes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: no ready in 300 s; phase {phase}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn paste_a_repository_watch_the_log_and_reach_ready() {
     require_engine();
@@ -58,21 +78,7 @@ fn paste_a_repository_watch_the_log_and_reach_ready() {
         &server.url("page"),
     );
 
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut log_sizes = Vec::new();
-    loop {
-        let phase = browser.text("#phase");
-        log_sizes.push(browser.text("#log").len());
-        if phase == "ready" || phase == "failed" {
-            assert_eq!(phase, "ready", "log: {}", browser.text("#log"));
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no ready in 300 s; phase {phase}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let log_sizes = wait_for_ready(&browser, "the repository");
     assert!(log_sizes.last().unwrap() > &0, "the log shows the build");
     assert!(browser.text("#log").contains("Resolved to commit"));
     let link = browser.element("#session-link");
@@ -194,19 +200,7 @@ fn paste_a_doi_a_swhid_or_a_ckan_dataset_and_reach_ready() {
         let mut env = records.env();
         env.push(("KILN_ALLOWED_HOSTS", format!("127.0.0.1:{}", records.port)));
         let (mut service, browser) = launch_from_the_page(&state, &env, what);
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            let phase = browser.text("#phase");
-            if phase == "ready" || phase == "failed" {
-                assert_eq!(phase, "ready", "{what}: log: {}", browser.text("#log"));
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: no ready in 300 s; phase {phase}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_for_ready(&browser, what);
         let log = browser.text("#log");
         assert!(log.contains(log_says), "{what}: {log}");
         let badge = browser.element("#badge");
