@@ -54,7 +54,7 @@ pub fn offered<'a>(
             .or_else(|| entry.pin_label(n).map(str::to_string))
     };
     let mut newest: Vec<&Version> = versions.iter().filter(|v| v.state.offered()).collect();
-    newest.sort_by(|a, b| b.number.cmp(&a.number));
+    newest.sort_by_key(|v| std::cmp::Reverse(v.number));
     newest.truncate(entry.keep.max(1));
     let mut chosen: Vec<&Version> = newest;
     for v in versions {
@@ -67,7 +67,7 @@ pub fn offered<'a>(
             chosen.push(v);
         }
     }
-    chosen.sort_by(|a, b| b.number.cmp(&a.number));
+    chosen.sort_by_key(|v| std::cmp::Reverse(v.number));
     chosen
         .into_iter()
         .map(|v| Offered {
@@ -197,7 +197,9 @@ mod tests {
             py["kubespawner_override"]["image"],
             format!("127.0.0.1:5000/lab-py@sha256:{:064}", 4)
         );
-        let choices = py["profile_options"]["image"]["choices"].as_object().unwrap();
+        let choices = py["profile_options"]["image"]["choices"]
+            .as_object()
+            .unwrap();
         // keep = 2: v4 and v3; v1 is pinned but retired; v5 is not promoted; v6 is broken.
         assert_eq!(choices.keys().collect::<Vec<_>>(), ["v3", "v4"]);
         assert_eq!(

@@ -15,7 +15,9 @@ pub struct Schedule {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("schedule {text:?} is not a cron expression (minute hour day-of-month month day-of-week, e.g. \"0 3 * * 1\" for Mondays at 03:00 UTC): {reason}")]
+#[error(
+    "schedule {text:?} is not a cron expression (minute hour day-of-month month day-of-week, e.g. \"0 3 * * 1\" for Mondays at 03:00 UTC): {reason}"
+)]
 pub struct ScheduleError {
     pub text: String,
     pub reason: String,
@@ -86,7 +88,10 @@ mod tests {
     fn a_schedule_that_does_not_parse_says_what_it_wants() {
         for bad in ["every monday", "0 3 * *", "0 0 3 * * 1", "61 * * * *"] {
             let e = Schedule::parse(bad).unwrap_err().to_string();
-            assert!(e.contains("minute hour day-of-month month day-of-week"), "{e}");
+            assert!(
+                e.contains("minute hour day-of-month month day-of-week"),
+                "{e}"
+            );
         }
     }
 }

@@ -147,7 +147,12 @@ impl CatalogStore {
     }
 
     /// Store a version as it is now.
-    pub fn update(&self, community: &str, entry: &str, version: &Version) -> Result<(), StoreError> {
+    pub fn update(
+        &self,
+        community: &str,
+        entry: &str,
+        version: &Version,
+    ) -> Result<(), StoreError> {
         self.with(|c| insert(c, community, entry, version))
     }
 
@@ -309,12 +314,7 @@ impl CatalogStore {
     }
 }
 
-fn insert(
-    c: &Connection,
-    community: &str,
-    entry: &str,
-    version: &Version,
-) -> rusqlite::Result<()> {
+fn insert(c: &Connection, community: &str, entry: &str, version: &Version) -> rusqlite::Result<()> {
     let record = serde_json::to_string(version)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     c.execute(

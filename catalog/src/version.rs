@@ -216,7 +216,10 @@ mod tests {
         let Decision::Nothing { reason } = decide(&e, Some(&v), &observed("aaa", "b1")) else {
             panic!()
         };
-        assert!(reason.contains("nothing changed since version 4"), "{reason}");
+        assert!(
+            reason.contains("nothing changed since version 4"),
+            "{reason}"
+        );
     }
 
     #[test]
