@@ -138,6 +138,12 @@ enum Command {
     ///   KILN_CREDENTIALS_KEY  64 hex digits sealing hub users' git tokens (PUT
     ///                        <base>api/credentials/<host>; default: a key file
     ///                        kiln_credentials_key beside the state database)
+    ///
+    /// Communities (see README, Communities):
+    ///   KILN_COMMUNITIES_DIR  the folder of community files (<id>.toml), watched for changes;
+    ///                        their catalogues' state is kept in catalog.db beside KILN_STATE
+    ///   KILN_CATALOG_TICK_SECONDS  how often entries never checked, or due by their schedule,
+    ///                        are checked (default 60)
     #[command(verbatim_doc_comment)]
     Serve(commands::serve::ServeCommand),
     /// The base image.
@@ -159,6 +165,11 @@ enum Command {
     /// (conda-linux-64.lock), runtime.txt with R's CRAN snapshot date, apt.txt with versions. It
     /// builds the checkout first (or reuses its image), or takes the packages of --image.
     Lock(commands::lock::LockCommand),
+    /// A community's curated catalogue (README: Communities): `validate` checks community files
+    /// offline; `list`, `check`, `promote`, `deprecate`, `retire`, `pin`, `unpin` and `profiles`
+    /// ask a running `kiln serve` (--service, KILN_SERVICE_URL) as the community's admin (--token,
+    /// KILN_CATALOG_TOKEN: its admin token, the operator's build token, or an admin's hub token).
+    Catalog(commands::catalog::CatalogCommand),
 }
 
 fn main() -> ExitCode {
@@ -172,6 +183,7 @@ fn main() -> ExitCode {
         Command::Base(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Serve(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Prewarm(c) => runtime().and_then(|rt| rt.block_on(c.run())),
+        Command::Catalog(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Sbom(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Diff(c) => runtime().and_then(|rt| rt.block_on(c.run())),
         Command::Lock(c) => runtime().and_then(|rt| rt.block_on(c.run())),

@@ -49,6 +49,8 @@ impl std::fmt::Debug for Caller {
 pub enum ClientKey {
     Address(IpAddr),
     User(String),
+    /// A community's catalogue builds.
+    Community(String),
 }
 
 impl std::fmt::Display for ClientKey {
@@ -56,6 +58,7 @@ impl std::fmt::Display for ClientKey {
         match self {
             ClientKey::Address(address) => write!(f, "{address}"),
             ClientKey::User(name) => write!(f, "hub user {name}"),
+            ClientKey::Community(id) => write!(f, "community {id}"),
         }
     }
 }

@@ -48,6 +48,15 @@ pub struct BuildSettings {
     pub resources: kiln_builder::engine::Resources,
 }
 
+/// Where a build's image goes when not where the service's requests go: a community's catalogue
+/// names each version's image itself, under the community's registry prefix.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub image_name: String,
+    /// `None`: the image stays in the engine.
+    pub push: Option<PushSettings>,
+}
+
 /// Why a build was not started.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
@@ -262,6 +271,16 @@ impl Builds {
         &self.settings.fetch.policy
     }
 
+    /// What the builds' fetches may reach and bring.
+    pub fn fetch(&self) -> &FetchSettings {
+        &self.settings.fetch
+    }
+
+    /// The base image builds start from.
+    pub fn base_image(&self) -> &str {
+        &self.settings.plan_options.base_image
+    }
+
     pub fn push(&self) -> Option<&PushSettings> {
         self.settings.push.as_ref()
     }
@@ -272,8 +291,9 @@ impl Builds {
     }
 
     /// The key builds are shared by: the repository, the ref, a fingerprint of the credentials
-    /// the request carried (empty without any) and the owner of a private build.
-    fn key(&self, spec: &Spec) -> String {
+    /// the request carried (empty without any), the owner of a private build, and the image name
+    /// of a build with its own [`Target`].
+    fn key(&self, spec: &Spec, target: Option<&Target>) -> String {
         let fingerprint = match &spec.source {
             Source::Git(git) => git.credentials.as_ref().map(|c| {
                 let mut hash = sha2::Sha256::new();
@@ -286,11 +306,12 @@ impl Builds {
             Source::Local(_) | Source::Record(_) => None,
         };
         format!(
-            "{}@{}#{}#{}",
+            "{}@{}#{}#{}#{}",
             spec.repo_url,
             spec.reference,
             fingerprint.unwrap_or_default(),
-            spec.owner.as_deref().unwrap_or_default()
+            spec.owner.as_deref().unwrap_or_default(),
+            target.map_or("", |t| t.image_name.as_str())
         )
     }
 
@@ -303,7 +324,18 @@ impl Builds {
         client: ClientKey,
         max_per_client: Option<usize>,
     ) -> Result<Arc<SharedBuild>, Refusal> {
-        let key = self.key(spec);
+        self.build_to(spec, client, max_per_client, None).await
+    }
+
+    /// [`Builds::build`], with the image named and pushed as `target` says.
+    pub async fn build_to(
+        self: &Arc<Self>,
+        spec: &Spec,
+        client: ClientKey,
+        max_per_client: Option<usize>,
+        target: Option<Target>,
+    ) -> Result<Arc<SharedBuild>, Refusal> {
+        let key = self.key(spec, target.as_ref());
         let mut in_flight = self.in_flight.lock().await;
         if let Some(existing) = in_flight.get(&key) {
             return Ok(existing.clone());
@@ -341,11 +373,17 @@ impl Builds {
         lock(&self.by_id).insert(id, shared.clone());
         self.started.fetch_add(1, Ordering::SeqCst);
         let (builds, spec, task_shared) = (self.clone(), spec.clone(), shared.clone());
-        tokio::spawn(async move { builds.run(key, spec, task_shared).await });
+        tokio::spawn(async move { builds.run(key, spec, target, task_shared).await });
         Ok(shared)
     }
 
-    async fn run(self: Arc<Self>, key: String, spec: Spec, shared: Arc<SharedBuild>) {
+    async fn run(
+        self: Arc<Self>,
+        key: String,
+        spec: Spec,
+        target: Option<Target>,
+        shared: Arc<SharedBuild>,
+    ) {
         let started_at = Instant::now();
         self.metrics
             .builds_in_progress
@@ -364,11 +402,16 @@ impl Builds {
             permit = self.queue.clone().acquire_owned() => permit.ok(),
             _ = shared.cancel.cancelled() => None,
         };
+        let (image_name, push) = match target {
+            Some(target) => (Some(target.image_name), target.push),
+            None => (None, self.settings.push.clone()),
+        };
         let request = BuildRequest {
             source: Some(spec.source.clone()),
             reference: Some(spec.reference.clone()),
             default_branch_fallback: true,
-            push: self.settings.push.clone(),
+            image_name,
+            push,
             ca_bundle: self.settings.ca_bundle.clone(),
             plan_options: self.settings.plan_options.clone(),
             mirrors: self.settings.mirrors.clone(),

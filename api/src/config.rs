@@ -237,6 +237,11 @@ pub struct Config {
     pub credentials_key: Option<Secret>,
     /// `KILN_LOGIN_SECONDS`: how long a login lasts (default 43200, 12 h).
     pub login_seconds: u64,
+    /// The folder of community files (`<id>.toml`), watched for changes; none: no communities.
+    pub communities_dir: Option<PathBuf>,
+    /// How often the service looks for catalogue entries to check (never checked, or due by their
+    /// schedule).
+    pub catalog_tick_seconds: u64,
 }
 
 /// Every setting, by its TOML key.
@@ -313,6 +318,8 @@ const KEYS: &[&str] = &[
     "cookie_secret",
     "credentials_key",
     "login_seconds",
+    "communities_dir",
+    "catalog_tick_seconds",
 ];
 
 /// A TOML file as `key -> value` strings (arrays joined with commas, tables as `k=v` pairs).
@@ -739,6 +746,8 @@ impl Config {
             cookie_secret: r.get("KILN_COOKIE_SECRET").map(Secret::new),
             credentials_key: r.get("KILN_CREDENTIALS_KEY").map(Secret::new),
             login_seconds: r.number("KILN_LOGIN_SECONDS", 43_200)?,
+            communities_dir: r.get("KILN_COMMUNITIES_DIR").map(Into::into),
+            catalog_tick_seconds: r.number("KILN_CATALOG_TICK_SECONDS", 60)?,
             hub_service_name: service_name,
             base_url,
             public_url,

@@ -45,7 +45,23 @@ pub trait ContainerEngine: Send + Sync {
         image: &str,
         registry: Option<&kiln_registry::Registry>,
     ) -> Result<kiln_builder::contents::Found, BuildError>;
+
+    /// The engine's id of an image (the digest of its configuration), `None` when it has none.
+    async fn image_id(&self, image: &str) -> Result<Option<String>, BuildError>;
+
+    /// Run `argv` in a new container of `image`, without a network (a catalogue version's smoke
+    /// test); an image the engine lacks is pulled first with `credentials`.
+    async fn run_command(
+        &self,
+        image: &str,
+        argv: &[String],
+        timeout: std::time::Duration,
+        credentials: Option<kiln_builder::engine::DockerCredentials>,
+    ) -> Result<kiln_builder::engine::CommandOutput, BuildError>;
 }
+
+/// The most a smoke test's output may be, per stream.
+pub const MAX_COMMAND_OUTPUT: usize = 1 << 20;
 
 #[async_trait]
 impl ContainerEngine for Engine {
@@ -88,5 +104,22 @@ impl ContainerEngine for Engine {
     ) -> Result<kiln_builder::contents::Found, BuildError> {
         use kiln_builder::contents::{Lookup, find};
         find(Some(self), registry, image, Lookup::Auto).await
+    }
+
+    async fn image_id(&self, image: &str) -> Result<Option<String>, BuildError> {
+        Ok(self.inspect_image(image).await?.map(|i| i.id))
+    }
+
+    async fn run_command(
+        &self,
+        image: &str,
+        argv: &[String],
+        timeout: std::time::Duration,
+        credentials: Option<kiln_builder::engine::DockerCredentials>,
+    ) -> Result<kiln_builder::engine::CommandOutput, BuildError> {
+        if self.inspect_image(image).await?.is_none() {
+            Engine::pull(self, image, credentials).await?;
+        }
+        Engine::run_command(self, image, argv, timeout, MAX_COMMAND_OUTPUT).await
     }
 }

@@ -13,6 +13,8 @@
 //!   recorded in the [`store`] (SQLite, off the async threads);
 //! - [`sse`]: events streamed with BinderHub's framing;
 //! - [`launch`]: sessions on a JupyterHub or on the service's own engine, behind quotas;
+//! - [`catalog`]: communities (a folder of files, watched) and their catalogues: checks, versions
+//!   built, smoke-tested and promoted, the spawn form's profile list, the scheduler;
 //! - [`config`], [`metrics`], [`error`].
 //!
 //! `kiln serve` and the tests start the service the same way: [`AppState::new`], then [`run`].
@@ -20,6 +22,7 @@
 pub mod admission;
 pub mod auth;
 pub mod builds;
+pub mod catalog;
 pub mod config;
 pub mod credentials;
 pub mod engine;
@@ -50,13 +53,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     state.launchers.spawn_background();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tick = std::time::Duration::from_secs(state.config.catalog_tick_seconds.max(1));
+    let scheduler = tokio::spawn(catalog::schedule(
+        state.clone(),
+        tick,
+        stop.clone().cancelled_owned(),
+    ));
     let router = routes::router(state.clone());
-    axum::serve(
+    let served = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await?;
+    .await;
+    stop.cancel();
+    scheduler.abort();
+    served?;
     state.launchers.stop_local_sessions().await;
     Ok(())
 }

@@ -340,6 +340,39 @@ fn record(provider: &str, raw: &str) -> Result<Spec, SpecError> {
     })
 }
 
+/// The spec of a catalogue entry's source: any source `kiln build` takes but a local folder or
+/// `file://` (a community file names what the service fetches, not what is on its disk).
+pub fn for_entry(source: &str, reference: &str) -> Result<Spec, SpecError> {
+    let parsed = if source.contains("://") || source.contains(':') {
+        Source::parse(source).map_err(|e| SpecError(e.to_string()))?
+    } else {
+        return Err(SpecError(format!(
+            "{source:?} is not a repository URL, a shorthand (gh:org/repo) or a record (doi:..., zenodo:...)"
+        )));
+    };
+    match &parsed {
+        Source::Local(_) => Err(SpecError(
+            "local folders cannot be catalogue sources".into(),
+        )),
+        Source::Git(git) if git.url.starts_with("file:") => Err(SpecError(
+            "file:// repositories cannot be catalogue sources".into(),
+        )),
+        _ => {
+            let repo_url = parsed.to_string();
+            Ok(Spec {
+                provider: "catalog".into(),
+                raw: kiln_builder::source::redact(source),
+                decoded: format!("{repo_url}/{reference}"),
+                repo_url,
+                source: parsed,
+                reference: reference.to_string(),
+                owner: None,
+                image_slug: None,
+            })
+        }
+    }
+}
+
 impl Spec {
     /// [`check_reachable`] for a git repository. A record is judged request by request while it
     /// is resolved (the resolver, the installation's API, every file and redirect).

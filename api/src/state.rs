@@ -24,6 +24,8 @@ pub struct AppState {
     pub engine: Arc<dyn ContainerEngine>,
     pub builds: Arc<Builds>,
     pub launchers: Launchers,
+    /// Communities and their catalogues.
+    pub catalogs: crate::catalog::Catalogs,
     pub limiter: RateLimiter,
     pub streams: Streams,
     pub metrics: Arc<Metrics>,
@@ -39,6 +41,16 @@ impl AppState {
         engine: Arc<dyn ContainerEngine>,
         store: Store,
     ) -> Result<Arc<AppState>, StartError> {
+        AppState::with_clock(config, engine, store, crate::catalog::system_clock())
+    }
+
+    /// [`AppState::new`] with the catalogue's schedule driven by `clock` (tests).
+    pub fn with_clock(
+        config: Config,
+        engine: Arc<dyn ContainerEngine>,
+        store: Store,
+        clock: crate::catalog::Clock,
+    ) -> Result<Arc<AppState>, StartError> {
         let push = match &config.image_prefix {
             Some(prefix) => Some(
                 PushSettings::new(prefix, None, true)
@@ -46,6 +58,11 @@ impl AppState {
             ),
             None => None,
         };
+        let catalogs = crate::catalog::Catalogs::new(
+            config.communities_dir.clone(),
+            &config.state.with_file_name("catalog.db"),
+            clock,
+        )?;
         let config = Arc::new(config);
         let store = Arc::new(store);
         let metrics = Arc::new(Metrics::default());
@@ -91,6 +108,7 @@ impl AppState {
             engine,
             builds,
             launchers,
+            catalogs,
             limiter: RateLimiter::default(),
             streams: Streams::default(),
             metrics,

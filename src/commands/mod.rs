@@ -2,6 +2,7 @@
 
 pub mod base;
 pub mod build;
+pub mod catalog;
 pub mod context;
 pub mod lock;
 pub mod plan;

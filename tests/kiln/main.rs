@@ -11,6 +11,7 @@ mod support;
 
 mod binderhub_routes;
 mod cli;
+mod communities;
 mod conda_build;
 mod contents;
 mod engine_features;

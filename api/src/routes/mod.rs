@@ -2,6 +2,7 @@
 //! - [`binderhub`]: BinderHub's API, `GET /build/<provider>/<spec>` (badges, BinderHub's client,
 //!   jupyterhub-fancy-profiles);
 //! - [`json_api`]: `/api/...` for programs;
+//! - [`communities`]: communities, their catalogues and the spawn form's profile list;
 //! - [`pages`]: the web page, the `/v2/` launch page, assets;
 //! - [`login`]: the hub login (OAuth redirect and callback, logout);
 //! - [`operations`]: `/health`, `/versions`, `/metrics` for operators and monitoring.
@@ -10,6 +11,7 @@
 //! takes the base off the path (and refuses paths outside it), so the routes read as if at `/`.
 
 mod binderhub;
+mod communities;
 mod json_api;
 mod login;
 mod operations;
@@ -32,6 +34,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let routes = Router::new()
         .merge(binderhub::routes())
         .merge(json_api::routes())
+        .merge(communities::routes())
         .merge(pages::routes())
         .merge(login::routes())
         .merge(operations::routes())

@@ -19,7 +19,7 @@ use crate::error::BuildError;
 /// Registry credentials as the engine takes them.
 pub use bollard::auth::DockerCredentials;
 pub use build::EngineBuild;
-pub use containers::{ContainerSpec, Resources};
+pub use containers::{CommandOutput, ContainerSpec, Resources};
 pub use images::ImageInfo;
 
 /// How to reach and use the engine.

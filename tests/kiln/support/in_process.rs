@@ -146,6 +146,25 @@ impl ContainerEngine for ScriptedEngine {
             size: None,
         })
     }
+
+    async fn image_id(&self, image: &str) -> Result<Option<String>, BuildError> {
+        Ok(Some(format!("sha256:scripted-{}", image.len())))
+    }
+
+    /// Commands run in images whose name holds `broken` exit 1; the others print their argv.
+    async fn run_command(
+        &self,
+        image: &str,
+        argv: &[String],
+        _timeout: Duration,
+        _credentials: Option<kiln_builder::engine::DockerCredentials>,
+    ) -> Result<kiln_builder::engine::CommandOutput, BuildError> {
+        Ok(kiln_builder::engine::CommandOutput {
+            status: if image.contains("broken") { 1 } else { 0 },
+            stdout: argv.join(" ").into_bytes(),
+            stderr: Vec::new(),
+        })
+    }
 }
 
 /// Answer `GET /api/status` on 127.0.0.1:`port`: 200 with the token, 403 without. Stops when the

@@ -1,0 +1,196 @@
+//! Communities and their catalogues in the service: the communities folder, watched (a changed
+//! file is read again at the next request or tick; a broken one is reported and left out while
+//! the others keep serving), the catalogue state beside the service's own, and the scheduler that
+//! checks entries that were never checked or whose schedule is due. [`runner`] carries out a
+//! check and an admin's operations.
+
+pub mod runner;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kiln_catalog::{CatalogStore, Community, Loaded};
+
+use crate::state::AppState;
+
+/// The current time, in seconds since the epoch: the system clock, or a test's.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    })
+}
+
+/// How often the folder is looked at again, at most.
+const RESCAN: Duration = Duration::from_secs(1);
+
+/// The communities and the catalogue state.
+pub struct Catalogs {
+    dir: Option<PathBuf>,
+    loaded: Mutex<Scan>,
+    pub store: Arc<CatalogStore>,
+    /// This process, as the holder of entries' leases.
+    pub holder: String,
+    pub clock: Clock,
+    /// When the service started (a schedule's first time is counted from it).
+    pub started: i64,
+}
+
+struct Scan {
+    at: Option<Instant>,
+    fingerprint: u64,
+    loaded: Arc<Loaded>,
+}
+
+impl Catalogs {
+    /// The communities of `dir` (none without one), with their state in `state_file`.
+    pub fn new(
+        dir: Option<PathBuf>,
+        state_file: &Path,
+        clock: Clock,
+    ) -> Result<Catalogs, crate::error::StartError> {
+        if let Some(dir) = &dir
+            && !dir.is_dir()
+        {
+            return Err(crate::error::ConfigError::Invalid(format!(
+                "KILN_COMMUNITIES_DIR={} is not a folder",
+                dir.display()
+            ))
+            .into());
+        }
+        let store = CatalogStore::open(state_file)
+            .map_err(|e| crate::error::ConfigError::Invalid(e.to_string()))?;
+        let holder = kiln_builder::random::hex(8)
+            .map_err(|e| crate::error::ConfigError::Invalid(e.to_string()))?;
+        let started = clock();
+        Ok(Catalogs {
+            dir,
+            loaded: Mutex::new(Scan {
+                at: None,
+                fingerprint: 0,
+                loaded: Arc::new(Loaded::default()),
+            }),
+            store: Arc::new(store),
+            holder,
+            clock,
+            started,
+        })
+    }
+
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// The communities as their files say now: the folder is read again when a file changed
+    /// (looked at no more than once a second).
+    pub fn current(&self) -> Arc<Loaded> {
+        let Some(dir) = &self.dir else {
+            return Arc::new(Loaded::default());
+        };
+        let mut scan = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if scan.at.is_some_and(|at| at.elapsed() < RESCAN) {
+            return scan.loaded.clone();
+        }
+        scan.at = Some(Instant::now());
+        let fingerprint = kiln_catalog::load::fingerprint(dir);
+        if fingerprint == scan.fingerprint && scan.fingerprint != 0 {
+            return scan.loaded.clone();
+        }
+        match kiln_catalog::load_dir(dir) {
+            Ok(loaded) => {
+                for error in &loaded.errors {
+                    tracing::warn!("community file left out: {error}");
+                }
+                tracing::info!(
+                    communities = loaded.communities.len(),
+                    "communities read from {}",
+                    dir.display()
+                );
+                scan.loaded = Arc::new(loaded);
+                scan.fingerprint = fingerprint;
+            }
+            Err(e) => tracing::warn!("cannot read {}: {e}", dir.display()),
+        }
+        scan.loaded.clone()
+    }
+
+    pub fn community(&self, id: &str) -> Option<Community> {
+        self.current().communities.get(id).cloned()
+    }
+
+    /// Run a blocking store call off the async workers.
+    pub async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&CatalogStore) -> Result<T, kiln_catalog::store::StoreError> + Send + 'static,
+    ) -> Result<T, runner::CatalogError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| runner::CatalogError::Internal(e.to_string()))?
+            .map_err(|e| runner::CatalogError::Internal(e.to_string()))
+    }
+}
+
+/// Check, every `tick`, each entry that was never checked or whose schedule is due, one at a time
+/// (a check holds the entry's lease, so another replica does not check it too).
+pub async fn schedule(state: Arc<AppState>, tick: Duration, shutdown: impl std::future::Future) {
+    tokio::pin!(shutdown);
+    loop {
+        for (community, entry) in due(&state).await {
+            match runner::check(&state, &community, &entry, false).await {
+                Ok(report) => tracing::info!(
+                    community = %community.id,
+                    entry = %entry.slug,
+                    "scheduled check: {}",
+                    report.message
+                ),
+                Err(e) => tracing::warn!(
+                    community = %community.id,
+                    entry = %entry.slug,
+                    "scheduled check failed: {e}"
+                ),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = &mut shutdown => return,
+        }
+    }
+}
+
+/// The entries a tick checks.
+async fn due(state: &AppState) -> Vec<(Community, kiln_catalog::Entry)> {
+    let catalogs = &state.catalogs;
+    let now = catalogs.now();
+    let mut due = Vec::new();
+    for community in catalogs.current().communities.values() {
+        for entry in &community.entries {
+            let (c, e) = (community.id.clone(), entry.slug.clone());
+            let last = match catalogs.with_store(move |s| s.last_check(&c, &e)).await {
+                Ok(last) => last,
+                Err(e) => {
+                    tracing::warn!("catalogue state: {e}");
+                    continue;
+                }
+            };
+            let is_due = match (&last, &entry.rebuild.schedule) {
+                (None, _) => true,
+                (Some(last), Some(schedule)) => kiln_catalog::Schedule::parse(schedule)
+                    .is_ok_and(|s| s.due(Some(last.checked), catalogs.started, now)),
+                (Some(_), None) => false,
+            };
+            if is_due {
+                due.push((community.clone(), entry.clone()));
+            }
+        }
+    }
+    due
+}

@@ -1,0 +1,604 @@
+//! One check of a catalogue entry, top to bottom, and an admin's operations on its versions.
+//!
+//! A check: take the entry's lease (one replica at a time; versions a vanished holder left
+//! `building` become `failed`), observe what the ref names and which base image builds start
+//! from, decide ([`kiln_catalog::decide`]); to build, mind the community's quotas, reserve the
+//! next version (its tag is never reused), build through the service's builds (the community
+//! counted as the client), ask the registry for the digest, run the smoke test, promote (`auto`)
+//! or hold it for an admin (`manual`), and retire promoted versions beyond `keep`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_builder::{Phase, PushSettings, Source};
+use kiln_catalog::{Check, Community, Decision, Entry, Observed, Promotion, State, Version};
+use serde::Serialize;
+
+use crate::admission::ClientKey;
+use crate::builds::Target;
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// A community at its quota.
+    #[error("{0}")]
+    Quota(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl CatalogError {
+    pub fn status_code(&self) -> u16 {
+        match self {
+            CatalogError::NotFound(_) => 404,
+            CatalogError::Invalid(_) => 409,
+            CatalogError::Quota(_) => 429,
+            CatalogError::Internal(_) => 500,
+        }
+    }
+}
+
+/// What a check did.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckReport {
+    pub community: String,
+    pub entry: String,
+    /// `nothing`, `built`, `failed` (the check or the build), `busy` (another holder checks it).
+    pub outcome: &'static str,
+    pub message: String,
+    /// The version built.
+    pub version: Option<Version>,
+}
+
+/// How long a check may hold an entry: a build's limit and a margin for the smoke test.
+fn lease_seconds(state: &AppState) -> i64 {
+    state.config.build_max_age_seconds as i64 + 900
+}
+
+/// How long a smoke test may run.
+const SMOKE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Check an entry; `rebuild` builds even when nothing changed (an admin asked).
+pub async fn check(
+    state: &Arc<AppState>,
+    community: &Community,
+    entry: &Entry,
+    rebuild: bool,
+) -> Result<CheckReport, CatalogError> {
+    let catalogs = &state.catalogs;
+    let (c, e, holder) = (
+        community.id.clone(),
+        entry.slug.clone(),
+        catalogs.holder.clone(),
+    );
+    let (now, seconds) = (catalogs.now(), lease_seconds(state));
+    let claimed = catalogs
+        .with_store(move |s| s.claim(&c, &e, &holder, now, seconds))
+        .await?;
+    let report = |outcome, message: String, version| CheckReport {
+        community: community.id.clone(),
+        entry: entry.slug.clone(),
+        outcome,
+        message,
+        version,
+    };
+    if !claimed {
+        return Ok(report(
+            "busy",
+            "another check of this entry is running (here or on another replica); it was not checked again".into(),
+            None,
+        ));
+    }
+    let result = check_holding(state, community, entry, rebuild).await;
+    let (c, e, holder) = (
+        community.id.clone(),
+        entry.slug.clone(),
+        catalogs.holder.clone(),
+    );
+    if let Err(e) = catalogs
+        .with_store(move |s| s.release(&c, &e, &holder))
+        .await
+    {
+        tracing::warn!("cannot give back a catalogue lease: {e}");
+    }
+    let (outcome, message, version) = result?;
+    // Recorded for the catalogue page: an error (a source gone) is shown beside the last good
+    // version, which stays offered.
+    let check = Check {
+        checked: catalogs.now(),
+        result: message.clone(),
+        error: (outcome == "failed").then(|| message.clone()),
+    };
+    let (c, e) = (community.id.clone(), entry.slug.clone());
+    catalogs
+        .with_store(move |s| s.record_check(&c, &e, &check))
+        .await?;
+    Ok(report(outcome, message, version))
+}
+
+type Outcome = (&'static str, String, Option<Version>);
+
+async fn check_holding(
+    state: &Arc<AppState>,
+    community: &Community,
+    entry: &Entry,
+    rebuild: bool,
+) -> Result<Outcome, CatalogError> {
+    let catalogs = &state.catalogs;
+    let (c, e, now) = (community.id.clone(), entry.slug.clone(), catalogs.now());
+    let abandoned = catalogs
+        .with_store(move |s| s.abandon_building(&c, &e, now))
+        .await?;
+    if !abandoned.is_empty() {
+        tracing::warn!(community = %community.id, entry = %entry.slug, "versions {abandoned:?} were left building; marked failed");
+    }
+    let spec = crate::spec::for_entry(&entry.source, &entry.reference)
+        .map_err(|e| CatalogError::Invalid(format!("entry {}: {e}", entry.slug)))?;
+    let observed = match observe(state, &spec, &entry.reference).await {
+        Ok(observed) => observed,
+        Err(message) => {
+            return Ok((
+                "failed",
+                format!(
+                    "cannot check {} at {}: {message}; the last good version stays offered",
+                    kiln_builder::source::redact(&entry.source),
+                    entry.reference
+                ),
+                None,
+            ));
+        }
+    };
+    let versions = versions(state, &community.id, &entry.slug).await?;
+    let newest = versions
+        .iter()
+        .rev()
+        .find(|v| !matches!(v.state, State::Building | State::Failed));
+    let reason = match (rebuild, kiln_catalog::decide(entry, newest, &observed)) {
+        (true, _) => "an admin asked for a rebuild".to_string(),
+        (false, Decision::Build { reason }) => reason,
+        (false, Decision::Nothing { reason }) => return Ok(("nothing", reason, None)),
+    };
+    within_quota(state, community).await?;
+    let version = build_version(state, community, entry, &spec, &observed, &reason).await?;
+    let message = match version.state {
+        State::Promoted => format!("built and promoted version {} ({reason})", version.number),
+        State::Candidate => format!(
+            "built version {} ({reason}); it waits for an admin to promote it",
+            version.number
+        ),
+        State::Broken => format!(
+            "built version {} ({reason}), but its smoke test failed: not offered",
+            version.number
+        ),
+        _ => format!(
+            "version {} failed to build ({reason}): {}",
+            version.number,
+            version.reason.as_deref().unwrap_or("no reason given")
+        ),
+    };
+    let outcome = if version.state == State::Failed {
+        "failed"
+    } else {
+        "built"
+    };
+    Ok((outcome, message, Some(version)))
+}
+
+/// What the entry's ref names now, and the base image's id.
+async fn observe(
+    state: &AppState,
+    spec: &crate::spec::Spec,
+    reference: &str,
+) -> Result<Observed, String> {
+    let fetch = state.builds.fetch().clone();
+    let commit = match &spec.source {
+        Source::Git(git) => {
+            spec.check_reachable(&fetch.policy)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (git, reference) = (git.clone(), reference.to_string());
+            tokio::task::spawn_blocking(move || {
+                use kiln_builder::git::GitBackend;
+                let reference = (reference != "HEAD").then_some(reference);
+                kiln_builder::git::LibGit.resolve(&git, reference.as_deref(), &fetch)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+            .commit
+        }
+        Source::Record(record) => {
+            let mut quiet = |_: kiln_builder::Event| {};
+            kiln_builder::records::resolve(record, &fetch, &fetch.records, &mut quiet)
+                .await
+                .map_err(|e| e.to_string())?
+                .version
+        }
+        Source::Local(_) => return Err("local folders cannot be catalogue sources".into()),
+    };
+    let base = state
+        .engine
+        .image_id(state.builds.base_image())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Observed { commit, base })
+}
+
+/// A community's concurrent builds and builds per day.
+async fn within_quota(state: &AppState, community: &Community) -> Result<(), CatalogError> {
+    let catalogs = &state.catalogs;
+    let quotas = &community.quotas;
+    let c = community.id.clone();
+    let running = catalogs.with_store(move |s| s.building(&c)).await?;
+    if let Some(max) = quotas.concurrent_builds
+        && running as usize >= max
+    {
+        return Err(CatalogError::Quota(format!(
+            "community {} has {running} catalogue builds running, its quota (quotas.concurrent_builds = {max}); try again when one has finished",
+            community.id
+        )));
+    }
+    if let Some(max) = quotas.builds_per_day {
+        let now = catalogs.now();
+        let today = now - now.rem_euclid(86_400);
+        let c = community.id.clone();
+        let started = catalogs
+            .with_store(move |s| s.builds_since(&c, today))
+            .await?;
+        if started >= max {
+            return Err(CatalogError::Quota(format!(
+                "community {} started {started} catalogue builds today (UTC), its quota (quotas.builds_per_day = {max}); the next check after midnight UTC can build",
+                community.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where a community's images go: its prefix's registry, or the engine.
+fn target_push(
+    state: &AppState,
+    community: &Community,
+) -> Result<Option<PushSettings>, CatalogError> {
+    match community.prefix(state.config.image_prefix.as_deref()) {
+        Some(prefix) => PushSettings::new(&prefix, None, true)
+            .map(Some)
+            .map_err(|e| {
+                CatalogError::Invalid(format!(
+                    "community {}: registry prefix {prefix:?}: {e}",
+                    community.id
+                ))
+            }),
+        None => Ok(None),
+    }
+}
+
+/// The image of a version: `<prefix><entry>:v<n>-<commit>`, or `kiln/<community>-<entry>:...`
+/// when images stay in the engine.
+fn image_name(
+    push: Option<&PushSettings>,
+    community: &Community,
+    entry: &Entry,
+    tag: &str,
+) -> String {
+    match push {
+        Some(push) => format!("{}{}:{tag}", push.prefix.to_lowercase(), entry.slug),
+        None => format!("kiln/{}-{}:{tag}", community.id, entry.slug),
+    }
+}
+
+async fn build_version(
+    state: &Arc<AppState>,
+    community: &Community,
+    entry: &Entry,
+    spec: &crate::spec::Spec,
+    observed: &Observed,
+    reason: &str,
+) -> Result<Version, CatalogError> {
+    let catalogs = &state.catalogs;
+    let push = target_push(state, community)?;
+    let (commit, base, started) = (
+        observed.commit.clone(),
+        observed.base.clone(),
+        catalogs.now(),
+    );
+    let names = (push.clone(), community.clone(), entry.clone());
+    let (c, e, reason) = (community.id.clone(), entry.slug.clone(), reason.to_string());
+    let mut version = catalogs
+        .with_store(move |s| {
+            s.reserve(&c, &e, |number| {
+                let tag = kiln_catalog::version::tag(number, &commit);
+                Version {
+                    number,
+                    image: image_name(names.0.as_ref(), &names.1, &names.2, &tag),
+                    commit,
+                    digest: None,
+                    base,
+                    contents_digest: None,
+                    sbom_digest: None,
+                    started,
+                    finished: None,
+                    state: State::Building,
+                    reason: Some(reason),
+                    smoke_output: None,
+                    build_id: None,
+                }
+            })
+        })
+        .await?;
+    let outcome = run_build(state, community, entry, spec, &mut version, push.as_ref()).await;
+    version.finished = Some(catalogs.now());
+    match outcome {
+        Err(message) => {
+            version.state = State::Failed;
+            version.reason = Some(message);
+        }
+        Ok(()) => smoke_test(state, entry, &mut version, push.as_ref()).await,
+    }
+    save(state, community, entry, &version).await?;
+    if version.state == State::Promoted {
+        apply_keep(state, community, entry).await?;
+    }
+    Ok(version)
+}
+
+/// Build the version's image through the service's builds and wait for it; the version gets its
+/// build id, digests and registry digest.
+async fn run_build(
+    state: &Arc<AppState>,
+    community: &Community,
+    entry: &Entry,
+    spec: &crate::spec::Spec,
+    version: &mut Version,
+    push: Option<&PushSettings>,
+) -> Result<(), String> {
+    // Exactly the commit observed (a record's version is resolved again and must be the same).
+    let mut spec = spec.clone();
+    if matches!(spec.source, Source::Git(_)) {
+        spec.reference = version.commit.clone();
+    }
+    let target = Target {
+        image_name: version.image.clone(),
+        push: push.cloned(),
+    };
+    let shared = state
+        .builds
+        .build_to(
+            &spec,
+            ClientKey::Community(community.id.clone()),
+            Some(community.quotas.concurrent_builds.unwrap_or(0)),
+            Some(target),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    version.build_id = Some(shared.id.clone());
+    save_quietly(state, community, entry, version).await;
+    let mut from = 0;
+    let mut last = None;
+    while let Some(events) = shared.next(from).await {
+        from += events.len();
+        last = events.into_iter().last().or(last);
+    }
+    let Some(last) = last else {
+        return Err("the build ended without a word".into());
+    };
+    if last.phase != Phase::Built {
+        return Err(last.message.trim_end().to_string());
+    }
+    version.contents_digest = last.contents_digest.clone();
+    version.sbom_digest = last.sbom_digest.clone();
+    if let Some(push) = push {
+        version.digest = push
+            .registry
+            .manifest_digest(&version.image)
+            .await
+            .map_err(|e| format!("the registry does not answer for {}: {e}", version.image))?;
+        if version.digest.is_none() {
+            return Err(format!(
+                "the build said it pushed {}, but the registry does not have it",
+                version.image
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Run the entry's smoke test in the version's image; the version becomes promoted (auto),
+/// a candidate (manual) or broken.
+async fn smoke_test(
+    state: &AppState,
+    entry: &Entry,
+    version: &mut Version,
+    push: Option<&PushSettings>,
+) {
+    let credentials = push.and_then(PushSettings::docker_credentials);
+    let result = state
+        .engine
+        .run_command(&version.image, &entry.smoke, SMOKE_TIMEOUT, credentials)
+        .await;
+    let command = entry.smoke.join(" ");
+    match result {
+        Ok(output) => {
+            let text = tail(&[output.stdout, output.stderr].concat(), 4000);
+            version.smoke_output = Some(text.clone());
+            if output.status == 0 {
+                version.state = match entry.promotion {
+                    Promotion::Auto => State::Promoted,
+                    Promotion::Manual => State::Candidate,
+                };
+            } else {
+                version.state = State::Broken;
+                version.reason = Some(format!(
+                    "the smoke test `{command}` exited {}: {}",
+                    output.status,
+                    text.trim_end()
+                ));
+            }
+        }
+        Err(e) => {
+            version.state = State::Broken;
+            version.reason = Some(format!("the smoke test `{command}` could not run: {e}"));
+        }
+    }
+}
+
+/// The last `max` bytes of a command's output, as text.
+fn tail(bytes: &[u8], max: usize) -> String {
+    let start = bytes.len().saturating_sub(max);
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+async fn save(
+    state: &AppState,
+    community: &Community,
+    entry: &Entry,
+    version: &Version,
+) -> Result<(), CatalogError> {
+    let (c, e, v) = (community.id.clone(), entry.slug.clone(), version.clone());
+    state
+        .catalogs
+        .with_store(move |s| s.update(&c, &e, &v))
+        .await
+}
+
+/// Store a version, only logging a failure (the build goes on; the final save reports).
+async fn save_quietly(state: &AppState, community: &Community, entry: &Entry, version: &Version) {
+    if let Err(e) = save(state, community, entry, version).await {
+        tracing::warn!(community = %community.id, entry = %entry.slug, "cannot store version {}: {e}", version.number);
+    }
+}
+
+/// An entry's versions, oldest first.
+pub async fn versions(
+    state: &AppState,
+    community: &str,
+    entry: &str,
+) -> Result<Vec<Version>, CatalogError> {
+    let (c, e) = (community.to_string(), entry.to_string());
+    state.catalogs.with_store(move |s| s.versions(&c, &e)).await
+}
+
+/// Promoted versions beyond the entry's `keep` are retired, unless pinned.
+async fn apply_keep(
+    state: &AppState,
+    community: &Community,
+    entry: &Entry,
+) -> Result<(), CatalogError> {
+    let mut versions = versions(state, &community.id, &entry.slug).await?;
+    let (c, e) = (community.id.clone(), entry.slug.clone());
+    let pins = state.catalogs.with_store(move |s| s.pins(&c, &e)).await?;
+    versions.sort_by_key(|v| std::cmp::Reverse(v.number));
+    let mut kept = 0;
+    for mut v in versions {
+        if !v.state.offered() {
+            continue;
+        }
+        kept += 1;
+        let pinned = pins.contains_key(&v.number) || entry.pin_label(v.number).is_some();
+        if kept > entry.keep && !pinned {
+            v.state = State::Retired;
+            v.reason = Some(format!(
+                "retired: {} newer versions are offered (keep = {})",
+                entry.keep, entry.keep
+            ));
+            save(state, community, entry, &v).await?;
+        }
+    }
+    Ok(())
+}
+
+/// An admin's operation on a version.
+#[derive(Clone, Debug)]
+pub enum Operation {
+    Promote,
+    Deprecate { reason: String },
+    Retire { reason: String },
+    Pin { label: String },
+    Unpin,
+}
+
+/// Carry out an operation; the version as it is afterwards.
+pub async fn operate(
+    state: &AppState,
+    community: &Community,
+    entry: &Entry,
+    number: u32,
+    operation: Operation,
+) -> Result<Version, CatalogError> {
+    let mut version = versions(state, &community.id, &entry.slug)
+        .await?
+        .into_iter()
+        .find(|v| v.number == number)
+        .ok_or_else(|| {
+            CatalogError::NotFound(format!("entry {} has no version {number}", entry.slug))
+        })?;
+    let refuse = |what: &str| {
+        Err(CatalogError::Invalid(format!(
+            "version {number} is {}: it cannot be {what}{}",
+            version.state.as_str(),
+            version
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        )))
+    };
+    let (c, e) = (community.id.clone(), entry.slug.clone());
+    match operation {
+        Operation::Promote => {
+            if !matches!(
+                version.state,
+                State::Candidate | State::Deprecated | State::Retired
+            ) {
+                return refuse("promoted");
+            }
+            version.state = State::Promoted;
+            version.reason = Some("promoted by an admin".into());
+        }
+        Operation::Deprecate { reason } => {
+            if !version.state.offered() {
+                return refuse("deprecated");
+            }
+            version.state = State::Deprecated;
+            version.reason = Some(reason);
+        }
+        Operation::Retire { reason } => {
+            if matches!(version.state, State::Building | State::Retired) {
+                return refuse("retired");
+            }
+            version.state = State::Retired;
+            version.reason = Some(reason);
+        }
+        Operation::Pin { label } => {
+            if matches!(
+                version.state,
+                State::Building | State::Failed | State::Broken | State::Retired
+            ) {
+                return refuse("pinned");
+            }
+            let n = version.number;
+            state
+                .catalogs
+                .with_store(move |s| s.pin(&c, &e, n, Some(&label)))
+                .await?;
+            return Ok(version);
+        }
+        Operation::Unpin => {
+            let n = version.number;
+            state
+                .catalogs
+                .with_store(move |s| s.pin(&c, &e, n, None))
+                .await?;
+            return Ok(version);
+        }
+    }
+    save(state, community, entry, &version).await?;
+    if version.state == State::Promoted {
+        apply_keep(state, community, entry).await?;
+    }
+    Ok(version)
+}

@@ -1,0 +1,390 @@
+//! Communities and their catalogues:
+//! - `GET /communities`: the communities (anyone);
+//! - `GET /communities/<c>/profiles`: the spawn form's entries in KubeSpawner's `profile_list`
+//!   format, images by digest (anyone: the hub's `jupyterhub_config.py` hook reads it at spawn
+//!   time);
+//! - `GET /api/communities/<c>/catalog`: each entry, its versions and its last check (build ids,
+//!   which open the build logs, and smoke-test output only for the community's admins);
+//! - `POST /api/communities/<c>/entries/<e>/check` (`?rebuild=true`, `?wait=true`) and
+//!   `POST /api/communities/<c>/entries/<e>/versions/<n>/<promote|deprecate|retire|pin|unpin>`
+//!   (JSON `{"reason": ...}` or `{"label": ...}`): for the community's admins (its admin token,
+//!   a hub user or group it names) and the operator;
+//! - `GET /api/communities` with the operator's token: also the files left out, and why.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kiln_catalog::Community;
+use serde_json::{Value, json};
+
+use super::api_error;
+use crate::admission::{Caller, authorization_token};
+use crate::auth::Identity;
+use crate::catalog::runner::{self, CatalogError, Operation};
+use crate::state::AppState;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/communities", get(list))
+        .route("/communities/{community}/profiles", get(profiles))
+        .route("/api/communities", get(list_for_operator))
+        .route("/api/communities/{community}/catalog", get(catalog))
+        .route(
+            "/api/communities/{community}/entries/{entry}/check",
+            post(check),
+        )
+        .route(
+            "/api/communities/{community}/entries/{entry}/versions/{number}/{operation}",
+            post(operate),
+        )
+}
+
+fn catalog_error(e: CatalogError) -> Response {
+    let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    api_error(status, e.to_string())
+}
+
+fn community_or_404(state: &AppState, id: &str) -> Result<Community, Box<Response>> {
+    state.catalogs.community(id).ok_or_else(|| {
+        Box::new(api_error(
+            StatusCode::NOT_FOUND,
+            format!("there is no community {id:?} (GET /communities lists them)"),
+        ))
+    })
+}
+
+fn summary(c: &Community) -> Value {
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "description": c.description,
+        "entries": c.entries.len(),
+    })
+}
+
+/// `GET /communities`.
+async fn list(State(state): State<Arc<AppState>>) -> Response {
+    let loaded = state.catalogs.current();
+    let communities: Vec<Value> = loaded.communities.values().map(summary).collect();
+    Json(json!({"communities": communities})).into_response()
+}
+
+/// `GET /api/communities`: the operator also sees the files left out.
+async fn list_for_operator(State(state): State<Arc<AppState>>, caller: Caller) -> Response {
+    if caller.identity != Identity::Operator {
+        return api_error(
+            StatusCode::FORBIDDEN,
+            "the files of communities are the operator's: send the build token (GET /communities lists the communities)",
+        );
+    }
+    let loaded = state.catalogs.current();
+    let communities: Vec<Value> = loaded.communities.values().map(summary).collect();
+    let errors: Vec<Value> = loaded
+        .errors
+        .iter()
+        .map(|e| json!({"file": e.file, "line": e.line, "column": e.column, "message": e.message, "text": e.to_string()}))
+        .collect();
+    Json(json!({"communities": communities, "errors": errors})).into_response()
+}
+
+/// Each entry's versions and pins.
+async fn versions_and_pins(
+    state: &AppState,
+    community: &Community,
+) -> Result<
+    (
+        BTreeMap<String, Vec<kiln_catalog::Version>>,
+        BTreeMap<String, BTreeMap<u32, String>>,
+    ),
+    CatalogError,
+> {
+    let (mut versions, mut pins) = (BTreeMap::new(), BTreeMap::new());
+    for entry in &community.entries {
+        let (c, e) = (community.id.clone(), entry.slug.clone());
+        let (v, p) = state
+            .catalogs
+            .with_store(move |s| Ok((s.versions(&c, &e)?, s.pins(&c, &e)?)))
+            .await?;
+        versions.insert(entry.slug.clone(), v);
+        pins.insert(entry.slug.clone(), p);
+    }
+    Ok((versions, pins))
+}
+
+/// `GET /communities/<c>/profiles`.
+async fn profiles(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let community = match community_or_404(&state, &id) {
+        Ok(c) => c,
+        Err(response) => return *response,
+    };
+    match versions_and_pins(&state, &community).await {
+        Ok((versions, pins)) => Json(kiln_catalog::profiles::profile_list(
+            &community, &versions, &pins,
+        ))
+        .into_response(),
+        Err(e) => catalog_error(e),
+    }
+}
+
+/// Who may administer a community: its admin token, a hub user or group it names, or the
+/// operator. The admin token is compared before the token goes to the hub as a hub token.
+async fn is_admin(
+    state: &Arc<AppState>,
+    community: &Community,
+    request: Request,
+) -> Result<(bool, Request), Response> {
+    if authorization_token(request.headers()).is_some_and(|t| community.admins.token_matches(&t)) {
+        return Ok((true, request));
+    }
+    let (mut parts, body) = request.into_parts();
+    let caller = Caller::from_request_parts(&mut parts, state).await?;
+    let admin = match &caller.identity {
+        Identity::Operator => true,
+        Identity::TokenUser(user) | Identity::CookieUser { user, .. } => {
+            community.admins.admits_user(&user.name, &user.groups)
+        }
+        Identity::Anonymous => false,
+    };
+    Ok((admin, Request::from_parts(parts, body)))
+}
+
+fn not_admin(community: &Community) -> Response {
+    api_error(
+        StatusCode::FORBIDDEN,
+        format!(
+            "only the admins of community {} may do this: send its admin token, or log in as a hub user its file names",
+            community.id
+        ),
+    )
+}
+
+/// `GET /api/communities/<c>/catalog`.
+async fn catalog(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let community = match community_or_404(&state, &id) {
+        Ok(c) => c,
+        Err(response) => return *response,
+    };
+    let admin = match is_admin(&state, &community, request).await {
+        Ok((admin, _)) => admin,
+        Err(response) => return response,
+    };
+    let (versions, pins) = match versions_and_pins(&state, &community).await {
+        Ok(found) => found,
+        Err(e) => return catalog_error(e),
+    };
+    let mut entries = Vec::new();
+    for entry in &community.entries {
+        let (c, e) = (community.id.clone(), entry.slug.clone());
+        let last_check = match state
+            .catalogs
+            .with_store(move |s| s.last_check(&c, &e))
+            .await
+        {
+            Ok(check) => check,
+            Err(e) => return catalog_error(e),
+        };
+        let entry_pins = pins.get(&entry.slug).cloned().unwrap_or_default();
+        let shown: Vec<Value> = versions
+            .get(&entry.slug)
+            .into_iter()
+            .flatten()
+            .rev()
+            .map(|v| {
+                let mut shown = json!({
+                    "number": v.number,
+                    "state": v.state,
+                    "reason": v.reason,
+                    "commit": v.commit,
+                    "image": kiln_catalog::profiles::image_reference(v),
+                    "tag": v.image,
+                    "contents_digest": v.contents_digest,
+                    "sbom_digest": v.sbom_digest,
+                    "started": v.started,
+                    "finished": v.finished,
+                    "pinned": entry_pins.get(&v.number).cloned().or_else(|| entry.pin_label(v.number).map(str::to_string)),
+                });
+                if admin {
+                    shown["build_id"] = json!(v.build_id);
+                    shown["smoke_output"] = json!(v.smoke_output);
+                }
+                shown
+            })
+            .collect();
+        entries.push(json!({
+            "slug": entry.slug,
+            "name": entry.name,
+            "description": entry.description,
+            "source": kiln_builder::source::redact(&entry.source),
+            "ref": entry.reference,
+            "promotion": entry.promotion,
+            "keep": entry.keep,
+            "schedule": entry.rebuild.schedule,
+            "last_check": last_check,
+            "versions": shown,
+        }));
+    }
+    Json(json!({"community": summary(&community), "entries": entries})).into_response()
+}
+
+#[derive(serde::Deserialize, Default)]
+struct CheckQuery {
+    #[serde(default)]
+    rebuild: bool,
+    #[serde(default)]
+    wait: bool,
+}
+
+/// `POST /api/communities/<c>/entries/<e>/check`: 202 at once (the check goes on; the catalogue
+/// shows how it ended), or with `?wait=true` 200 and the check's report when it is done.
+async fn check(
+    State(state): State<Arc<AppState>>,
+    Path((id, slug)): Path<(String, String)>,
+    Query(query): Query<CheckQuery>,
+    request: Request,
+) -> Response {
+    let community = match community_or_404(&state, &id) {
+        Ok(c) => c,
+        Err(response) => return *response,
+    };
+    match is_admin(&state, &community, request).await {
+        Ok((true, _)) => {}
+        Ok((false, _)) => return not_admin(&community),
+        Err(response) => return response,
+    }
+    let Some(entry) = community.entry(&slug).cloned() else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            format!("community {id} has no entry {slug:?}"),
+        );
+    };
+    let task_state = state.clone();
+    let task =
+        tokio::spawn(
+            async move { runner::check(&task_state, &community, &entry, query.rebuild).await },
+        );
+    if !query.wait {
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({"status": "started", "catalog": format!("api/communities/{id}/catalog")})),
+        )
+            .into_response();
+    }
+    match task.await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e)) => catalog_error(e),
+        Err(e) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the check stopped: {e}"),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct OperationBody {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// The longest reason or label kept.
+const MAX_TEXT: usize = 500;
+
+/// `POST /api/communities/<c>/entries/<e>/versions/<n>/<operation>`.
+async fn operate(
+    State(state): State<Arc<AppState>>,
+    Path((id, slug, number, operation)): Path<(String, String, u32, String)>,
+    request: Request,
+) -> Response {
+    let community = match community_or_404(&state, &id) {
+        Ok(c) => c,
+        Err(response) => return *response,
+    };
+    let request = match is_admin(&state, &community, request).await {
+        Ok((true, request)) => request,
+        Ok((false, _)) => return not_admin(&community),
+        Err(response) => return response,
+    };
+    let Some(entry) = community.entry(&slug).cloned() else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            format!("community {id} has no entry {slug:?}"),
+        );
+    };
+    let body = match axum::body::to_bytes(request.into_body(), 16 * 1024).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return api_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the body is larger than 16 KiB",
+            );
+        }
+    };
+    let body: OperationBody = if body.is_empty() {
+        OperationBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(body) => body,
+            Err(e) => {
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not JSON like {{\"reason\": \"...\"}}: {e}"),
+                );
+            }
+        }
+    };
+    let text = |value: Option<String>, what: &str| -> Result<String, Box<Response>> {
+        let value = value.unwrap_or_default().trim().to_string();
+        if value.is_empty() {
+            return Err(Box::new(api_error(
+                StatusCode::BAD_REQUEST,
+                format!("{operation} needs a {what}: {{\"{what}\": \"...\"}}"),
+            )));
+        }
+        if value.chars().count() > MAX_TEXT {
+            return Err(Box::new(api_error(
+                StatusCode::BAD_REQUEST,
+                format!("the {what} is longer than {MAX_TEXT} characters"),
+            )));
+        }
+        Ok(value)
+    };
+    let op = match operation.as_str() {
+        "promote" => Operation::Promote,
+        "deprecate" => match text(body.reason, "reason") {
+            Ok(reason) => Operation::Deprecate { reason },
+            Err(r) => return *r,
+        },
+        "retire" => match text(body.reason, "reason") {
+            Ok(reason) => Operation::Retire { reason },
+            Err(r) => return *r,
+        },
+        "pin" => match text(body.label, "label") {
+            Ok(label) => Operation::Pin { label },
+            Err(r) => return *r,
+        },
+        "unpin" => Operation::Unpin,
+        other => {
+            return api_error(
+                StatusCode::NOT_FOUND,
+                format!("{other:?} is not an operation: promote, deprecate, retire, pin or unpin"),
+            );
+        }
+    };
+    match runner::operate(&state, &community, &entry, number, op).await {
+        Ok(version) => Json(
+            json!({"version": version.number, "state": version.state, "reason": version.reason}),
+        )
+        .into_response(),
+        Err(e) => catalog_error(e),
+    }
+}

@@ -1,0 +1,352 @@
+//! Communities and their catalogues against a real engine, registry and git server: community
+//! files in a watched folder, entries built on first load, not rebuilt when nothing changed,
+//! rebuilt when their branch moves, promoted automatically or held for an admin, smoke tests,
+//! deprecation and retirement, quotas, the profile list the spawn form reads, and a broken
+//! community file that does not stop the others.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::service::Service;
+use crate::support::{GitServer, Registry, require_engine};
+
+/// sha256 of the admin token `biology-admin-s3cret` (`printf %s ... | sha256sum`).
+fn admin_token_sha256(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+const OPERATOR: &str = "operator-token-for-communities";
+const BIOLOGY_ADMIN: &str = "biology-admin-s3cret";
+
+/// The catalogue once every entry has been checked at least once (the first load's checks).
+fn wait_for_checks(service: &Service, community: &str, entries: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let (status, catalog) = service.json(
+            "GET",
+            &format!("/api/communities/{community}/catalog"),
+            None,
+        );
+        assert_eq!(status, 200, "{catalog}");
+        let checked = catalog["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| !e["last_check"].is_null())
+            .count();
+        if checked == entries {
+            return catalog;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first checks of {community} did not end: {catalog:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn entry<'a>(catalog: &'a Value, slug: &str) -> &'a Value {
+    catalog["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["slug"] == slug)
+        .unwrap_or_else(|| panic!("no entry {slug} in {catalog:#}"))
+}
+
+fn request_as(
+    service: &Service,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let headers = match token {
+        Some(t) => format!("Content-Type: application/json\r\nAuthorization: token {t}\r\n"),
+        None => "Content-Type: application/json\r\n".to_string(),
+    };
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let (status, response) = service.request(method, path, &headers, &body);
+    let json = response.split("\r\n\r\n").nth(1).unwrap_or("null");
+    (status, serde_json::from_str(json).unwrap_or(Value::Null))
+}
+
+fn choices(profiles: &Value, slug: &str) -> Value {
+    profiles
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["slug"] == slug)
+        .map(|p| p["profile_options"]["image"]["choices"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn communities_build_check_promote_and_offer_their_catalogues() {
+    require_engine();
+    let registry = Registry::start(None);
+    let server = GitServer::start();
+    server.example("python-default", "course");
+    let repo = server.url("course");
+    let communities = tempfile::tempdir().unwrap();
+    let host = registry.host();
+    std::fs::write(
+        communities.path().join("physics.toml"),
+        format!(
+            r#"name = "Physics 101"
+registry_prefix = "{host}/physics-"
+
+[[entry]]
+slug = "python"
+name = "Python for physics"
+description = "The course environment"
+source = "{repo}"
+ref = "main"
+resources = {{ cpu_limit = 2 }}
+
+[[entry]]
+slug = "broken"
+name = "An environment whose smoke test fails"
+source = "{repo}"
+ref = "main"
+smoke = ["python", "-c", "import notthere"]
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        communities.path().join("biology.toml"),
+        format!(
+            r#"name = "Biology lab"
+registry_prefix = "{host}/biology-"
+
+[admins]
+token_sha256 = "{}"
+
+[quotas]
+builds_per_day = 1
+
+[[entry]]
+slug = "python"
+name = "Python for biology"
+source = "{repo}"
+ref = "main"
+promotion = "manual"
+"#,
+            admin_token_sha256(BIOLOGY_ADMIN)
+        ),
+    )
+    .unwrap();
+    // A broken file: reported with its place; the others keep serving.
+    std::fs::write(
+        communities.path().join("chemistry.toml"),
+        "name = \"Chemistry\"\n[[entry]]\nslug = \"py\"\nname = \"Py\"\nsource = \"gh:a/b\"\nrebuild = { schedule = \"every night\" }\n",
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let log = state.path().join("kiln.log");
+    let service = Service::start_logged(
+        &state.path().join("state.db"),
+        &[
+            ("KILN_COMMUNITIES_DIR", communities.path().to_str().unwrap()),
+            ("KILN_CATALOG_TICK_SECONDS", "1"),
+            ("KILN_BUILD_TOKEN", OPERATOR),
+        ],
+        &log,
+    );
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // The communities, and the broken file for the operator only.
+    let (_, listed) = service.json("GET", "/communities", None);
+    let ids: Vec<&str> = listed["communities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["biology", "physics"], "{listed}");
+    let (status, _) = request_as(&service, "GET", "/api/communities", None, None);
+    assert_eq!(status, 403);
+    let (_, operator) = request_as(&service, "GET", "/api/communities", Some(OPERATOR), None);
+    let error = operator["errors"][0]["text"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("chemistry.toml:3:8:") && error.contains("is not a cron expression"),
+        "{operator}"
+    );
+
+    // Built on first load: physics promotes automatically after the smoke test; the entry whose
+    // smoke test fails is built but not offered.
+    let physics = wait_for_checks(&service, "physics", 2);
+    let python = entry(&physics, "python");
+    let v1 = &python["versions"][0];
+    assert_eq!(v1["number"], 1, "{physics:#}\n{}", log_text());
+    assert_eq!(v1["state"], "promoted", "{physics:#}\n{}", log_text());
+    let tag = v1["tag"].as_str().unwrap();
+    assert!(
+        tag.starts_with(&format!("{host}/physics-python:v1-")),
+        "{tag}"
+    );
+    let digest = registry
+        .digest(tag, None)
+        .expect("version 1 is in the registry");
+    assert_eq!(
+        v1["image"],
+        format!("{host}/physics-python@{digest}"),
+        "the catalogue names the image by its registry digest"
+    );
+    assert!(v1.get("build_id").is_none(), "build ids are for admins");
+    let broken = &entry(&physics, "broken")["versions"][0];
+    assert_eq!(broken["state"], "broken", "{physics:#}");
+    let reason = broken["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("exited 1") && reason.contains("notthere"),
+        "{reason}"
+    );
+
+    // The spawn form's list: the promoted version by digest, the overrides, nothing broken.
+    let (status, profiles) = service.json("GET", "/communities/physics/profiles", None);
+    assert_eq!(status, 200);
+    assert_eq!(profiles.as_array().unwrap().len(), 1, "{profiles:#}");
+    assert_eq!(profiles[0]["kubespawner_override"]["image"], v1["image"]);
+    assert_eq!(profiles[0]["kubespawner_override"]["cpu_limit"], 2);
+
+    // Nothing changed: a check builds nothing.
+    let check = "/api/communities/physics/entries/python/check?wait=true";
+    let (status, report) = request_as(&service, "POST", check, Some(OPERATOR), None);
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["outcome"], "nothing", "{report}");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing changed since version 1"),
+        "{report}"
+    );
+    // Nobody else may ask.
+    let (status, _) = request_as(&service, "POST", check, None, None);
+    assert_eq!(status, 403);
+    let (status, _) = request_as(&service, "POST", check, Some(BIOLOGY_ADMIN), None);
+    assert_eq!(status, 403, "biology's admin is not physics's");
+
+    // The branch moves: version 2 is built and promoted; version 1 is still offered (keep = 3).
+    let moved = server.commit("course", &[("week2.md", "# Week 2\n")], "week 2");
+    let (status, report) = request_as(&service, "POST", check, Some(OPERATOR), None);
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["outcome"], "built", "{report}\n{}", log_text());
+    assert_eq!(report["version"]["number"], 2);
+    assert_eq!(report["version"]["state"], "promoted", "{report}");
+    assert_eq!(report["version"]["commit"], moved);
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("main moved from")
+    );
+    let (_, profiles) = service.json("GET", "/communities/physics/profiles", None);
+    let offered = choices(&profiles, "python");
+    assert_eq!(offered["v2"]["default"], true, "{profiles:#}");
+    assert_eq!(offered["v1"]["default"], false, "{profiles:#}");
+    assert_ne!(
+        profiles[0]["kubespawner_override"]["image"], v1["image"],
+        "the default is the new version"
+    );
+
+    // Deprecate version 1: still offered, marked with the reason; then retire it: gone.
+    let version_op = |n: u32, op: &str, body: Value| {
+        request_as(
+            &service,
+            "POST",
+            &format!("/api/communities/physics/entries/python/versions/{n}/{op}"),
+            Some(OPERATOR),
+            Some(body),
+        )
+    };
+    let (status, answer) = version_op(1, "deprecate", json!({}));
+    assert_eq!(status, 400, "a deprecation needs a reason: {answer}");
+    let (status, answer) = version_op(1, "deprecate", json!({"reason": "numpy 2 breaks week 1"}));
+    assert_eq!(status, 200, "{answer}");
+    let (_, profiles) = service.json("GET", "/communities/physics/profiles", None);
+    assert_eq!(
+        choices(&profiles, "python")["v1"]["display_name"],
+        "v1 (deprecated: numpy 2 breaks week 1)"
+    );
+    let (status, answer) = version_op(1, "retire", json!({"reason": "replaced by v2"}));
+    assert_eq!(status, 200, "{answer}");
+    let (_, profiles) = service.json("GET", "/communities/physics/profiles", None);
+    let offered = choices(&profiles, "python");
+    assert!(offered.get("v1").is_none(), "{profiles:#}");
+    // A broken version cannot be promoted.
+    let (status, answer) = request_as(
+        &service,
+        "POST",
+        "/api/communities/physics/entries/broken/versions/1/promote",
+        Some(OPERATOR),
+        None,
+    );
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("is broken"),
+        "{answer}"
+    );
+
+    // Biology promotes by hand: its version waits, then its admin promotes it.
+    let biology = wait_for_checks(&service, "biology", 1);
+    let bio = &entry(&biology, "python")["versions"][0];
+    assert_eq!(bio["state"], "candidate", "{biology:#}\n{}", log_text());
+    let bio_tag = bio["tag"].as_str().unwrap();
+    assert!(
+        bio_tag.starts_with(&format!("{host}/biology-python:v1-")),
+        "{bio_tag}"
+    );
+    let (_, profiles) = service.json("GET", "/communities/biology/profiles", None);
+    assert_eq!(profiles, json!([]), "nothing is offered before promotion");
+    let (status, answer) = request_as(
+        &service,
+        "POST",
+        "/api/communities/biology/entries/python/versions/1/promote",
+        Some(BIOLOGY_ADMIN),
+        None,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let (_, profiles) = service.json("GET", "/communities/biology/profiles", None);
+    assert_eq!(profiles.as_array().unwrap().len(), 1, "{profiles:#}");
+    assert!(
+        profiles[0]["kubespawner_override"]["image"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{host}/biology-python@sha256:")),
+        "{profiles:#}"
+    );
+    // The admin sees the build id, which opens the version's build log.
+    let (_, biology) = request_as(
+        &service,
+        "GET",
+        "/api/communities/biology/catalog",
+        Some(BIOLOGY_ADMIN),
+        None,
+    );
+    let build_id = entry(&biology, "python")["versions"][0]["build_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, build) = service.json("GET", &format!("/api/builds/{build_id}"), None);
+    assert_eq!(status, 200, "{build}");
+    // Its quota: one build a day, used by the first load.
+    let (status, answer) = request_as(
+        &service,
+        "POST",
+        "/api/communities/biology/entries/python/check?wait=true&rebuild=true",
+        Some(BIOLOGY_ADMIN),
+        None,
+    );
+    assert_eq!(status, 429, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("quotas.builds_per_day = 1"),
+        "{answer}"
+    );
+}
