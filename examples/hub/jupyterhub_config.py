@@ -22,6 +22,10 @@
 #                              "Inside a JupyterHub")
 #   KILN_HUB_SERVICE_NAME      kiln's service name (default kiln; binder for jupyterhub-fancy-profiles)
 #   KILN_HUB_USERS_GROUPS      hub groups to create, `group=user1 user2;group2=user3` (for per-group limits)
+#   KILN_CATALOG_COMMUNITY     a kiln community whose catalogue is the spawn form (kiln_catalog.py, README
+#                              "Communities"): one choice per entry and version, images by digest, read from
+#                              kiln at spawn time; allowed_images becomes exactly those images
+#   KILN_CATALOG_URL           where the hub reaches kiln for it (default http://127.0.0.1:8585/)
 #
 # Security: host networking lets every session reach every loopback service of the host (the hub API, the
 # registry, kiln). That is fine for a workstation or a test; a public hub needs isolated networks.
@@ -105,6 +109,15 @@ else:
         return [image] if any(image.startswith(p) for p in allowed) else []
 
     c.DockerSpawner.allowed_images = allowed_images
+
+if os.environ.get("KILN_CATALOG_COMMUNITY"):
+    # The spawn form offers the community's catalogue, and only its images may be started.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from kiln_catalog import KilnCatalog
+
+    KilnCatalog(
+        os.environ.get("KILN_CATALOG_URL", "http://127.0.0.1:8585/"), os.environ["KILN_CATALOG_COMMUNITY"]
+    ).configure_dockerspawner(c)
 
 # Users: kiln creates a temporary user per anonymous launch, and starts named servers for hub users.
 c.JupyterHub.authenticator_class = "dummy"

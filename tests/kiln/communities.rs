@@ -350,3 +350,128 @@ promotion = "manual"
         "{answer}"
     );
 }
+
+/// Type `text` into the element `css`.
+fn type_into(browser: &crate::support::browser::Browser, css: &str, text: &str) {
+    let id = browser.element(css);
+    browser.call(
+        "POST",
+        &format!("/element/{id}/value"),
+        Some(json!({"text": text})),
+    );
+}
+
+fn click(browser: &crate::support::browser::Browser, css: &str) {
+    let id = browser.element(css);
+    browser.call("POST", &format!("/element/{id}/click"), Some(json!({})));
+}
+
+/// The hub's spawn form (DockerSpawner, `examples/hub/kiln_catalog.py`) offers the community's
+/// catalogue as kiln answers it at spawn time, and the server started from it runs exactly the
+/// version's image by digest; a version promoted later shows without restarting the hub.
+#[test]
+fn the_hubs_spawn_form_offers_the_catalogue_and_starts_that_exact_digest() {
+    require_engine();
+    let registry = Registry::start(None);
+    let server = GitServer::start();
+    server.example("python-default", "lab-env");
+    let communities = tempfile::tempdir().unwrap();
+    std::fs::write(
+        communities.path().join("lab.toml"),
+        format!(
+            "name = \"The lab\"\nregistry_prefix = \"{}/lab-\"\n\n[[entry]]\nslug = \"python\"\nname = \"Python for the lab\"\nsource = \"{}\"\nref = \"main\"\n",
+            registry.host(),
+            server.url("lab-env")
+        ),
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let log = state.path().join("kiln.log");
+    let service = Service::start_logged(
+        &state.path().join("state.db"),
+        &[
+            ("KILN_COMMUNITIES_DIR", communities.path().to_str().unwrap()),
+            ("KILN_CATALOG_TICK_SECONDS", "1"),
+            ("KILN_BUILD_TOKEN", OPERATOR),
+        ],
+        &log,
+    );
+    let catalog = wait_for_checks(&service, "lab", 1);
+    let v1 = entry(&catalog, "python")["versions"][0].clone();
+    assert_eq!(
+        v1["state"],
+        "promoted",
+        "{catalog:#}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let image = v1["image"].as_str().unwrap().to_string();
+    assert!(image.contains("@sha256:"), "{image}");
+
+    let kiln_url = format!("http://127.0.0.1:{}/", service.port);
+    let hub = crate::support::jupyterhub::JupyterHubServer::start_with(&[
+        ("KILN_CATALOG_URL", kiln_url.as_str()),
+        ("KILN_CATALOG_COMMUNITY", "lab"),
+    ]);
+    let browser = crate::support::browser::Browser::start();
+    let user = "labstudent";
+    browser.call(
+        "POST",
+        "/url",
+        Some(json!({"url": format!("{}hub/login", hub.url())})),
+    );
+    type_into(&browser, "#username_input", user);
+    type_into(&browser, "#password_input", "any");
+    click(&browser, "#login_submit");
+    browser.call(
+        "POST",
+        "/url",
+        Some(json!({"url": format!("{}hub/spawn", hub.url())})),
+    );
+    let form = browser.text("#kiln-catalog");
+    assert!(form.contains("Python for the lab: v1"), "{form}");
+    browser.screenshot("hub-spawn-form-catalogue.png");
+    click(&browser, "#spawn_form button[type=submit]");
+    hub.wait_until(180, "the server started from the spawn form", |hub| {
+        let (_, u) = hub.api("GET", &format!("users/{user}"), None);
+        u["servers"][""]["ready"] == true
+    });
+    let container = format!("{}-{user}", hub.container_prefix());
+    let inspect = crate::support::docker(&["inspect", "--format", "{{.Config.Image}}", &container]);
+    assert_eq!(
+        String::from_utf8_lossy(&inspect.stdout).trim(),
+        image,
+        "the session runs the catalogue's image by digest"
+    );
+    let (status, _) = hub.api("DELETE", &format!("users/{user}/server"), None);
+    assert!(status == 202 || status == 204, "{status}");
+
+    // A new version, promoted: the form shows it at once; the hub was not restarted.
+    server.commit("lab-env", &[("notes.md", "v2\n")], "notes");
+    let (status, report) = request_as(
+        &service,
+        "POST",
+        "/api/communities/lab/entries/python/check?wait=true",
+        Some(OPERATOR),
+        None,
+    );
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["version"]["state"], "promoted", "{report}");
+    std::thread::sleep(Duration::from_secs(6)); // the hook keeps an answer for 5 s
+    browser.call(
+        "POST",
+        "/url",
+        Some(json!({"url": format!("{}hub/spawn", hub.url())})),
+    );
+    let form = browser.text("#kiln-catalog");
+    assert!(
+        form.contains("Python for the lab: v2") && form.contains("Python for the lab: v1"),
+        "{form}"
+    );
+    // An image the catalogue does not offer cannot be started through the hub.
+    let (status, body) = hub.api(
+        "POST",
+        &format!("users/{user}/server"),
+        Some(r#"{"image": "127.0.0.1:1/not-offered:latest"}"#),
+    );
+    assert_eq!(status, 400, "{body}");
+}
