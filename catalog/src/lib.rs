@@ -6,7 +6,8 @@
 //! one is [`version::decide`], a pure function of the entry's policy, its newest version and what
 //! the check observed. [`schedule`] says when a check is due (cron, with the time passed in);
 //! [`profiles`] turns the offered versions into KubeSpawner's `profile_list`; [`store`] keeps
-//! versions, checks, pins and the lease that lets one replica check an entry at a time.
+//! versions, checks, pins and the lease that lets one replica check an entry at a time;
+//! [`retention`] chooses the images nobody keeps, for deletion from the registry.
 //!
 //! Nothing here builds, fetches or talks to a registry: the service (`kiln-api`'s `catalog`)
 //! carries out what the decision says.
@@ -15,6 +16,7 @@ pub mod community;
 pub mod entry;
 pub mod load;
 pub mod profiles;
+pub mod retention;
 pub mod schedule;
 pub mod store;
 pub mod version;

@@ -33,7 +33,7 @@ pub fn image_reference(version: &Version) -> String {
 }
 
 /// `registry/path/name` of `registry/path/name:tag` (a registry's port is not a tag).
-fn repository(image: &str) -> &str {
+pub fn repository(image: &str) -> &str {
     match image.rfind(':') {
         Some(i) if !image[i..].contains('/') => &image[..i],
         _ => image,
@@ -165,6 +165,7 @@ mod tests {
             reason: (state == State::Deprecated).then(|| "numpy 2 breaks week 3".into()),
             smoke_output: None,
             build_id: None,
+            deleted: None,
         }
     }
 

@@ -350,6 +350,7 @@ mod tests {
             reason: None,
             smoke_output: None,
             build_id: None,
+            deleted: None,
         }
     }
 

@@ -40,6 +40,9 @@ pub struct Version {
     /// The service's build id, whose log `/api/builds/<id>/events` replays.
     #[serde(default)]
     pub build_id: Option<String>,
+    /// When retention deleted its image from the registry.
+    #[serde(default)]
+    pub deleted: Option<i64>,
 }
 
 /// Where a version is in its life.
@@ -195,6 +198,7 @@ mod tests {
             reason: None,
             smoke_output: None,
             build_id: None,
+            deleted: None,
         }
     }
 

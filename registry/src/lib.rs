@@ -4,6 +4,7 @@
 
 pub mod assemble;
 pub mod client;
+pub mod delete;
 pub mod error;
 pub mod layer;
 pub mod name;

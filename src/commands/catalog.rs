@@ -88,6 +88,14 @@ enum Action {
     },
     /// Print the spawn form's profile list (KubeSpawner's profile_list JSON).
     Profiles { community: String },
+    /// Delete from the registry the images of versions nobody keeps (retired, broken or failed,
+    /// not pinned, their digest not shared with a kept version). A dry run unless --apply.
+    Prune {
+        community: String,
+        /// Delete, instead of listing what would be deleted.
+        #[arg(long)]
+        apply: bool,
+    },
 }
 
 impl CatalogCommand {
@@ -111,6 +119,34 @@ impl CatalogCommand {
                     .get(&format!("communities/{community}/profiles"))
                     .await?;
                 println!("{}", serde_json::to_string_pretty(&list)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Prune { community, apply } => {
+                let report = client
+                    .post(
+                        &format!("api/communities/{community}/retention?apply={apply}"),
+                        None,
+                    )
+                    .await?;
+                let verb = if apply { "deleted" } else { "would delete" };
+                for image in report["images"].as_array().into_iter().flatten() {
+                    println!(
+                        "{verb} {}/v{}: {}@{}",
+                        image["entry"].as_str().unwrap_or_default(),
+                        image["version"],
+                        image["image"].as_str().unwrap_or_default(),
+                        image["digest"].as_str().unwrap_or_default()
+                    );
+                }
+                eprintln!(
+                    "kiln: {} images {verb}{}",
+                    report["images"].as_array().map_or(0, Vec::len),
+                    if apply {
+                        ""
+                    } else {
+                        " (a dry run: --apply deletes them)"
+                    }
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Action::Check {

@@ -277,6 +277,62 @@ promotion = "manual"
     let (_, profiles) = service.json("GET", "/communities/physics/profiles", None);
     let offered = choices(&profiles, "python");
     assert!(offered.get("v1").is_none(), "{profiles:#}");
+    // Retention: the dry run lists the retired version and the broken entry's image, and deletes
+    // nothing; applied, the registry's own listing no longer has them, and version 2 stays.
+    let retention = "/api/communities/physics/retention";
+    let (status, dry) = request_as(&service, "POST", retention, Some(OPERATOR), None);
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["dry_run"], true);
+    let doomed = |report: &Value| -> Vec<(String, u64)> {
+        report["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["entry"].as_str().unwrap().to_string(),
+                    i["version"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        doomed(&dry),
+        [("broken".to_string(), 1), ("python".to_string(), 1)],
+        "{dry}"
+    );
+    assert!(
+        registry.digest(tag, None).is_some(),
+        "a dry run deletes nothing"
+    );
+    let (status, applied) = request_as(
+        &service,
+        "POST",
+        &format!("{retention}?apply=true"),
+        Some(OPERATOR),
+        None,
+    );
+    assert_eq!(status, 200, "{applied}");
+    assert_eq!(doomed(&applied), doomed(&dry));
+    assert_eq!(registry.digest(tag, None), None);
+    let v2_tag = report["version"]["image"].as_str().unwrap();
+    // Left: version 2 and its referrers' tag index (its contents record and SBOM); version 1's
+    // index went with it.
+    let v2_index = report["version"]["digest"]
+        .as_str()
+        .unwrap()
+        .replacen(':', "-", 1);
+    assert_eq!(
+        registry.tags("physics-python"),
+        [v2_index, v2_tag.rsplit_once(':').unwrap().1.to_string()]
+    );
+    assert!(registry.tags("physics-broken").is_empty());
+    let (_, again) = request_as(&service, "POST", retention, Some(OPERATOR), None);
+    assert!(
+        doomed(&again).is_empty(),
+        "deleted images are recorded: {again}"
+    );
+
     // A broken version cannot be promoted.
     let (status, answer) = request_as(
         &service,
@@ -474,4 +530,71 @@ fn the_hubs_spawn_form_offers_the_catalogue_and_starts_that_exact_digest() {
         Some(r#"{"image": "127.0.0.1:1/not-offered:latest"}"#),
     );
     assert_eq!(status, 400, "{body}");
+}
+
+/// A registry that refuses `DELETE`: retention reports its answer, deletes nothing after it,
+/// and the versions stay listed for the next run.
+#[test]
+fn a_registry_that_refuses_delete_is_reported_and_nothing_else_is_deleted() {
+    require_engine();
+    let registry = Registry::start_without_delete();
+    let server = GitServer::start();
+    server.example("python-default", "no-delete");
+    let communities = tempfile::tempdir().unwrap();
+    std::fs::write(
+        communities.path().join("keep.toml"),
+        format!(
+            "name = \"Keep\"\nregistry_prefix = \"{}/keep-\"\n\n[[entry]]\nslug = \"python\"\nname = \"Py\"\nsource = \"{repo}\"\nref = \"main\"\n\n[[entry]]\nslug = \"broken\"\nname = \"Broken\"\nsource = \"{repo}\"\nref = \"main\"\nsmoke = [\"false\"]\n",
+            registry.host(),
+            repo = server.url("no-delete")
+        ),
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let service = Service::start_with(
+        &state.path().join("state.db"),
+        &[
+            ("KILN_COMMUNITIES_DIR", communities.path().to_str().unwrap()),
+            ("KILN_CATALOG_TICK_SECONDS", "1"),
+            ("KILN_BUILD_TOKEN", OPERATOR),
+        ],
+    );
+    let catalog = wait_for_checks(&service, "keep", 2);
+    assert_eq!(
+        entry(&catalog, "broken")["versions"][0]["state"],
+        "broken",
+        "{catalog:#}"
+    );
+    let broken_tag = entry(&catalog, "broken")["versions"][0]["tag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, applied) = request_as(
+        &service,
+        "POST",
+        "/api/communities/keep/retention?apply=true",
+        Some(OPERATOR),
+        None,
+    );
+    assert_eq!(status, 502, "{applied}");
+    let refused = applied["refused"].as_str().unwrap();
+    assert!(refused.contains("HTTP 405"), "{refused}");
+    assert_eq!(
+        applied["images"],
+        json!([]),
+        "nothing was deleted: {applied}"
+    );
+    assert!(registry.digest(&broken_tag, None).is_some());
+    let (_, dry) = request_as(
+        &service,
+        "POST",
+        "/api/communities/keep/retention",
+        Some(OPERATOR),
+        None,
+    );
+    assert_eq!(
+        dry["images"].as_array().unwrap().len(),
+        1,
+        "still to delete: {dry}"
+    );
 }

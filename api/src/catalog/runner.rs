@@ -326,6 +326,7 @@ async fn build_version(
                     reason: Some(reason),
                     smoke_output: None,
                     build_id: None,
+                    deleted: None,
                 }
             })
         })
@@ -601,4 +602,76 @@ pub async fn operate(
         apply_keep(state, community, entry).await?;
     }
     Ok(version)
+}
+
+/// What retention did, or would do.
+#[derive(Clone, Debug, Serialize)]
+pub struct RetentionReport {
+    pub community: String,
+    /// Nothing was deleted: the report says what would be.
+    pub dry_run: bool,
+    /// Deleted (or, in a dry run, to be deleted).
+    pub images: Vec<kiln_catalog::retention::Doomed>,
+    /// The registry refused a deletion: what it said. Nothing after it was deleted.
+    pub refused: Option<String>,
+}
+
+/// Delete from the registry the community's images that no version keeps: a dry run unless
+/// `apply`. The first refusal stops it; what was deleted before it is recorded.
+pub async fn retention(
+    state: &AppState,
+    community: &Community,
+    apply: bool,
+) -> Result<RetentionReport, CatalogError> {
+    let mut versions = std::collections::BTreeMap::new();
+    let mut pins = std::collections::BTreeMap::new();
+    for entry in &community.entries {
+        let (c, e) = (community.id.clone(), entry.slug.clone());
+        let (v, p) = state
+            .catalogs
+            .with_store(move |s| Ok((s.versions(&c, &e)?, s.pins(&c, &e)?)))
+            .await?;
+        versions.insert(entry.slug.clone(), v);
+        pins.insert(entry.slug.clone(), p);
+    }
+    let doomed = kiln_catalog::retention::plan(community, &versions, &pins);
+    let mut report = RetentionReport {
+        community: community.id.clone(),
+        dry_run: !apply,
+        images: Vec::new(),
+        refused: None,
+    };
+    if !apply {
+        report.images = doomed;
+        return Ok(report);
+    }
+    let Some(push) = target_push(state, community)? else {
+        return Err(CatalogError::Invalid(format!(
+            "community {} keeps its images in the engine (no registry prefix): there is no registry to delete from",
+            community.id
+        )));
+    };
+    for d in doomed {
+        if let Err(e) = push
+            .registry
+            .delete_with_referrers(&d.image, &d.digest)
+            .await
+        {
+            report.refused = Some(e.to_string());
+            break;
+        }
+        let Some(entry) = community.entry(&d.entry) else {
+            continue;
+        };
+        if let Some(mut v) = versions
+            .get(&d.entry)
+            .and_then(|list| list.iter().find(|v| v.number == d.version))
+            .cloned()
+        {
+            v.deleted = Some(state.catalogs.now());
+            save(state, community, entry, &v).await?;
+        }
+        report.images.push(d);
+    }
+    Ok(report)
 }

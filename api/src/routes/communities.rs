@@ -9,6 +9,8 @@
 //!   `POST /api/communities/<c>/entries/<e>/versions/<n>/<promote|deprecate|retire|pin|unpin>`
 //!   (JSON `{"reason": ...}` or `{"label": ...}`): for the community's admins (its admin token,
 //!   a hub user or group it names) and the operator;
+//! - `POST /api/communities/<c>/retention` (`?apply=true` deletes; without it, a dry run): the
+//!   images of versions nobody keeps, deleted from the registry, for the same admins;
 //! - `GET /api/communities` with the operator's token: also the files left out, and why.
 
 use std::collections::BTreeMap;
@@ -42,6 +44,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/api/communities/{community}/entries/{entry}/versions/{number}/{operation}",
             post(operate),
         )
+        .route("/api/communities/{community}/retention", post(retention))
 }
 
 fn catalog_error(e: CatalogError) -> Response {
@@ -385,6 +388,43 @@ async fn operate(
             json!({"version": version.number, "state": version.state, "reason": version.reason}),
         )
         .into_response(),
+        Err(e) => catalog_error(e),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RetentionQuery {
+    #[serde(default)]
+    apply: bool,
+}
+
+/// `POST /api/communities/<c>/retention`: a dry run's report, or with `?apply=true` the images
+/// deleted (and the registry's refusal, if it refused: 502, nothing after it deleted).
+async fn retention(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<RetentionQuery>,
+    request: Request,
+) -> Response {
+    let community = match community_or_404(&state, &id) {
+        Ok(c) => c,
+        Err(response) => return *response,
+    };
+    match is_admin(&state, &community, request).await {
+        Ok((true, _)) => {}
+        Ok((false, _)) => return not_admin(&community),
+        Err(response) => return response,
+    }
+    match runner::retention(&state, &community, query.apply).await {
+        Ok(report) if report.refused.is_some() => {
+            let mut body = json!(report);
+            body["error"] = json!(format!(
+                "the registry refused a deletion; nothing after it was deleted: {}",
+                report.refused.as_deref().unwrap_or_default()
+            ));
+            (StatusCode::BAD_GATEWAY, Json(body)).into_response()
+        }
+        Ok(report) => Json(report).into_response(),
         Err(e) => catalog_error(e),
     }
 }

@@ -311,10 +311,19 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(auth: Option<(&str, &str)>) -> Registry {
+        Registry::start_with(auth, true)
+    }
+
+    /// A registry that refuses `DELETE` (405, as Distribution does unless deletion is enabled).
+    pub fn start_without_delete() -> Registry {
+        Registry::start_with(None, false)
+    }
+
+    fn start_with(auth: Option<(&str, &str)>, delete: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}/data\n  delete:\n    enabled: {delete}\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().display()
         );
         if let Some((user, password)) = auth {
@@ -346,6 +355,24 @@ impl Registry {
 
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The tags of a repository (`name`, without the host), as the registry lists them.
+    pub fn tags(&self, name: &str) -> Vec<String> {
+        let out = Command::new("skopeo")
+            .args(["list-tags", "--tls-verify=false"])
+            .arg(format!("docker://{}/{name}", self.host()))
+            .output()
+            .expect("skopeo runs");
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let mut tags: Vec<String> = listed["Tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect();
+        tags.sort();
+        tags
     }
 
     /// The manifest digest of `name:tag` (`None` when absent), read with skopeo.
