@@ -242,6 +242,9 @@ pub struct Config {
     /// How often the service looks for catalogue entries to check (never checked, or due by their
     /// schedule).
     pub catalog_tick_seconds: u64,
+    /// Where the communities' catalogue builds put environment images, shared by every community
+    /// whose prefix is in its registry; default `image_prefix`.
+    pub catalog_environment_prefix: Option<String>,
 }
 
 /// Every setting, by its TOML key.
@@ -320,6 +323,7 @@ const KEYS: &[&str] = &[
     "login_seconds",
     "communities_dir",
     "catalog_tick_seconds",
+    "catalog_environment_prefix",
 ];
 
 /// A TOML file as `key -> value` strings (arrays joined with commas, tables as `k=v` pairs).
@@ -748,6 +752,7 @@ impl Config {
             login_seconds: r.number("KILN_LOGIN_SECONDS", 43_200)?,
             communities_dir: r.get("KILN_COMMUNITIES_DIR").map(Into::into),
             catalog_tick_seconds: r.number("KILN_CATALOG_TICK_SECONDS", 60)?,
+            catalog_environment_prefix: r.get("KILN_CATALOG_ENVIRONMENT_PREFIX"),
             hub_service_name: service_name,
             base_url,
             public_url,

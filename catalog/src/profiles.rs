@@ -166,6 +166,7 @@ mod tests {
             smoke_output: None,
             build_id: None,
             deleted: None,
+            built: None,
         }
     }
 

@@ -351,6 +351,7 @@ mod tests {
             smoke_output: None,
             build_id: None,
             deleted: None,
+            built: None,
         }
     }
 

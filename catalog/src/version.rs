@@ -43,6 +43,9 @@ pub struct Version {
     /// When retention deleted its image from the registry.
     #[serde(default)]
     pub deleted: Option<i64>,
+    /// How its image came to be, as the build said (built, assembled on an environment, reused).
+    #[serde(default)]
+    pub built: Option<String>,
 }
 
 /// Where a version is in its life.
@@ -199,6 +202,7 @@ mod tests {
             smoke_output: None,
             build_id: None,
             deleted: None,
+            built: None,
         }
     }
 

@@ -153,6 +153,10 @@ promotion = "manual"
             ("KILN_COMMUNITIES_DIR", communities.path().to_str().unwrap()),
             ("KILN_CATALOG_TICK_SECONDS", "1"),
             ("KILN_BUILD_TOKEN", OPERATOR),
+            (
+                "KILN_CATALOG_ENVIRONMENT_PREFIX",
+                &format!("{host}/shared-"),
+            ),
         ],
         &log,
     );
@@ -349,6 +353,32 @@ promotion = "manual"
 
     // Biology promotes by hand: its version waits, then its admin promotes it.
     let biology = wait_for_checks(&service, "biology", 1);
+    // One environment for both communities: built once under the shared prefix, the other first
+    // versions assembled on it in the registry.
+    let how: Vec<String> = [
+        (&biology, "python"),
+        (&physics, "python"),
+        (&physics, "broken"),
+    ]
+    .iter()
+    .map(|(catalog, slug)| {
+        let versions = entry(catalog, slug)["versions"].as_array().unwrap();
+        versions.last().unwrap()["built"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    })
+    .collect();
+    let shared_env = format!("{host}/shared-kiln-environment:");
+    let built = how
+        .iter()
+        .filter(|m| m.contains(&format!("Built the environment {shared_env}")))
+        .count();
+    let assembled = how
+        .iter()
+        .filter(|m| m.contains(&format!("assembled on the environment {shared_env}")))
+        .count();
+    assert_eq!((built, assembled), (1, 2), "{how:#?}");
     let bio = &entry(&biology, "python")["versions"][0];
     assert_eq!(bio["state"], "candidate", "{biology:#}\n{}", log_text());
     let bio_tag = bio["tag"].as_str().unwrap();

@@ -259,22 +259,38 @@ async fn within_quota(state: &AppState, community: &Community) -> Result<(), Cat
     Ok(())
 }
 
-/// Where a community's images go: its prefix's registry, or the engine.
+/// Where a community's images go: its prefix's registry, or the engine. Environment images go
+/// under the shared prefix (`KILN_CATALOG_ENVIRONMENT_PREFIX`, else `KILN_IMAGE_PREFIX`) when it is
+/// in the same registry, so that communities with the same environment build it once.
 fn target_push(
     state: &AppState,
     community: &Community,
 ) -> Result<Option<PushSettings>, CatalogError> {
-    match community.prefix(state.config.image_prefix.as_deref()) {
-        Some(prefix) => PushSettings::new(&prefix, None, true)
-            .map(Some)
-            .map_err(|e| {
-                CatalogError::Invalid(format!(
-                    "community {}: registry prefix {prefix:?}: {e}",
-                    community.id
-                ))
-            }),
-        None => Ok(None),
-    }
+    let Some(prefix) = community.prefix(state.config.image_prefix.as_deref()) else {
+        return Ok(None);
+    };
+    let invalid = |e: kiln_builder::BuildError| {
+        CatalogError::Invalid(format!(
+            "community {}: registry prefix {prefix:?}: {e}",
+            community.id
+        ))
+    };
+    let push = PushSettings::new(&prefix, None, true).map_err(invalid)?;
+    let shared = state
+        .config
+        .catalog_environment_prefix
+        .as_deref()
+        .or(state.config.image_prefix.as_deref());
+    Ok(Some(match shared {
+        Some(shared) => match push.clone().with_environment_prefix(shared) {
+            Ok(sharing) => sharing,
+            Err(e) => {
+                tracing::debug!(community = %community.id, "environments not shared: {e}");
+                push
+            }
+        },
+        None => push,
+    }))
 }
 
 /// The image of a version: `<prefix><entry>:v<n>-<commit>`, or `kiln/<community>-<entry>:...`
@@ -327,6 +343,7 @@ async fn build_version(
                     smoke_output: None,
                     build_id: None,
                     deleted: None,
+                    built: None,
                 }
             })
         })
@@ -390,6 +407,7 @@ async fn run_build(
     if last.phase != Phase::Built {
         return Err(last.message.trim_end().to_string());
     }
+    version.built = Some(last.message.trim_end().to_string());
     version.contents_digest = last.contents_digest.clone();
     version.sbom_digest = last.sbom_digest.clone();
     if let Some(push) = push {

@@ -213,6 +213,8 @@ async fn catalog(
                     "sbom_digest": v.sbom_digest,
                     "started": v.started,
                     "finished": v.finished,
+                    "built": v.built,
+                    "deleted": v.deleted,
                     "pinned": entry_pins.get(&v.number).cloned().or_else(|| entry.pin_label(v.number).map(str::to_string)),
                 });
                 if admin {

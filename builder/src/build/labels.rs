@@ -107,7 +107,7 @@ pub fn environment_image_name(
 ) -> Result<Option<String>, BuildError> {
     match (push, key) {
         (Some(push), Some(key)) => Ok(Some(kiln_registry::environment_image_name(
-            &push.prefix,
+            push.environment_prefix(),
             key,
         )?)),
         _ => Ok(None),
@@ -123,7 +123,7 @@ pub fn conda_image_names(
     let hex = key.strip_prefix("sha256:").unwrap_or(key);
     let (system, conda) = match push {
         Some(push) => {
-            let prefix = push.prefix.to_lowercase();
+            let prefix = push.environment_prefix().to_lowercase();
             (
                 format!("{prefix}kiln-system:{hex}"),
                 format!("{prefix}kiln-conda:{hex}"),

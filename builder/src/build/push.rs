@@ -14,6 +14,9 @@ pub struct PushSettings {
     pub registry: Arc<Registry>,
     /// Assemble images natively when the environment is in the registry (default true).
     pub native: bool,
+    /// Where environment images go, when not under `prefix`: a prefix of the same registry that
+    /// several prefixes share (communities' catalogues), so that one environment is built once.
+    pub environment_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for PushSettings {
@@ -23,6 +26,7 @@ impl std::fmt::Debug for PushSettings {
             .field("registry", &self.registry.host)
             .field("credentials", &self.registry.credentials)
             .field("native", &self.native)
+            .field("environment_prefix", &self.environment_prefix)
             .finish()
     }
 }
@@ -41,7 +45,27 @@ impl PushSettings {
             prefix: prefix.to_string(),
             registry: Arc::new(registry),
             native,
+            environment_prefix: None,
         })
+    }
+
+    /// Put environment images under `prefix` instead, which must be in the same registry (native
+    /// assembly mounts the environment's blobs across repositories of one registry).
+    pub fn with_environment_prefix(mut self, prefix: &str) -> Result<PushSettings, BuildError> {
+        let other = Registry::for_reference(&format!("{prefix}probe:latest"), None)?;
+        if other.host != self.registry.host {
+            return Err(BuildError::Invalid(format!(
+                "the environment prefix {prefix:?} is in the registry {}, not in {} where the images go",
+                other.host, self.registry.host
+            )));
+        }
+        self.environment_prefix = Some(prefix.to_string());
+        Ok(self)
+    }
+
+    /// Where environment images go.
+    pub fn environment_prefix(&self) -> &str {
+        self.environment_prefix.as_deref().unwrap_or(&self.prefix)
     }
 
     /// The engine's credentials for the registry (for `docker push` and pulls of its images).
