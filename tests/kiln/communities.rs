@@ -532,7 +532,11 @@ fn the_hubs_spawn_form_offers_the_catalogue_and_starts_that_exact_digest() {
     assert!(status == 202 || status == 204, "{status}");
 
     // A new version, promoted: the form shows it at once; the hub was not restarted.
-    server.commit("lab-env", &[("notes.md", "v2\n")], "notes");
+    server.commit(
+        "lab-env",
+        &[("requirements.txt", "six==1.16.0\n")],
+        "six for week 2",
+    );
     let (status, report) = request_as(
         &service,
         "POST",
@@ -553,6 +557,61 @@ fn the_hubs_spawn_form_offers_the_catalogue_and_starts_that_exact_digest() {
         form.contains("Python for the lab: v2") && form.contains("Python for the lab: v1"),
         "{form}"
     );
+    // The catalogue page: the versions, a version's packages, the diff between them, the log.
+    browser.call(
+        "POST",
+        "/url",
+        Some(json!({"url": format!("{kiln_url}communities/lab")})),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !browser.text("#entries").contains("v2") {
+        assert!(
+            Instant::now() < deadline,
+            "the catalogue page shows no versions"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let page = browser.text("#entries");
+    assert!(
+        page.contains("Python for the lab") && page.contains("v1"),
+        "{page}"
+    );
+    let wait_for_detail = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let detail = format!(
+                "{}\n{}",
+                browser.text("#detail-title"),
+                browser.text("#detail")
+            );
+            if detail.contains(what) {
+                return detail;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} on the page: {detail}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    click(&browser, "#entry-python .diff button");
+    let diff = wait_for_detail("v1 → v2");
+    assert!(
+        // The default environment has six 1.17.0; the repository pins 1.16.0.
+        diff.contains("six changed") && diff.contains("→ 1.16.0"),
+        "{diff}"
+    );
+    browser.screenshot("community-catalogue-diff.png");
+    click(&browser, "#entry-python tr.state-promoted button");
+    let packages = wait_for_detail("packages");
+    assert!(packages.contains("jupyterlab"), "{packages}");
+    click(
+        &browser,
+        "#entry-python tr.state-promoted td:last-child button",
+    );
+    let log = wait_for_detail("build log");
+    assert!(log.contains("Pushed"), "{log}");
+
     // An image the catalogue does not offer cannot be started through the hub.
     let (status, body) = hub.api(
         "POST",

@@ -262,7 +262,7 @@ async fn within_quota(state: &AppState, community: &Community) -> Result<(), Cat
 /// Where a community's images go: its prefix's registry, or the engine. Environment images go
 /// under the shared prefix (`KILN_CATALOG_ENVIRONMENT_PREFIX`, else `KILN_IMAGE_PREFIX`) when it is
 /// in the same registry, so that communities with the same environment build it once.
-fn target_push(
+pub fn community_push(
     state: &AppState,
     community: &Community,
 ) -> Result<Option<PushSettings>, CatalogError> {
@@ -316,7 +316,7 @@ async fn build_version(
     reason: &str,
 ) -> Result<Version, CatalogError> {
     let catalogs = &state.catalogs;
-    let push = target_push(state, community)?;
+    let push = community_push(state, community)?;
     let (commit, base, started) = (
         observed.commit.clone(),
         observed.base.clone(),
@@ -663,7 +663,7 @@ pub async fn retention(
         report.images = doomed;
         return Ok(report);
     }
-    let Some(push) = target_push(state, community)? else {
+    let Some(push) = community_push(state, community)? else {
         return Err(CatalogError::Invalid(format!(
             "community {} keeps its images in the engine (no registry prefix): there is no registry to delete from",
             community.id

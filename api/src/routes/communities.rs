@@ -11,6 +11,10 @@
 //!   a hub user or group it names) and the operator;
 //! - `POST /api/communities/<c>/retention` (`?apply=true` deletes; without it, a dry run): the
 //!   images of versions nobody keeps, deleted from the registry, for the same admins;
+//! - `GET /communities/<c>`: the catalogue page (each entry's versions, their packages, the diff
+//!   between two versions, build logs and the last check), and for it, for anyone:
+//!   `GET /api/communities/<c>/entries/<e>/versions/<n>/packages` (the version's contents record),
+//!   `.../versions/<n>/log` (its build's events) and `.../diff?from=<n>&to=<m>`;
 //! - `GET /api/communities` with the operator's token: also the files left out, and why.
 
 use std::collections::BTreeMap;
@@ -45,6 +49,19 @@ pub fn routes() -> Router<Arc<AppState>> {
             post(operate),
         )
         .route("/api/communities/{community}/retention", post(retention))
+        .route("/communities/{community}", get(catalog_page))
+        .route(
+            "/api/communities/{community}/entries/{entry}/versions/{number}/packages",
+            get(packages),
+        )
+        .route(
+            "/api/communities/{community}/entries/{entry}/versions/{number}/log",
+            get(log),
+        )
+        .route(
+            "/api/communities/{community}/entries/{entry}/diff",
+            get(diff),
+        )
 }
 
 fn catalog_error(e: CatalogError) -> Response {
@@ -429,4 +446,182 @@ async fn retention(
         Ok(report) => Json(report).into_response(),
         Err(e) => catalog_error(e),
     }
+}
+
+/// `GET /communities/<c>`: the catalogue page.
+async fn catalog_page(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    if let Err(response) = community_or_404(&state, &id) {
+        return *response;
+    }
+    let body = include_str!("../pages/catalog.html")
+        .replace("{{base}}", &state.config.base_url)
+        .replace("{{community}}", &id);
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A version of an entry of a community, or the answer that says which is missing.
+async fn find_version(
+    state: &AppState,
+    id: &str,
+    slug: &str,
+    number: u32,
+) -> Result<(Community, kiln_catalog::Version), Box<Response>> {
+    let community = community_or_404(state, id)?;
+    if community.entry(slug).is_none() {
+        return Err(Box::new(api_error(
+            StatusCode::NOT_FOUND,
+            format!("community {id} has no entry {slug:?}"),
+        )));
+    }
+    let version = runner::versions(state, id, slug)
+        .await
+        .map_err(|e| Box::new(catalog_error(e)))?
+        .into_iter()
+        .find(|v| v.number == number)
+        .ok_or_else(|| {
+            Box::new(api_error(
+                StatusCode::NOT_FOUND,
+                format!("entry {slug} has no version {number}"),
+            ))
+        })?;
+    Ok((community, version))
+}
+
+/// What a version's image holds: its contents record, from the registry (or the engine).
+async fn contents_of(
+    state: &AppState,
+    community: &Community,
+    version: &kiln_catalog::Version,
+) -> Result<kiln_sbom::Contents, Box<Response>> {
+    if version.deleted.is_some() {
+        return Err(Box::new(api_error(
+            StatusCode::GONE,
+            format!(
+                "version {} was deleted from the registry by retention",
+                version.number
+            ),
+        )));
+    }
+    if !matches!(
+        version.state,
+        kiln_catalog::State::Promoted
+            | kiln_catalog::State::Deprecated
+            | kiln_catalog::State::Candidate
+            | kiln_catalog::State::Broken
+            | kiln_catalog::State::Retired
+    ) {
+        return Err(Box::new(api_error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "version {} has no image ({})",
+                version.number,
+                version.state.as_str()
+            ),
+        )));
+    }
+    let push = runner::community_push(state, community).map_err(|e| Box::new(catalog_error(e)))?;
+    let registry = push.as_ref().map(|p| p.registry.as_ref());
+    state
+        .engine
+        .contents(&version.image, registry)
+        .await
+        .map(|found| found.contents)
+        .map_err(|e| Box::new(api_error(StatusCode::NOT_FOUND, e.to_string())))
+}
+
+/// `GET .../versions/<n>/packages`.
+async fn packages(
+    State(state): State<Arc<AppState>>,
+    Path((id, slug, number)): Path<(String, String, u32)>,
+) -> Response {
+    let (community, version) = match find_version(&state, &id, &slug, number).await {
+        Ok(found) => found,
+        Err(response) => return *response,
+    };
+    match contents_of(&state, &community, &version).await {
+        Ok(contents) => Json(contents).into_response(),
+        Err(response) => *response,
+    }
+}
+
+/// The most events of a build a log answer holds.
+const MAX_LOG_EVENTS: usize = 20_000;
+
+/// `GET .../versions/<n>/log`: the events of the version's build.
+async fn log(
+    State(state): State<Arc<AppState>>,
+    Path((id, slug, number)): Path<(String, String, u32)>,
+) -> Response {
+    let (_, version) = match find_version(&state, &id, &slug, number).await {
+        Ok(found) => found,
+        Err(response) => return *response,
+    };
+    let Some(build_id) = &version.build_id else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            format!("version {number} has no build log"),
+        );
+    };
+    let store = state.builds.store();
+    let row = match store.get(build_id).await {
+        Ok(Some(record)) => record.row,
+        Ok(None) => {
+            return api_error(
+                StatusCode::NOT_FOUND,
+                format!("version {number}'s build log is gone"),
+            );
+        }
+        Err(e) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let mut events = Vec::new();
+    while events.len() < MAX_LOG_EVENTS {
+        match store
+            .events(row, events.len(), crate::store::EVENT_PAGE)
+            .await
+        {
+            Ok(page) if page.is_empty() => break,
+            Ok(page) => events.extend(page),
+            Err(e) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+    Json(json!({"version": number, "events": events})).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct DiffQuery {
+    from: u32,
+    to: u32,
+}
+
+/// `GET .../diff?from=<n>&to=<m>`: what changed between two versions' images.
+async fn diff(
+    State(state): State<Arc<AppState>>,
+    Path((id, slug)): Path<(String, String)>,
+    query: Result<Query<DiffQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "name the two versions: diff?from=<n>&to=<m>",
+        );
+    };
+    let mut records = Vec::new();
+    for number in [query.from, query.to] {
+        let (community, version) = match find_version(&state, &id, &slug, number).await {
+            Ok(found) => found,
+            Err(response) => return *response,
+        };
+        match contents_of(&state, &community, &version).await {
+            Ok(contents) => records.push(contents),
+            Err(response) => return *response,
+        }
+    }
+    Json(kiln_sbom::diff(&records[0], &records[1])).into_response()
 }

@@ -75,6 +75,15 @@ pub fn routes() -> Router<Arc<AppState>> {
             }),
         )
         .route(
+            "/static/catalog.js",
+            get(|| {
+                page(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../pages/catalog.js"),
+                )
+            }),
+        )
+        .route(
             "/static/kiln.css",
             get(|| page("text/css; charset=utf-8", include_str!("../pages/kiln.css"))),
         )
