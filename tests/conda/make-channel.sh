@@ -1,9 +1,23 @@
 #!/usr/bin/env bash
 # Build kiln's fixture conda channel: a small local channel for the conda tests, made without conda-forge
-# (which this machine cannot reach). It holds CPython 3.11 and the libraries it needs, repackaged from
-# Debian 12 .debs (python, libexpat, openssl, libsqlite, readline, ncurses), pip from its PyPI wheel, and
-# tiny test packages (kiln-hello, kiln-greet 0.1.0 and 0.2.0, kiln-conflict). Recipes: recipes/*/recipe.yaml;
-# the builds and the index are done by build_channel.py with py-rattler-build and py-rattler.
+# (which this machine cannot reach). Recipes: recipes/*/recipe.yaml; the builds and the index are done by
+# build_channel.py with py-rattler-build and py-rattler. It holds:
+#   - CPython 3.11.2 and the libraries it needs (libexpat, openssl 3, libsqlite, readline 8, ncurses 6.4),
+#     repackaged from Debian 12 .debs (apt-get download), pip from its PyPI wheel, and tiny test packages
+#     (kiln-hello, kiln-greet 0.1.0 and 0.2.0, kiln-conflict);
+#   - CPython 2.7.18 from Debian 11 (bullseye) .debs, with openssl 1.1.1w and libffi 3.3 (libffi.so.7) from
+#     bullseye too (it also uses the readline 8, ncurses 6.4, libsqlite and libexpat above);
+#   - CPython 3.6.9 from Ubuntu 18.04 (bionic) .debs, with bionic's libffi 3.2.1 (libffi.so.6), libmpdec
+#     2.4.2, readline 7.0 and ncurses 6.1 (libtinfo.so.5, libncursesw.so.5), and openssl 1.1.1w;
+#   - for each of 2.7 and 3.6, ipykernel and its run-time closure (ipykernel 4.10.1 and ipython 5.10.0 on
+#     2.7, ipykernel 5.5.6 and ipython 7.16.3 on 3.6; recipes/pypi-X.Y/lock.txt, made by lock-pypi.sh with
+#     pip's resolver on that interpreter), from PyPI wheels (and three pure-python sdists on 2.7: tornado,
+#     simplegeneric, scandir). Each is a package with build string pyXY_0 that depends on `python X.Y.*`:
+#     noarch (python) when pure, linux-64 otherwise (pyzmq; tornado on 3.6). So `python=2.7 ipykernel` and
+#     `python=3.6 ipykernel` solve from this channel alone; check-old-pythons.sh checks that their kernels
+#     run in a Debian 12 container.
+# The old .debs (recipes/*/debs.txt: URL and sha256 from the bullseye and bionic Packages indexes) and the
+# PyPI files (lock.txt: URL and sha256) are pinned by sha256 and downloaded with curl.
 #
 # Usage: bash tests/conda/make-channel.sh OUT_DIR
 #
@@ -11,9 +25,10 @@
 # sharded repodata, plus .kiln-channel-stamp. Serve it with `python3 -m http.server` from OUT_DIR, or use
 # it as file://OUT_DIR.
 #
-# Network: PyPI (the venv and pip's wheel) and the Debian archive (apt-get download; apt-get update only
-# when a download fails), on the first run only. The builds and the index run in an empty network
-# namespace when `unshare -n` is allowed.
+# Network: PyPI (the venv, pip's wheel and the files in recipes/pypi-*/lock.txt), the Debian archive
+# (apt-get download, with apt-get update only when a download fails; the bullseye .debs from
+# deb.debian.org) and the Ubuntu archive (archive.ubuntu.com, the bionic .debs), on the first run only.
+# The builds and the index run in an empty network namespace when `unshare -n` is allowed.
 #
 # Fast again: when OUT_DIR's stamp matches the hash of this script, build_channel.py and recipes/, the
 # script exits at once. The venv, the downloads and the last channel built are kept in the cache dir,
@@ -94,7 +109,7 @@ else
         echo "$requirements" > "$venv/.kiln-requirements"
     fi
 
-    # 2. Downloads, kept in the cache: Debian 12 .debs (and libfaketime), pip's wheel.
+    # 2. Downloads, kept in the cache: Debian 12 .debs (and libfaketime), pip's wheel, the pinned files.
     debs=(python3.11-minimal libpython3.11-minimal libpython3.11-stdlib python3.11
           libexpat1 libssl3 libsqlite3-0 libreadline8 libncursesw6 libfaketime)
     deb_dir=$cache/debs
@@ -126,6 +141,23 @@ else
         rm -rf "$tmp"
     fi
     wheel=$(compgen -G "$wheel_dir/pip-*.whl" | head -n1)
+    # The files pinned by URL and sha256: old Debian and Ubuntu .debs (recipes/*/debs.txt) and ipykernel's
+    # closures for python 2.7 and 3.6 (recipes/pypi-*/lock.txt). A file is checked when it is downloaded
+    # (and again by build_channel.py).
+    downloads=$cache/downloads
+    mkdir -p "$downloads"
+    while read -r url sha256; do
+        file=$downloads/${url##*/}
+        [ -n "$url" ] && [ ! -f "$file" ] || continue
+        log "downloading $url"
+        curl -fsSL --retry 3 -o "$file.tmp" "$url" || die "cannot download $url"
+        if ! echo "$sha256  $file.tmp" | sha256sum -c --quiet -; then
+            rm -f "$file.tmp"
+            die "$url does not have the sha256 $sha256"
+        fi
+        mv "$file.tmp" "$file"
+    done < <(grep -hv '^#' "$here"/recipes/*/debs.txt
+             grep -hv '^#' "$here"/recipes/pypi-*/lock.txt | cut -d' ' -f3,4)
 
     # 3. Build and index, offline.
     isolate=()
@@ -151,7 +183,8 @@ else
     "${isolate[@]}" env PATH="$venv/bin:$PATH" TZ=UTC LD_PRELOAD="$faketime_lib" \
         FAKETIME="$(date -u -d "@$epoch" '+%Y-%m-%d %H:%M:%S')" DONT_FAKE_MONOTONIC=1 \
         "$venv/bin/python" "$here/build_channel.py" \
-        --debs "$deb_dir" --pip-wheel "$wheel" --work "$cache/work" --out "$channel_cache.tmp"
+        --debs "$deb_dir" --pip-wheel "$wheel" --downloads "$downloads" --work "$cache/work" \
+        --out "$channel_cache.tmp"
     echo "$hash" > "$channel_cache.tmp/$stamp_name"
     for old in "$cache"/channel-*; do
         [ "$old" = "$channel_cache.tmp" ] || rm -rf "$old"
