@@ -245,6 +245,8 @@ pub struct Config {
     /// Where the communities' catalogue builds put environment images, shared by every community
     /// whose prefix is in its registry; default `image_prefix`.
     pub catalog_environment_prefix: Option<String>,
+    /// The catalogues' state (versions, checks, pins, leases); replicas of one service share it.
+    pub catalog_state: PathBuf,
 }
 
 /// Every setting, by its TOML key.
@@ -324,6 +326,7 @@ const KEYS: &[&str] = &[
     "communities_dir",
     "catalog_tick_seconds",
     "catalog_environment_prefix",
+    "catalog_state",
 ];
 
 /// A TOML file as `key -> value` strings (arrays joined with commas, tables as `k=v` pairs).
@@ -658,6 +661,10 @@ impl Config {
         let allowed_hosts =
             AllowList::from_entries(r.list("KILN_ALLOWED_HOSTS").iter().map(String::as_str))
                 .map_err(|e| ConfigError::Invalid(format!("KILN_ALLOWED_HOSTS: {e}")))?;
+        let state: PathBuf = r.get("KILN_STATE").map(Into::into).unwrap_or_else(|| {
+            Path::new(&r.get("HOME").unwrap_or_else(|| "/tmp".into()))
+                .join(".local/share/kiln/state.db")
+        });
         Ok(Config {
             listen: r
                 .get("KILN_LISTEN")
@@ -666,10 +673,7 @@ impl Config {
                 .map_err(|e| {
                     ConfigError::Invalid(format!("KILN_LISTEN is not address:port: {e}"))
                 })?,
-            state: r.get("KILN_STATE").map(Into::into).unwrap_or_else(|| {
-                Path::new(&r.get("HOME").unwrap_or_else(|| "/tmp".into()))
-                    .join(".local/share/kiln/state.db")
-            }),
+            state: state.clone(),
             development: r.flag("KILN_DEVELOPMENT")?,
             image_prefix: r.get("KILN_IMAGE_PREFIX"),
             plan_options: plan_options(&r, &jupyterhub_version)?,
@@ -753,6 +757,10 @@ impl Config {
             communities_dir: r.get("KILN_COMMUNITIES_DIR").map(Into::into),
             catalog_tick_seconds: r.number("KILN_CATALOG_TICK_SECONDS", 60)?,
             catalog_environment_prefix: r.get("KILN_CATALOG_ENVIRONMENT_PREFIX"),
+            catalog_state: match r.get("KILN_CATALOG_STATE") {
+                Some(path) => path.into(),
+                None => state.with_file_name("catalog.db"),
+            },
             hub_service_name: service_name,
             base_url,
             public_url,

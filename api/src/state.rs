@@ -60,7 +60,7 @@ impl AppState {
         };
         let catalogs = crate::catalog::Catalogs::new(
             config.communities_dir.clone(),
-            &config.state.with_file_name("catalog.db"),
+            &config.catalog_state,
             clock,
         )?;
         let config = Arc::new(config);

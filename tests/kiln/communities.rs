@@ -687,3 +687,203 @@ fn a_registry_that_refuses_delete_is_reported_and_nothing_else_is_deleted() {
         "still to delete: {dry}"
     );
 }
+
+/// A clock the test moves: the service's schedule and leases read it.
+fn test_clock(
+    start: i64,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicI64>,
+    kiln_api::catalog::Clock,
+) {
+    let now = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(start));
+    let read = now.clone();
+    (
+        now,
+        std::sync::Arc::new(move || read.load(std::sync::atomic::Ordering::SeqCst)),
+    )
+}
+
+/// A community file with one entry built from `repo` (images kept in the engine).
+fn scheduled_community(dir: &std::path::Path, repo: &str) {
+    std::fs::write(
+        dir.join("lab.toml"),
+        format!(
+            "name = \"Lab\"\n\n[[entry]]\nslug = \"python\"\nname = \"Python\"\nsource = \"{repo}\"\nref = \"main\"\nrebuild = {{ schedule = \"0 3 * * 1\" }}\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn in_process_with(
+    clock: kiln_api::catalog::Clock,
+    communities: &std::path::Path,
+    catalog_state: Option<&std::path::Path>,
+    build_seconds: u64,
+) -> crate::support::in_process::InProcess {
+    let engine = crate::support::in_process::ScriptedEngine::building(
+        "kiln/scripted:built",
+        1,
+        Duration::from_secs(build_seconds),
+    );
+    let (communities, catalog_state) = (
+        communities.to_path_buf(),
+        catalog_state.map(std::path::Path::to_path_buf),
+    );
+    crate::support::in_process::InProcess::start_with_clock(engine, clock, move |config| {
+        config.communities_dir = Some(communities);
+        config.catalog_tick_seconds = 1;
+        if let Some(state) = catalog_state {
+            config.catalog_state = state;
+        }
+    })
+}
+
+fn last_check(http: &crate::support::service::Http) -> Value {
+    let (_, catalog) = http.json("GET", "/api/communities/lab/catalog", None);
+    catalog["entries"][0]["last_check"].clone()
+}
+
+fn wait_for(what: &str, seconds: u64, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} within {seconds} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// 2026-12-07 03:00 UTC, a Monday.
+const MONDAY_0300: i64 = 1_796_612_400;
+
+/// The schedule on an injected clock (in-process, a scripted engine, a real git server): an
+/// entry is checked on first load, not again before its cron time, then at it; a branch that
+/// moved is built at the next scheduled time.
+#[test]
+fn a_scheduled_entry_is_checked_when_its_time_comes_on_an_injected_clock() {
+    let server = GitServer::start();
+    server.commit("sched", &[("README.md", "one\n")], "one");
+    let communities = tempfile::tempdir().unwrap();
+    scheduled_community(communities.path(), &server.url("sched"));
+    let (now, clock) = test_clock(MONDAY_0300 - 3600);
+    let service = in_process_with(clock, communities.path(), None, 0);
+    wait_for("the first load's check", 30, || {
+        last_check(&service.http)["checked"] == MONDAY_0300 - 3600
+    });
+    let set = |t: i64| now.store(t, std::sync::atomic::Ordering::SeqCst);
+    set(MONDAY_0300 - 60);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        last_check(&service.http)["checked"],
+        MONDAY_0300 - 3600,
+        "not due before 03:00"
+    );
+    set(MONDAY_0300);
+    wait_for("the 03:00 check", 30, || {
+        last_check(&service.http)["checked"] == MONDAY_0300
+    });
+    let check = last_check(&service.http);
+    assert!(
+        check["result"]
+            .as_str()
+            .unwrap()
+            .contains("nothing changed since version 1"),
+        "{check}"
+    );
+    // The branch moves on Tuesday; the check comes next Monday, and builds.
+    server.commit("sched", &[("README.md", "two\n")], "two");
+    set(MONDAY_0300 + 86_400);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(last_check(&service.http)["checked"], MONDAY_0300);
+    set(MONDAY_0300 + 7 * 86_400);
+    wait_for("next Monday's check", 30, || {
+        last_check(&service.http)["checked"] == MONDAY_0300 + 7 * 86_400
+    });
+    let check = last_check(&service.http);
+    assert!(
+        check["result"]
+            .as_str()
+            .unwrap()
+            .contains("built and promoted version 2"),
+        "{check}"
+    );
+    assert_eq!(
+        service
+            .engine
+            .builds
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+}
+
+/// Two replicas sharing the catalogue state check the same entry at the same time: one builds,
+/// the other finds the entry held; one version, built once.
+#[test]
+fn two_replicas_sharing_the_catalogue_state_build_an_entry_once() {
+    let server = GitServer::start();
+    server.commit("replicas", &[("README.md", "one\n")], "one");
+    let communities = tempfile::tempdir().unwrap();
+    scheduled_community(communities.path(), &server.url("replicas"));
+    let shared = tempfile::tempdir().unwrap();
+    let catalog_state = shared.path().join("catalog.db");
+    let (_now, clock) = test_clock(MONDAY_0300 - 3600);
+    let a = in_process_with(clock.clone(), communities.path(), Some(&catalog_state), 3);
+    let b = in_process_with(clock, communities.path(), Some(&catalog_state), 3);
+    wait_for("the first load's check", 60, || {
+        !last_check(&a.http).is_null()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let builds = |s: &crate::support::in_process::InProcess| {
+        s.engine.builds.load(std::sync::atomic::Ordering::SeqCst)
+    };
+    assert_eq!(builds(&a) + builds(&b), 1, "one build for both replicas");
+    let (_, catalog) = b.json("GET", "/api/communities/lab/catalog", None);
+    let versions = catalog["entries"][0]["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1, "{catalog:#}");
+    assert_eq!(versions[0]["state"], "promoted");
+}
+
+/// A replica that stops in the middle of a build: its lease runs out (a minute on the clock),
+/// the next replica marks the interrupted version failed and builds the next one; no version
+/// is lost and no tag is given twice.
+#[test]
+fn a_restart_in_the_middle_of_a_build_loses_no_version_and_reuses_no_tag() {
+    let server = GitServer::start();
+    server.commit("restart", &[("README.md", "one\n")], "one");
+    let communities = tempfile::tempdir().unwrap();
+    scheduled_community(communities.path(), &server.url("restart"));
+    let shared = tempfile::tempdir().unwrap();
+    let catalog_state = shared.path().join("catalog.db");
+    let (now, clock) = test_clock(MONDAY_0300 - 3600);
+    let first = in_process_with(clock.clone(), communities.path(), Some(&catalog_state), 600);
+    wait_for("version 1 building", 30, || {
+        let (_, catalog) = first.json("GET", "/api/communities/lab/catalog", None);
+        catalog["entries"][0]["versions"][0]["state"] == "building"
+    });
+    drop(first);
+    let second = in_process_with(clock, communities.path(), Some(&catalog_state), 0);
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, catalog) = second.json("GET", "/api/communities/lab/catalog", None);
+    assert_eq!(
+        catalog["entries"][0]["versions"].as_array().unwrap().len(),
+        1,
+        "the lease still holds: nothing built yet: {catalog:#}"
+    );
+    now.fetch_add(61, std::sync::atomic::Ordering::SeqCst);
+    wait_for("version 2", 30, || {
+        let (_, catalog) = second.json("GET", "/api/communities/lab/catalog", None);
+        catalog["entries"][0]["versions"][0]["state"] == "promoted"
+    });
+    let (_, catalog) = second.json("GET", "/api/communities/lab/catalog", None);
+    let versions = catalog["entries"][0]["versions"].as_array().unwrap();
+    // Newest first.
+    assert_eq!(versions[0]["number"], 2);
+    assert_eq!(versions[1]["number"], 1);
+    assert_eq!(versions[1]["state"], "failed");
+    assert!(
+        versions[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("stopped while this version was building"),
+        "{catalog:#}"
+    );
+    assert_ne!(versions[0]["tag"], versions[1]["tag"]);
+}

@@ -54,10 +54,10 @@ pub struct CheckReport {
     pub version: Option<Version>,
 }
 
-/// How long a check may hold an entry: a build's limit and a margin for the smoke test.
-fn lease_seconds(state: &AppState) -> i64 {
-    state.config.build_max_age_seconds as i64 + 900
-}
+/// How long a lease lasts unless renewed: a check renews it every [`RENEW`] while it runs, so a
+/// replica that dies (or restarts mid-build) frees the entry within a minute.
+const LEASE_SECONDS: i64 = 60;
+const RENEW: Duration = Duration::from_secs(20);
 
 /// How long a smoke test may run.
 const SMOKE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -75,9 +75,9 @@ pub async fn check(
         entry.slug.clone(),
         catalogs.holder.clone(),
     );
-    let (now, seconds) = (catalogs.now(), lease_seconds(state));
+    let now = catalogs.now();
     let claimed = catalogs
-        .with_store(move |s| s.claim(&c, &e, &holder, now, seconds))
+        .with_store(move |s| s.claim(&c, &e, &holder, now, LEASE_SECONDS))
         .await?;
     let report = |outcome, message: String, version| CheckReport {
         community: community.id.clone(),
@@ -93,7 +93,31 @@ pub async fn check(
             None,
         ));
     }
+    let renewing = {
+        let (state, c, e) = (state.clone(), community.id.clone(), entry.slug.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RENEW).await;
+                let catalogs = &state.catalogs;
+                let (c, e, holder, now) = (
+                    c.clone(),
+                    e.clone(),
+                    catalogs.holder.clone(),
+                    catalogs.now(),
+                );
+                match catalogs
+                    .with_store(move |s| s.claim(&c, &e, &holder, now, LEASE_SECONDS))
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!("a catalogue lease was taken over while held"),
+                    Err(e) => tracing::warn!("cannot renew a catalogue lease: {e}"),
+                }
+            }
+        })
+    };
     let result = check_holding(state, community, entry, rebuild).await;
+    renewing.abort();
     let (c, e, holder) = (
         community.id.clone(),
         entry.slug.clone(),

@@ -225,9 +225,19 @@ impl InProcess {
     /// Serve on a free port with `engine`; `configure` adjusts the settings (which start from the
     /// defaults, with 127.0.0.1 allowed as a repository host).
     pub fn start(engine: ScriptedEngine, configure: impl FnOnce(&mut Config)) -> InProcess {
+        InProcess::start_with_clock(engine, kiln_api::catalog::system_clock(), configure)
+    }
+
+    /// [`InProcess::start`] with the catalogue's schedule and leases on `clock`.
+    pub fn start_with_clock(
+        engine: ScriptedEngine,
+        clock: kiln_api::catalog::Clock,
+        configure: impl FnOnce(&mut Config),
+    ) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::load(None).unwrap();
         config.state = dir.path().join("state.db");
+        config.catalog_state = dir.path().join("catalog.db");
         config.allowed_hosts = kiln_net::AllowList::parse("127.0.0.1:*").unwrap();
         config.development = true;
         config.image_prefix = None;
@@ -247,7 +257,7 @@ impl InProcess {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let state = AppState::new(config, service_engine, store).unwrap();
+                let state = AppState::with_clock(config, service_engine, store, clock).unwrap();
                 let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
                     .await
                     .unwrap();
