@@ -25,6 +25,8 @@ pub struct StoreError {
 pub struct CatalogStore {
     conn: Mutex<Connection>,
     path: String,
+    /// Bumped by every write through this connection (SQLite's `data_version` counts the others').
+    writes: std::sync::atomic::AtomicU64,
 }
 
 /// An entry's last check.
@@ -71,10 +73,14 @@ impl CatalogStore {
             .map_err(fail)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(fail)?;
+        // With WAL, NORMAL cannot corrupt the file; a power cut may lose the last commits.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(fail)?;
         conn.execute_batch(SCHEMA).map_err(fail)?;
         Ok(CatalogStore {
             conn: Mutex::new(conn),
             path: path.display().to_string(),
+            writes: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -87,6 +93,27 @@ impl CatalogStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut conn).map_err(|e| self.error(e))
+    }
+
+    /// [`CatalogStore::with`] for a change: the generation moves on.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let result = self.with(f);
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        result
+    }
+
+    /// A value that changes whenever the state may have changed, by this process or another:
+    /// answers made from the state can be kept until it moves.
+    pub fn generation(&self) -> Result<(u64, i64), StoreError> {
+        let theirs = self.with(|c| c.query_row("PRAGMA data_version", [], |r| r.get(0)))?;
+        Ok((
+            self.writes.load(std::sync::atomic::Ordering::SeqCst),
+            theirs,
+        ))
     }
 
     fn error(&self, e: impl std::fmt::Display) -> StoreError {
@@ -110,6 +137,47 @@ impl CatalogStore {
             .collect()
     }
 
+    /// Every entry's versions (oldest first) and pins in a community: two queries, for the
+    /// profile list and the catalogue, however many entries there are.
+    #[allow(clippy::type_complexity)]
+    pub fn community(
+        &self,
+        community: &str,
+    ) -> Result<
+        (
+            BTreeMap<String, Vec<Version>>,
+            BTreeMap<String, BTreeMap<u32, String>>,
+        ),
+        StoreError,
+    > {
+        let (records, pin_rows): (Vec<(String, String)>, Vec<(String, u32, String)>) =
+            self.with(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT entry, record FROM versions WHERE community = ?1 ORDER BY entry, number",
+                )?;
+                let records = stmt
+                    .query_map(params![community], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut stmt = c.prepare_cached(
+                    "SELECT entry, number, label FROM pins WHERE community = ?1 ORDER BY entry, number",
+                )?;
+                let pins = stmt
+                    .query_map(params![community], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok((records, pins))
+            })?;
+        let mut versions: BTreeMap<String, Vec<Version>> = BTreeMap::new();
+        for (entry, record) in records {
+            let version = serde_json::from_str(&record).map_err(|e| self.error(e))?;
+            versions.entry(entry).or_default().push(version);
+        }
+        let mut pins: BTreeMap<String, BTreeMap<u32, String>> = BTreeMap::new();
+        for (entry, number, label) in pin_rows {
+            pins.entry(entry).or_default().insert(number, label);
+        }
+        Ok((versions, pins))
+    }
+
     /// One version.
     pub fn version(
         &self,
@@ -131,7 +199,7 @@ impl CatalogStore {
         entry: &str,
         make: impl FnOnce(u32) -> Version,
     ) -> Result<Version, StoreError> {
-        let version = self.with(|c| {
+        let version = self.write(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let last: Option<u32> = tx.query_row(
                 "SELECT MAX(number) FROM versions WHERE community = ?1 AND entry = ?2",
@@ -153,7 +221,7 @@ impl CatalogStore {
         entry: &str,
         version: &Version,
     ) -> Result<(), StoreError> {
-        self.with(|c| insert(c, community, entry, version))
+        self.write(|c| insert(c, community, entry, version))
     }
 
     /// Versions started since `since` by a community (its builds per day).
@@ -188,7 +256,7 @@ impl CatalogStore {
         now: i64,
         seconds: i64,
     ) -> Result<bool, StoreError> {
-        self.with(|c| {
+        self.write(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let current: Option<(String, i64)> = tx
                 .query_row(
@@ -214,7 +282,7 @@ impl CatalogStore {
 
     /// Give the lease back (only `holder`'s own).
     pub fn release(&self, community: &str, entry: &str, holder: &str) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.write(|c| {
             c.execute(
                 "DELETE FROM leases WHERE community = ?1 AND entry = ?2 AND holder = ?3",
                 params![community, entry, holder],
@@ -253,7 +321,7 @@ impl CatalogStore {
         entry: &str,
         check: &Check,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.write(|c| {
             c.execute(
                 "INSERT OR REPLACE INTO checks (community, entry, checked, result, error) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![community, entry, check.checked, check.result, check.error],
@@ -298,7 +366,7 @@ impl CatalogStore {
         number: u32,
         label: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.write(|c| {
             match label {
                 Some(label) => c.execute(
                     "INSERT OR REPLACE INTO pins (community, entry, number, label) VALUES (?1, ?2, ?3, ?4)",
@@ -364,7 +432,9 @@ mod tests {
             CatalogStore::open(&path).unwrap(),
             CatalogStore::open(&path).unwrap(),
         );
+        let seen_by_b = b.generation().unwrap();
         assert!(a.claim("lab", "py", "replica-a", 1000, 60).unwrap());
+        assert_ne!(b.generation().unwrap(), seen_by_b, "b sees a's write");
         assert!(!b.claim("lab", "py", "replica-b", 1010, 60).unwrap());
         assert!(a.claim("lab", "py", "replica-a", 1020, 60).unwrap());
         // Replica a dies: its lease runs out, b takes it.
@@ -397,8 +467,19 @@ mod tests {
     fn pins_and_checks_are_kept() {
         let dir = tempfile::tempdir().unwrap();
         let store = CatalogStore::open(&dir.path().join("c.sqlite")).unwrap();
+        let before = store.generation().unwrap();
         store.pin("lab", "py", 2, Some("Fall 2026 course")).unwrap();
+        assert_ne!(
+            store.generation().unwrap(),
+            before,
+            "a write moves the generation"
+        );
         assert_eq!(store.pins("lab", "py").unwrap()[&2], "Fall 2026 course");
+        store.reserve("lab", "py", building).unwrap();
+        store.reserve("lab", "r", building).unwrap();
+        let (versions, pins) = store.community("lab").unwrap();
+        assert_eq!(versions.keys().collect::<Vec<_>>(), ["py", "r"]);
+        assert_eq!(pins["py"][&2], "Fall 2026 course");
         store.pin("lab", "py", 2, None).unwrap();
         assert!(store.pins("lab", "py").unwrap().is_empty());
         let check = Check {

@@ -104,6 +104,9 @@ pub struct Observed {
     pub commit: String,
     /// The engine's id of the base image now.
     pub base: Option<String>,
+    /// Whether the registry still has the newest version's image at its digest (`None`: not
+    /// asked, as for images kept in the engine).
+    pub newest_in_registry: Option<bool>,
 }
 
 /// Whether a check builds.
@@ -122,6 +125,14 @@ pub fn decide(entry: &Entry, newest: Option<&Version>, observed: &Observed) -> D
         };
     };
     let n = newest.number;
+    if observed.newest_in_registry == Some(false) && newest.state != State::Broken {
+        return Decision::Build {
+            reason: format!(
+                "the registry no longer has version {n}'s image {} at its digest",
+                newest.image
+            ),
+        };
+    }
     if newest.commit != observed.commit {
         if entry.rebuild.ref_change {
             return Decision::Build {
@@ -210,6 +221,7 @@ mod tests {
         Observed {
             commit: commit.into(),
             base: Some(base.into()),
+            newest_in_registry: Some(true),
         }
     }
 
@@ -248,6 +260,17 @@ mod tests {
             decide(&e, Some(&v), &observed("bbb", "b2")),
             Decision::Nothing { .. }
         ));
+    }
+
+    #[test]
+    fn an_image_gone_from_the_registry_is_built_again() {
+        let v = version("aaa", "b1", State::Promoted);
+        let mut gone = observed("aaa", "b1");
+        gone.newest_in_registry = Some(false);
+        let Decision::Build { reason } = decide(&entry(), Some(&v), &gone) else {
+            panic!()
+        };
+        assert!(reason.contains("no longer has version 4"), "{reason}");
     }
 
     #[test]

@@ -154,31 +154,41 @@ impl CatalogCommand {
                 entry,
                 rebuild,
             } => {
-                let entries = match entry {
-                    Some(entry) => vec![entry],
-                    None => client
-                        .get(&format!("api/communities/{community}/catalog"))
-                        .await?["entries"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|e| e["slug"].as_str().map(str::to_string))
-                        .collect(),
+                let reports: Vec<Value> = match entry {
+                    Some(entry) => {
+                        eprintln!("kiln: checking {community}/{entry} ...");
+                        vec![
+                            client
+                                .post(
+                                    &format!(
+                                        "api/communities/{community}/entries/{entry}/check?wait=true&rebuild={rebuild}"
+                                    ),
+                                    None,
+                                )
+                                .await?,
+                        ]
+                    }
+                    None => {
+                        eprintln!("kiln: checking every entry of {community} ...");
+                        client
+                            .post(
+                                &format!(
+                                    "api/communities/{community}/check?wait=true&rebuild={rebuild}"
+                                ),
+                                None,
+                            )
+                            .await?["reports"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                    }
                 };
                 let mut failed = false;
-                for entry in entries {
-                    eprintln!("kiln: checking {community}/{entry} ...");
-                    let report = client
-                        .post(
-                            &format!(
-                                "api/communities/{community}/entries/{entry}/check?wait=true&rebuild={rebuild}"
-                            ),
-                            None,
-                        )
-                        .await?;
+                for report in reports {
                     let outcome = report["outcome"].as_str().unwrap_or("?");
                     println!(
-                        "{community}/{entry}: {outcome}: {}",
+                        "{community}/{}: {outcome}: {}",
+                        report["entry"].as_str().unwrap_or("?"),
                         report["message"].as_str().unwrap_or_default()
                     );
                     failed |= outcome == "failed";

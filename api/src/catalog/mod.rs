@@ -39,6 +39,17 @@ pub struct Catalogs {
     pub clock: Clock,
     /// When the service started (a schedule's first time is counted from it).
     pub started: i64,
+    /// Profile lists as answered, by community, with what they were made from.
+    profiles: Mutex<std::collections::HashMap<String, CachedProfiles>>,
+    /// Where communities' images go, by registry prefix.
+    pushes: Mutex<std::collections::HashMap<String, kiln_builder::PushSettings>>,
+}
+
+/// A community's profile list, kept until the state or the community's files change.
+struct CachedProfiles {
+    generation: (u64, i64),
+    files: Arc<Loaded>,
+    body: bytes::Bytes,
 }
 
 struct Scan {
@@ -79,7 +90,65 @@ impl Catalogs {
             holder,
             clock,
             started,
+            profiles: Mutex::new(std::collections::HashMap::new()),
+            pushes: Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// The push settings made for a registry prefix, if made already.
+    pub fn push_for(&self, prefix: &str) -> Option<kiln_builder::PushSettings> {
+        self.pushes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(prefix)
+            .cloned()
+    }
+
+    pub fn keep_push(&self, prefix: &str, push: &kiln_builder::PushSettings) {
+        self.pushes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(prefix.to_string(), push.clone());
+    }
+
+    /// A community's profile list (KubeSpawner's format, serialised), made again only when the
+    /// catalogue state (here or on another replica) or the community files changed.
+    pub async fn profiles(&self, id: &str) -> Result<Option<bytes::Bytes>, runner::CatalogError> {
+        let files = self.current();
+        let Some(community) = files.communities.get(id).cloned() else {
+            return Ok(None);
+        };
+        let generation = self.with_store(|s| s.generation()).await?;
+        {
+            let cache = self
+                .profiles
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(cached) = cache.get(id)
+                && cached.generation == generation
+                && Arc::ptr_eq(&cached.files, &files)
+            {
+                return Ok(Some(cached.body.clone()));
+            }
+        }
+        let c = community.id.clone();
+        let (versions, pins) = self.with_store(move |s| s.community(&c)).await?;
+        let list = kiln_catalog::profiles::profile_list(&community, &versions, &pins);
+        let body = bytes::Bytes::from(
+            serde_json::to_vec(&list).map_err(|e| runner::CatalogError::Internal(e.to_string()))?,
+        );
+        self.profiles
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(
+                id.to_string(),
+                CachedProfiles {
+                    generation,
+                    files,
+                    body: body.clone(),
+                },
+            );
+        Ok(Some(body))
     }
 
     pub fn now(&self) -> i64 {

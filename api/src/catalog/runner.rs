@@ -146,6 +146,26 @@ pub async fn check(
 
 type Outcome = (&'static str, String, Option<Version>);
 
+/// Entries of one community checked at once by [`check_all`].
+const CHECKS_AT_ONCE: usize = 8;
+
+/// Check every entry of a community, a few at a time; the reports in the entries' order.
+pub async fn check_all(
+    state: &Arc<AppState>,
+    community: &Community,
+    rebuild: bool,
+) -> Vec<Result<CheckReport, CatalogError>> {
+    use futures_util::StreamExt;
+    let checks = community.entries.clone().into_iter().map(|entry| {
+        let (state, community) = (state.clone(), community.clone());
+        async move { check(&state, &community, &entry, rebuild).await }
+    });
+    futures_util::stream::iter(checks)
+        .buffered(CHECKS_AT_ONCE)
+        .collect()
+        .await
+}
+
 async fn check_holding(
     state: &Arc<AppState>,
     community: &Community,
@@ -181,6 +201,17 @@ async fn check_holding(
         .iter()
         .rev()
         .find(|v| !matches!(v.state, State::Building | State::Failed));
+    let mut observed = observed;
+    match in_registry(state, community, newest).await {
+        Ok(present) => observed.newest_in_registry = present,
+        Err(message) => {
+            return Ok((
+                "failed",
+                format!("cannot check: {message}; the last good version stays offered"),
+                None,
+            ));
+        }
+    }
     let reason = match (rebuild, kiln_catalog::decide(entry, newest, &observed)) {
         (true, _) => "an admin asked for a rebuild".to_string(),
         (false, Decision::Build { reason }) => reason,
@@ -249,7 +280,35 @@ async fn observe(
         .image_id(state.builds.base_image())
         .await
         .map_err(|e| e.to_string())?;
-    Ok(Observed { commit, base })
+    Ok(Observed {
+        commit,
+        base,
+        newest_in_registry: None,
+    })
+}
+
+/// Whether the registry still has a version's image at its digest; `None` for a version without
+/// one (images kept in the engine) or deleted by retention.
+async fn in_registry(
+    state: &AppState,
+    community: &Community,
+    version: Option<&Version>,
+) -> Result<Option<bool>, String> {
+    let Some(version) = version.filter(|v| v.deleted.is_none()) else {
+        return Ok(None);
+    };
+    let (Some(digest), Some(push)) = (
+        &version.digest,
+        community_push(state, community).map_err(|e| e.to_string())?,
+    ) else {
+        return Ok(None);
+    };
+    let now = push
+        .registry
+        .manifest_digest(&version.image)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(now.as_ref() == Some(digest)))
 }
 
 /// A community's concurrent builds and builds per day.
@@ -293,6 +352,10 @@ pub fn community_push(
     let Some(prefix) = community.prefix(state.config.image_prefix.as_deref()) else {
         return Ok(None);
     };
+    // One client per prefix: a registry client is costly to make (TLS roots, tokens).
+    if let Some(push) = state.catalogs.push_for(&prefix) {
+        return Ok(Some(push));
+    }
     let invalid = |e: kiln_builder::BuildError| {
         CatalogError::Invalid(format!(
             "community {}: registry prefix {prefix:?}: {e}",
@@ -305,7 +368,7 @@ pub fn community_push(
         .catalog_environment_prefix
         .as_deref()
         .or(state.config.image_prefix.as_deref());
-    Ok(Some(match shared {
+    let push = match shared {
         Some(shared) => match push.clone().with_environment_prefix(shared) {
             Ok(sharing) => sharing,
             Err(e) => {
@@ -314,7 +377,9 @@ pub fn community_push(
             }
         },
         None => push,
-    }))
+    };
+    state.catalogs.keep_push(&prefix, &push);
+    Ok(Some(push))
 }
 
 /// The image of a version: `<prefix><entry>:v<n>-<commit>`, or `kiln/<community>-<entry>:...`
@@ -665,17 +730,8 @@ pub async fn retention(
     community: &Community,
     apply: bool,
 ) -> Result<RetentionReport, CatalogError> {
-    let mut versions = std::collections::BTreeMap::new();
-    let mut pins = std::collections::BTreeMap::new();
-    for entry in &community.entries {
-        let (c, e) = (community.id.clone(), entry.slug.clone());
-        let (v, p) = state
-            .catalogs
-            .with_store(move |s| Ok((s.versions(&c, &e)?, s.pins(&c, &e)?)))
-            .await?;
-        versions.insert(entry.slug.clone(), v);
-        pins.insert(entry.slug.clone(), p);
-    }
+    let c = community.id.clone();
+    let (versions, pins) = state.catalogs.with_store(move |s| s.community(&c)).await?;
     let doomed = kiln_catalog::retention::plan(community, &versions, &pins);
     let mut report = RetentionReport {
         community: community.id.clone(),

@@ -9,6 +9,8 @@
 //!   `POST /api/communities/<c>/entries/<e>/versions/<n>/<promote|deprecate|retire|pin|unpin>`
 //!   (JSON `{"reason": ...}` or `{"label": ...}`): for the community's admins (its admin token,
 //!   a hub user or group it names) and the operator;
+//! - `POST /api/communities/<c>/check` (`?rebuild=true`, `?wait=true`): every entry, a few at a
+//!   time, for the same admins;
 //! - `POST /api/communities/<c>/retention` (`?apply=true` deletes; without it, a dry run): the
 //!   images of versions nobody keeps, deleted from the registry, for the same admins;
 //! - `GET /communities/<c>`: the catalogue page (each entry's versions, their packages, the diff
@@ -49,6 +51,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             post(operate),
         )
         .route("/api/communities/{community}/retention", post(retention))
+        .route("/api/communities/{community}/check", post(check_community))
         .route("/communities/{community}", get(catalog_page))
         .route(
             "/api/communities/{community}/entries/{entry}/versions/{number}/packages",
@@ -113,6 +116,7 @@ async fn list_for_operator(State(state): State<Arc<AppState>>, caller: Caller) -
 }
 
 /// Each entry's versions and pins.
+#[allow(clippy::type_complexity)]
 async fn versions_and_pins(
     state: &AppState,
     community: &Community,
@@ -123,30 +127,22 @@ async fn versions_and_pins(
     ),
     CatalogError,
 > {
-    let (mut versions, mut pins) = (BTreeMap::new(), BTreeMap::new());
-    for entry in &community.entries {
-        let (c, e) = (community.id.clone(), entry.slug.clone());
-        let (v, p) = state
-            .catalogs
-            .with_store(move |s| Ok((s.versions(&c, &e)?, s.pins(&c, &e)?)))
-            .await?;
-        versions.insert(entry.slug.clone(), v);
-        pins.insert(entry.slug.clone(), p);
-    }
-    Ok((versions, pins))
+    let c = community.id.clone();
+    state.catalogs.with_store(move |s| s.community(&c)).await
 }
 
 /// `GET /communities/<c>/profiles`.
 async fn profiles(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    let community = match community_or_404(&state, &id) {
-        Ok(c) => c,
-        Err(response) => return *response,
-    };
-    match versions_and_pins(&state, &community).await {
-        Ok((versions, pins)) => Json(kiln_catalog::profiles::profile_list(
-            &community, &versions, &pins,
-        ))
-        .into_response(),
+    match state.catalogs.profiles(&id).await {
+        Ok(Some(body)) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Ok(None) => api_error(
+            StatusCode::NOT_FOUND,
+            format!("there is no community {id:?} (GET /communities lists them)"),
+        ),
         Err(e) => catalog_error(e),
     }
 }
@@ -624,4 +620,51 @@ async fn diff(
         }
     }
     Json(kiln_sbom::diff(&records[0], &records[1])).into_response()
+}
+
+/// `POST /api/communities/<c>/check`: every entry of the community, a few at a time; 202 at once,
+/// or with `?wait=true` each entry's report (or its error) in the entries' order.
+async fn check_community(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<CheckQuery>,
+    request: Request,
+) -> Response {
+    let community = match community_or_404(&state, &id) {
+        Ok(c) => c,
+        Err(response) => return *response,
+    };
+    match is_admin(&state, &community, request).await {
+        Ok((true, _)) => {}
+        Ok((false, _)) => return not_admin(&community),
+        Err(response) => return response,
+    }
+    let task_state = state.clone();
+    let task =
+        tokio::spawn(
+            async move { runner::check_all(&task_state, &community, query.rebuild).await },
+        );
+    if !query.wait {
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({"status": "started", "catalog": format!("api/communities/{id}/catalog")})),
+        )
+            .into_response();
+    }
+    match task.await {
+        Ok(results) => {
+            let reports: Vec<Value> = results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(report) => json!(report),
+                    Err(e) => json!({"outcome": "failed", "message": e.to_string(), "status": e.status_code()}),
+                })
+                .collect();
+            Json(json!({"reports": reports})).into_response()
+        }
+        Err(e) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the check stopped: {e}"),
+        ),
+    }
 }

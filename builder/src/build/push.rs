@@ -52,11 +52,12 @@ impl PushSettings {
     /// Put environment images under `prefix` instead, which must be in the same registry (native
     /// assembly mounts the environment's blobs across repositories of one registry).
     pub fn with_environment_prefix(mut self, prefix: &str) -> Result<PushSettings, BuildError> {
-        let other = Registry::for_reference(&format!("{prefix}probe:latest"), None)?;
-        if other.host != self.registry.host {
+        let other = kiln_registry::name::validate(&format!("{prefix}probe:latest"))?;
+        let host = other.resolve_registry();
+        if host != self.registry.host {
             return Err(BuildError::Invalid(format!(
-                "the environment prefix {prefix:?} is in the registry {}, not in {} where the images go",
-                other.host, self.registry.host
+                "the environment prefix {prefix:?} is in the registry {host}, not in {} where the images go",
+                self.registry.host
             )));
         }
         self.environment_prefix = Some(prefix.to_string());
