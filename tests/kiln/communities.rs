@@ -887,3 +887,40 @@ fn a_restart_in_the_middle_of_a_build_loses_no_version_and_reuses_no_tag() {
     );
     assert_ne!(versions[0]["tag"], versions[1]["tag"]);
 }
+
+/// The example community files stay valid, and `kiln catalog validate` names a broken file's
+/// place and exits 1.
+#[test]
+fn kiln_catalog_validate_checks_the_examples_and_names_a_broken_files_place() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/communities");
+    let out = crate::support::kiln()
+        .args(["catalog", "validate"])
+        .arg(&examples)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("physics-101: Physics 101 (2 entries)"),
+        "{stdout}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("typo.toml"),
+        "name = \"Typo\"\n\n[[entry]]\nslug = \"py\"\nname = \"Py\"\nsource = \"gh:a/b\"\npromotion = \"sometimes\"\n",
+    )
+    .unwrap();
+    let out = crate::support::kiln()
+        .args(["catalog", "validate"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("typo.toml:7:13:"), "{stderr}");
+    assert!(stderr.contains("sometimes"), "{stderr}");
+}
