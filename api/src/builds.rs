@@ -48,13 +48,24 @@ pub struct BuildSettings {
     pub resources: kiln_builder::engine::Resources,
 }
 
-/// Where a build's image goes when not where the service's requests go: a community's catalogue
-/// names each version's image itself, under the community's registry prefix.
+/// Where a build's image goes when not where the service's requests go: under a community's
+/// registry prefix (BinderHub's names there), or named by its catalogue (each version's own tag).
 #[derive(Clone, Debug)]
 pub struct Target {
-    pub image_name: String,
+    pub image_name: Option<String>,
     /// `None`: the image stays in the engine.
     pub push: Option<PushSettings>,
+}
+
+impl Target {
+    /// What tells builds to different targets apart.
+    fn key(&self) -> String {
+        format!(
+            "{}|{}",
+            self.image_name.as_deref().unwrap_or_default(),
+            self.push.as_ref().map_or("", |p| p.prefix.as_str())
+        )
+    }
 }
 
 /// Why a build was not started.
@@ -311,7 +322,7 @@ impl Builds {
             spec.reference,
             fingerprint.unwrap_or_default(),
             spec.owner.as_deref().unwrap_or_default(),
-            target.map_or("", |t| t.image_name.as_str())
+            target.map(Target::key).unwrap_or_default()
         )
     }
 
@@ -403,7 +414,7 @@ impl Builds {
             _ = shared.cancel.cancelled() => None,
         };
         let (image_name, push) = match target {
-            Some(target) => (Some(target.image_name), target.push),
+            Some(target) => (target.image_name, target.push),
             None => (None, self.settings.push.clone()),
         };
         let request = BuildRequest {

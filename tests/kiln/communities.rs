@@ -924,3 +924,75 @@ fn kiln_catalog_validate_checks_the_examples_and_names_a_broken_files_place() {
     assert!(stderr.contains("typo.toml:7:13:"), "{stderr}");
     assert!(stderr.contains("sometimes"), "{stderr}");
 }
+
+/// A community's users build their own through `/communities/<c>/build/...`: its policy admits
+/// the spec (providers, repository patterns), and the image goes under its prefix (in-process,
+/// a scripted engine, a real git server).
+#[test]
+fn a_communitys_build_your_own_follows_its_policy_and_prefix() {
+    let server = GitServer::start();
+    server.commit("allowed-env", &[("README.md", "one\n")], "one");
+    server.commit("other", &[("README.md", "one\n")], "one");
+    let communities = tempfile::tempdir().unwrap();
+    std::fs::write(
+        communities.path().join("lab.toml"),
+        format!(
+            "name = \"Lab\"\nregistry_prefix = \"127.0.0.1:5999/lab-\"\n\n[build_your_own]\nproviders = [\"git\"]\nrepositories = [\"git://127.0.0.1:{}/allowed-*\"]\n",
+            server.port
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        communities.path().join("closed.toml"),
+        "name = \"Closed\"\n[build_your_own]\nenabled = false\n",
+    )
+    .unwrap();
+    let engine = crate::support::in_process::ScriptedEngine::building(
+        "kiln/scripted:built",
+        1,
+        Duration::ZERO,
+    );
+    let dir = communities.path().to_path_buf();
+    let service = crate::support::in_process::InProcess::start(engine, move |config| {
+        config.communities_dir = Some(dir);
+    });
+    let escaped = |name: &str| crate::support::service::escaped(&server.url(name));
+    let status = |path: &str| {
+        let (status, body) = service.request("GET", path, "Accept: text/event-stream\r\n", "");
+        (status, body)
+    };
+    let (code, body) = status("/communities/lab/build/gh/org/repo/HEAD");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("does not build from gh"), "{body}");
+    let (code, body) = status(&format!(
+        "/communities/lab/build/git/{}/HEAD",
+        escaped("other")
+    ));
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("does not build"), "{body}");
+    let (code, body) = status(&format!(
+        "/communities/closed/build/git/{}/HEAD",
+        escaped("allowed-env")
+    ));
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("builds only its catalogue"), "{body}");
+    let (code, _) = status("/communities/nobody/build/git/x/HEAD");
+    assert_eq!(code, 404);
+    let (events, raw) = service.events(&format!(
+        "/communities/lab/build/git/{}/HEAD?build_only=true",
+        escaped("allowed-env")
+    ));
+    assert_eq!(events.last().unwrap()["phase"], "ready", "{raw}");
+    assert_eq!(
+        *service.engine.pushed_to.lock().unwrap(),
+        [Some("127.0.0.1:5999/lab-".to_string())],
+        "the image goes under the community's prefix"
+    );
+    // The service's own route pushes where the service does (here: nowhere).
+    let (events, raw) = service.events(&format!(
+        "/build/git/{}/HEAD?build_only=true",
+        escaped("other")
+    ));
+    assert_eq!(events.last().unwrap()["phase"], "ready", "{raw}");
+    assert_eq!(service.engine.pushed_to.lock().unwrap()[1], None);
+}

@@ -469,7 +469,7 @@ async fn run_build(
         spec.reference = version.commit.clone();
     }
     let target = Target {
-        image_name: version.image.clone(),
+        image_name: Some(version.image.clone()),
         push: push.cloned(),
     };
     let shared = state

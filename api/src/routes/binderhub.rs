@@ -1,6 +1,9 @@
 //! BinderHub's API: `GET /build/<provider>/<spec>` streams the build's events, then launches the
 //! image (or, with `build_only`, ends on `ready` with the image's name); `GET /api/repoproviders`
 //! describes the providers for forms that build specs (BinderHub's page, fancy-profiles).
+//! `GET /communities/<c>/build/<provider>/<spec>` is the same for a community's users: its
+//! "build your own" policy admits the spec, its images go under its prefix, and its builds are
+//! counted as the community's (`quotas.concurrent_builds`).
 
 use std::sync::Arc;
 
@@ -23,6 +26,10 @@ use crate::state::AppState;
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/build/{provider}/{*spec}", get(build))
+        .route(
+            "/communities/{community}/build/{provider}/{*spec}",
+            get(community_build),
+        )
         .route("/api/repoproviders", get(repo_providers))
 }
 
@@ -178,6 +185,73 @@ async fn build(
     Query(query): Query<BuildQuery>,
     headers: HeaderMap,
 ) -> Response {
+    // The raw path under the base, still percent-encoded: an escaped repository URL keeps its
+    // slashes.
+    let rest = uri.path().strip_prefix("/build/").unwrap_or_default();
+    build_in(state, caller, rest, query, headers, None).await
+}
+
+/// `GET /communities/<c>/build/<provider>/<spec>`.
+async fn community_build(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    uri: Uri,
+    Query(query): Query<BuildQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let path = uri.path().strip_prefix("/communities/").unwrap_or_default();
+    let (id, rest) = path.split_once("/build/").unwrap_or_default();
+    let Some(community) = state.catalogs.community(id) else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            format!("there is no community {id:?} (GET /communities lists them)"),
+        );
+    };
+    let rest = rest.to_string();
+    build_in(state, caller, &rest, query, headers, Some(community)).await
+}
+
+/// Why a community's "build your own" policy refuses a spec, if it does.
+fn community_refused(community: &kiln_catalog::Community, spec: &Spec) -> Option<String> {
+    let policy = &community.build_your_own;
+    if !policy.enabled {
+        return Some(format!(
+            "community {} builds only its catalogue (build_your_own.enabled = false)",
+            community.id
+        ));
+    }
+    if !policy.providers.is_empty() && !policy.providers.contains(&spec.provider) {
+        return Some(format!(
+            "community {} does not build from {} (its providers: {})",
+            community.id,
+            spec.provider,
+            policy.providers.join(", ")
+        ));
+    }
+    if !policy.repositories.is_empty()
+        && !policy
+            .repositories
+            .iter()
+            .any(|p| crate::admission::matches_pattern(p, &spec.repo_url))
+    {
+        return Some(format!(
+            "community {} does not build {} (its repositories: {})",
+            community.id,
+            spec.repo_url,
+            policy.repositories.join(", ")
+        ));
+    }
+    None
+}
+
+async fn build_in(
+    state: Arc<AppState>,
+    caller: Caller,
+    rest: &str,
+    query: BuildQuery,
+    headers: HeaderMap,
+    community: Option<kiln_catalog::Community>,
+) -> Response {
     let accepts_events = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -189,9 +263,6 @@ async fn build(
         )
             .into_response();
     }
-    // The raw path under the base, still percent-encoded: an escaped repository URL keeps its
-    // slashes.
-    let rest = uri.path().strip_prefix("/build/").unwrap_or_default();
     let (provider, raw_spec) = rest.split_once('/').unwrap_or_default();
     let build_only = matches!(query.build_only.as_deref(), Some("true") | Some("1"));
     if let Err(response) = admit(&state, &caller, build_only) {
@@ -213,6 +284,9 @@ async fn build(
     if let Some(reason) = spec_refused(&state.config, &spec) {
         return api_error(StatusCode::FORBIDDEN, reason);
     }
+    if let Some(reason) = community.as_ref().and_then(|c| community_refused(c, &spec)) {
+        return api_error(StatusCode::FORBIDDEN, reason);
+    }
     let launch_host = public_base(&state, &headers);
     tokio::spawn(async move {
         let request = StreamRequest {
@@ -220,6 +294,7 @@ async fn build(
             build_only,
             launch_host,
             caller,
+            community,
         };
         // An error means the client went away.
         let _ = stream_build(state, request, tx).await;
@@ -235,6 +310,8 @@ struct StreamRequest {
     /// kiln's public address, for `binder_launch_host`.
     launch_host: String,
     caller: Caller,
+    /// The community the request came through.
+    community: Option<kiln_catalog::Community>,
 }
 
 /// Produce one request's events; an `Err` means the client went away.
@@ -266,15 +343,37 @@ async fn stream_build(
     {
         return send(Event::failed(429, refusal)).await;
     }
-    let shared = match state
-        .builds
-        .build(
-            spec,
-            request.caller.client(),
-            Some(request.caller.builds_limit(&state.config)),
-        )
-        .await
-    {
+    let built = match &request.community {
+        None => {
+            state
+                .builds
+                .build(
+                    spec,
+                    request.caller.client(),
+                    Some(request.caller.builds_limit(&state.config)),
+                )
+                .await
+        }
+        Some(community) => {
+            let push = match crate::catalog::runner::community_push(&state, community) {
+                Ok(push) => push,
+                Err(e) => return send(Event::failed(e.status_code(), e.to_string())).await,
+            };
+            state
+                .builds
+                .build_to(
+                    spec,
+                    crate::admission::ClientKey::Community(community.id.clone()),
+                    community.quotas.concurrent_builds,
+                    Some(crate::builds::Target {
+                        image_name: None,
+                        push,
+                    }),
+                )
+                .await
+        }
+    };
+    let shared = match built {
         Ok(shared) => shared,
         Err(e) => return send(Event::failed(e.status_code(), e.to_string())).await,
     };

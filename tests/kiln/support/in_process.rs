@@ -31,6 +31,8 @@ pub struct ScriptedEngine {
     pub sessions: std::sync::Mutex<Vec<(String, Arc<AtomicBool>)>>,
     /// Images pulled, and whether credentials came with the pull.
     pub pulled: std::sync::Mutex<Vec<(String, bool)>>,
+    /// The registry prefix each build was to push under (`None`: kept in the engine).
+    pub pushed_to: std::sync::Mutex<Vec<Option<String>>>,
 }
 
 impl ScriptedEngine {
@@ -42,6 +44,7 @@ impl ScriptedEngine {
             builds: AtomicUsize::new(0),
             sessions: std::sync::Mutex::new(Vec::new()),
             pulled: std::sync::Mutex::new(Vec::new()),
+            pushed_to: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -57,10 +60,14 @@ impl ScriptedEngine {
 impl ContainerEngine for ScriptedEngine {
     async fn build(
         &self,
-        _request: BuildRequest,
+        request: BuildRequest,
         sink: &mut dyn EventSink,
     ) -> Result<Built, BuildError> {
         self.builds.fetch_add(1, Ordering::SeqCst);
+        self.pushed_to
+            .lock()
+            .unwrap()
+            .push(request.push.as_ref().map(|p| p.prefix.clone()));
         sink.emit(Event::new(Phase::Fetching, "Fetching (scripted)"));
         for line in &self.lines {
             sink.emit(Event::new(Phase::Building, line.clone()));
