@@ -14,6 +14,10 @@ pub const BASE_PYTHON: &str = "3.11";
 pub const BASE_R: &str = "4.2";
 /// Python versions kiln accepts (`runtime.txt`, `requires-python`), oldest first.
 pub const SUPPORTED_PYTHONS: &[&str] = &["3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14"];
+/// Pythons too old for JupyterLab: as in repo2docker, they come from conda as the kernel's
+/// environment (`/srv/conda/envs/notebook`, with ipykernel), while JupyterLab runs in `/srv/venv`
+/// on the base image's Python.
+pub const KERNEL_ENV_PYTHONS: &[&str] = &["2.7", "3.5", "3.6", "3.7"];
 
 /// The `jupyterhub` release whose `jupyterhub-singleuser` kiln installs (the pins below use it); an
 /// operator can choose another with [`PlanOptions::with_jupyterhub`] to match their hub's major version.

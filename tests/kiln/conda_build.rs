@@ -557,3 +557,38 @@ fn a_lock_shipped_by_the_repository_is_installed_without_solving() {
     assert_eq!(check, "0.1.0\nno-hello\n");
     remove_with_conda(&image);
 }
+
+/// Old Pythons as repo2docker builds them (issue 16): `runtime.txt` `python-2.7` and an
+/// `environment.yml` with `python=3.6`, each from the fixture channel as the kernel's environment
+/// at /srv/conda/envs/notebook, while JupyterLab runs on the base image's Python; the example's
+/// `verify` starts the kernel with jupyter_client and runs code in it.
+#[test]
+fn old_pythons_build_from_conda_as_a_kernel_beside_jupyterlab() {
+    require_engine();
+    let channel = ChannelServer::start();
+    let server = GitServer::start();
+    for example in ["python-2.7-runtime", "conda-python-3.6"] {
+        server.example(example, example);
+        let image = format!("kiln-test/{}:1", unique("old-python"));
+        let out = channel
+            .kiln()
+            .args([
+                "build",
+                &server.url(example),
+                "--json-logs",
+                "--image-name",
+                &image,
+            ])
+            .output()
+            .unwrap();
+        let events = events(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{example}: {}\n{}",
+            messages(&events),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_verify(&image);
+        remove_with_conda(&image);
+    }
+}

@@ -9,13 +9,16 @@ use std::collections::BTreeMap;
 
 use crate::assemble::{Planner, argv};
 use crate::error::PlanError;
-use crate::options::SUPPORTED_PYTHONS;
+use crate::options::{KERNEL_ENV_PYTHONS, SUPPORTED_PYTHONS};
 use crate::parse::requirements;
 use crate::plan::{Cache, CondaEnvironment, RunAs, Step};
 use crate::select::Selection;
 
 pub const CONDA_DIR: &str = "/srv/conda";
 pub const ENV_PREFIX: &str = "/srv/conda/envs/notebook";
+/// An old Python's environment: the notebooks' kernel, not JupyterLab's. kiln installs conda
+/// environments at one place (repo2docker names this one `kernel`; JupyterLab is in `/srv/venv`).
+pub const KERNEL_PREFIX: &str = ENV_PREFIX;
 
 /// Returns whether the environment has R packages (the R kernel is then added).
 pub fn plan(p: &mut Planner, selection: &Selection) -> Result<bool, PlanError> {
@@ -38,13 +41,53 @@ pub fn plan(p: &mut Planner, selection: &Selection) -> Result<bool, PlanError> {
         );
     }
     let mut specs = env.dependencies.clone();
+    if let Some(Some(v)) = env.python()
+        && KERNEL_ENV_PYTHONS.contains(&v.as_str())
+    {
+        p.decide(
+            "python",
+            &v,
+            &format!(
+                "{} pins it: too old for JupyterLab, so it is the kernel's environment ({KERNEL_PREFIX}) and JupyterLab runs on the base image's Python, as in repo2docker",
+                file.path
+            ),
+        );
+        let channels = channels_of(p, &env.channels);
+        let (lock_file, lock) = lock_of(p, files, &file.path);
+        let pip = (!env.pip.is_empty()).then(|| {
+            let requirements = p.helper_file(
+                "conda-pip-requirements.txt",
+                &format!("{}\n", env.pip.join("\n")),
+                0o644,
+            );
+            (
+                format!("{}: its pip section", file.path),
+                requirements,
+                Vec::new(),
+            )
+        });
+        kernel_environment(
+            p,
+            &v,
+            &file.path,
+            specs,
+            env.lists("pip"),
+            env.lists("ipykernel"),
+            channels,
+            lock_file,
+            lock,
+            pip,
+        );
+        return Ok(false);
+    }
     match env.python() {
         Some(Some(v)) => {
             if !SUPPORTED_PYTHONS.contains(&v.as_str()) {
                 return Err(PlanError::invalid(
                     &file.path,
                     format!(
-                        "python={v} is not supported; choose one of {}",
+                        "python={v} is not supported; choose one of {}, {}",
+                        KERNEL_ENV_PYTHONS.join(", "),
                         SUPPORTED_PYTHONS.join(", ")
                     ),
                 ));
@@ -86,38 +129,8 @@ pub fn plan(p: &mut Planner, selection: &Selection) -> Result<bool, PlanError> {
             &format!("{} lists R packages", file.path),
         );
     }
-    let channels = if env.channels.is_empty() {
-        p.opts.default_conda_channels.clone()
-    } else {
-        env.channels.clone()
-    };
-    p.decide(
-        "conda channels",
-        &channels.join(", "),
-        if env.channels.is_empty() {
-            "the file names none: kiln's default"
-        } else {
-            "the file lists them"
-        },
-    );
-    let (lock_file, lock) = match &files.conda_lock {
-        Some(lock) => {
-            p.decide(
-                &lock.path,
-                "installed as is",
-                "a lock shipped with the repository: kiln installs exactly its packages, without solving",
-            );
-            (Some(lock.path.clone()), Some(lock.text.clone()))
-        }
-        None => {
-            p.decide(
-                &file.path,
-                "solved by kiln with rattler",
-                "on the host, for the base image's virtual packages; the exact packages (URL and sha256) are recorded as a lock in the image, and the environment's layers are added without a container",
-            );
-            (None, None)
-        }
-    };
+    let channels = channels_of(p, &env.channels);
+    let (lock_file, lock) = lock_of(p, files, &file.path);
     p.conda = Some(CondaEnvironment {
         file: file.path.clone(),
         prefix: ENV_PREFIX.to_string(),
@@ -218,6 +231,193 @@ pub fn plan(p: &mut Planner, selection: &Selection) -> Result<bool, PlanError> {
         }
     }
     Ok(has_r)
+}
+
+/// The channels an environment is solved from: its own, else kiln's default.
+fn channels_of(p: &mut Planner, listed: &[String]) -> Vec<String> {
+    let channels = if listed.is_empty() {
+        p.opts.default_conda_channels.clone()
+    } else {
+        listed.to_vec()
+    };
+    p.decide(
+        "conda channels",
+        &channels.join(", "),
+        if listed.is_empty() {
+            "the file names none: kiln's default"
+        } else {
+            "the file lists them"
+        },
+    );
+    channels
+}
+
+/// A lock shipped with the repository, or the decision to solve.
+fn lock_of(
+    p: &mut Planner,
+    files: &crate::files::RepoFiles,
+    source: &str,
+) -> (Option<String>, Option<String>) {
+    match &files.conda_lock {
+        Some(lock) => {
+            p.decide(
+                &lock.path,
+                "installed as is",
+                "a lock shipped with the repository: kiln installs exactly its packages, without solving",
+            );
+            (Some(lock.path.clone()), Some(lock.text.clone()))
+        }
+        None => {
+            p.decide(
+                source,
+                "solved by kiln with rattler",
+                "on the host, for the base image's virtual packages; the exact packages (URL and sha256) are recorded as a lock in the image, and the environment's layers are added without a container",
+            );
+            (None, None)
+        }
+    }
+}
+
+/// `runtime.txt` asks for an old Python: a kernel environment from conda with that Python, and
+/// `requirements.txt` installed into it with its pip.
+pub fn plan_runtime_kernel(
+    p: &mut Planner,
+    version: &str,
+    runtime_txt: &str,
+) -> Result<(), PlanError> {
+    p.decide(
+        "python",
+        version,
+        &format!(
+            "{runtime_txt} asks for it: too old for JupyterLab, so it comes from conda as the kernel's environment ({KERNEL_PREFIX}) and JupyterLab runs on the base image's Python, as in repo2docker"
+        ),
+    );
+    let channels = channels_of(p, &[]);
+    let files = p.files;
+    let (lock_file, lock) = lock_of(p, files, runtime_txt);
+    let pip = files.requirements.as_ref().map(|f| {
+        (
+            format!("{}: installed with the kernel's pip", f.path),
+            p.in_repo(&f.path),
+            vec![f.path.clone()],
+        )
+    });
+    let others = [
+        files.pyproject.as_ref().map(|f| f.path.clone()),
+        files.setup_py.clone(),
+    ];
+    for other in others.into_iter().flatten() {
+        p.decide(
+            &other,
+            "not installed",
+            &format!("Python {version} comes from conda: kiln installs its requirements.txt only"),
+        );
+    }
+    kernel_environment(
+        p,
+        version,
+        runtime_txt,
+        vec![format!("python={version}")],
+        false,
+        false,
+        channels,
+        lock_file,
+        lock,
+        pip,
+    );
+    Ok(())
+}
+
+/// The kernel environment of an old Python: solved and installed natively at [`KERNEL_PREFIX`]
+/// with ipykernel and pip; JupyterLab in `/srv/venv` on the base image's Python; the kernel
+/// registered there as `python2` or `python3` (replacing JupyterLab's own `python3`, so notebooks
+/// saved with it get the old Python); then `pip` (a step's name, the requirements file in the
+/// image, and its repository path as the step's input).
+#[allow(clippy::too_many_arguments)]
+fn kernel_environment(
+    p: &mut Planner,
+    version: &str,
+    source: &str,
+    mut specs: Vec<String>,
+    lists_pip: bool,
+    lists_ipykernel: bool,
+    channels: Vec<String>,
+    lock_file: Option<String>,
+    lock: Option<String>,
+    pip: Option<(String, String, Vec<String>)>,
+) {
+    if !lists_ipykernel {
+        specs.push("ipykernel".into());
+    }
+    if !lists_pip {
+        specs.push("pip".into());
+    }
+    p.decide(
+        "kernel",
+        "ipykernel and pip added to the kernel's environment",
+        "the notebooks' kernel runs in it; JupyterLab talks to it",
+    );
+    p.conda = Some(CondaEnvironment {
+        file: source.to_string(),
+        prefix: KERNEL_PREFIX.to_string(),
+        channels,
+        specs,
+        lock_file,
+        lock,
+    });
+    let base = p.opts.base_python.clone();
+    super::python::runtime_and_jupyter(p, &base);
+    for (k, v) in [
+        ("CONDA_DIR", CONDA_DIR),
+        ("KERNEL_PYTHON_PREFIX", KERNEL_PREFIX),
+    ] {
+        p.env.insert(k.into(), v.into());
+    }
+    let name = if version.starts_with('2') {
+        "python2"
+    } else {
+        "python3"
+    };
+    let python = format!("{KERNEL_PREFIX}/bin/python");
+    p.steps.push(Step {
+        name: format!("the Python {version} kernel"),
+        run_as: RunAs::User,
+        inputs: vec![],
+        commands: vec![argv(&[
+            &python,
+            "-m",
+            "ipykernel",
+            "install",
+            "--prefix",
+            super::python::VENV,
+            "--name",
+            name,
+            "--display-name",
+            &format!("Python {version}"),
+        ])],
+        env: BTreeMap::new(),
+        caches: vec![],
+        network: false,
+    });
+    if let Some((name, requirements, inputs)) = pip {
+        p.steps.push(Step {
+            name,
+            run_as: RunAs::User,
+            inputs,
+            commands: vec![argv(&[
+                &python,
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--requirement",
+                &requirements,
+            ])],
+            env: BTreeMap::new(),
+            caches: vec![Cache::Pip],
+            network: true,
+        });
+    }
 }
 
 /// The project name of a pip requirement (`jupyterlab==4.6.6` -> `jupyterlab`).

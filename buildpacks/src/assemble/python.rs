@@ -17,6 +17,13 @@ const UV_TOOL: &str = "/opt/kiln/uv";
 
 /// The Python buildpack: `requirements.txt`, `pyproject.toml`, `uv.lock`, `setup.py`.
 pub fn plan(p: &mut Planner, selection: &Selection) -> Result<(), PlanError> {
+    if let (Some(runtime::Runtime::Python { version: Some(v) }), Some(file)) =
+        (&selection.runtime, &p.files.runtime_txt)
+        && crate::options::KERNEL_ENV_PYTHONS.contains(&v.as_str())
+    {
+        let path = file.path.clone();
+        return super::conda::plan_runtime_kernel(p, &v.clone(), &path);
+    }
     let version = python_version(p, selection, None)?;
     runtime_and_jupyter(p, &version);
     python_files(p, selection)
@@ -192,7 +199,8 @@ fn python_version(
         return Err(PlanError::invalid(
             path,
             format!(
-                "Python {version} is not supported; choose one of {}",
+                "Python {version} is not supported; choose one of {}, {}",
+                crate::options::KERNEL_ENV_PYTHONS.join(", "),
                 SUPPORTED_PYTHONS.join(", ")
             ),
         ));

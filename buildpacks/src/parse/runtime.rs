@@ -61,12 +61,16 @@ pub fn parse(path: &str, text: &str) -> Result<Runtime, PlanError> {
             let v = version.unwrap_or_default();
             let mut nums = v.split('.');
             let major = nums.next().unwrap_or_default();
-            if major != "3" {
-                return Err(bad("only Python 3 is supported"));
+            match (major, nums.next()) {
+                ("3", minor) => Ok(Runtime::Python {
+                    version: minor.map(|minor| format!("3.{minor}")),
+                }),
+                // Python 2 only as 2.7, from conda (as repo2docker builds it).
+                ("2", Some("7")) => Ok(Runtime::Python {
+                    version: Some("2.7".into()),
+                }),
+                _ => Err(bad("only Python 3 and 2.7 are supported")),
             }
-            Ok(Runtime::Python {
-                version: nums.next().map(|minor| format!("3.{minor}")),
-            })
         }
         "r" => {
             if let Some(d) = &date
@@ -149,11 +153,22 @@ mod tests {
     }
 
     #[test]
+    fn python_2_is_2_7_only() {
+        assert_eq!(
+            parse("runtime.txt", "python-2.7").unwrap(),
+            Runtime::Python {
+                version: Some("2.7".into())
+            }
+        );
+    }
+
+    #[test]
     fn errors() {
         for bad in [
             "",
             "ruby-3.1",
-            "python-2.7",
+            "python-2.6",
+            "python-2",
             "r-4.4-2024-13-01",
             "r-4.4-2017-01-01",
             "python-3.12-2024-01-01",
