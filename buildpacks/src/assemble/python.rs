@@ -199,9 +199,9 @@ fn python_version(
         return Err(PlanError::invalid(
             path,
             format!(
-                "Python {version} is not supported; choose one of {}, {}",
-                crate::options::KERNEL_ENV_PYTHONS.join(", "),
-                SUPPORTED_PYTHONS.join(", ")
+                "Python {version} is not supported here; choose one of {} (Python {} come from conda, through runtime.txt or environment.yml)",
+                SUPPORTED_PYTHONS.join(", "),
+                crate::options::KERNEL_ENV_PYTHONS.join(", ")
             ),
         ));
     }
