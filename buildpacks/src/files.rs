@@ -33,6 +33,9 @@ pub struct RepoFiles {
     pub runtime_txt: Option<ConfigFile>,
     pub apt_txt: Option<ConfigFile>,
     pub post_build: Option<String>,
+    /// What in `postBuild` needs Node.js (`jupyter labextension install`, `jupyter lab build`,
+    /// `node`, `npm`, `yarn`), when something does, and whether it calls npm itself.
+    pub post_build_node: Option<(String, bool)>,
     pub start: Option<String>,
     pub install_r: Option<ConfigFile>,
     pub description: Option<ConfigFile>,
@@ -101,6 +104,11 @@ impl RepoFiles {
             default_nix: text("default.nix")?,
             ..RepoFiles::default()
         };
+        if let Some(path) = &files.post_build {
+            let text = tree.read(path)?.unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            files.post_build_node = needs_node(&text).map(|line| (line, calls_npm(&text)));
+        }
         // The ignore file is read from the folder whose files count.
         for name in [".dockerignore", ".containerignore"] {
             if files.ignore_file.is_none() && tree.exists(&at(name))? {
@@ -164,5 +172,57 @@ impl RepoFiles {
         .into_iter()
         .flatten()
         .find(|f| f.path == path)
+    }
+}
+
+/// The first command of a script that needs Node.js: a JupyterLab extension built from source
+/// (`jupyter labextension install`, `jupyter lab build`) or npm and yarn themselves.
+pub fn needs_node(script: &str) -> Option<String> {
+    script
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .find(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words
+                .windows(3)
+                .any(|w| w == ["jupyter", "labextension", "install"])
+                || words.windows(3).any(|w| w == ["jupyter", "lab", "build"])
+                || words
+                    .iter()
+                    .any(|w| matches!(*w, "npm" | "npx" | "yarn" | "node"))
+        })
+        .map(str::to_string)
+}
+
+/// Whether a script calls npm or npx (JupyterLab builds extensions with its own yarn: Node.js
+/// alone is enough for them).
+fn calls_npm(script: &str) -> bool {
+    script.lines().any(|l| {
+        l.split('#')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|w| matches!(w, "npm" | "npx"))
+    })
+}
+
+#[cfg(test)]
+mod node_tests {
+    use super::{calls_npm, needs_node};
+
+    #[test]
+    fn a_lab_extension_built_in_post_build_needs_node() {
+        assert_eq!(
+            needs_node(
+                "#!/bin/bash\nset -e\njupyter labextension install @jupyter-widgets/jupyterlab-manager\n"
+            ),
+            Some("jupyter labextension install @jupyter-widgets/jupyterlab-manager".into())
+        );
+        assert!(needs_node("npm install && jupyter lab build --minimize=False").is_some());
+        assert_eq!(
+            needs_node("# npm is not needed\npip install nodeenv\njupyter lab --version\n"),
+            None
+        );
+        assert!(calls_npm("npm ci\n") && !calls_npm("jupyter lab build # not npm\n"));
     }
 }

@@ -161,6 +161,7 @@ examples! {
     python_uv_lock => "python-uv-lock",
     binder_dir => "binder-dir",
     apt_postbuild_start => "apt-postbuild-start",
+    postbuild_node => "postbuild-node",
     dockerignore => "dockerignore",
     pipfile => "pipfile",
     dockerfile => "dockerfile",

@@ -314,6 +314,17 @@ impl<'a> Planner<'a> {
         }
         let mut executables = Vec::new();
         if let Some(post_build) = self.files.post_build.clone() {
+            if let Some((line, npm)) = self.files.post_build_node.clone() {
+                let packages: &[&'static str] = if npm { &["nodejs", "npm"] } else { &["nodejs"] };
+                self.add_base_packages(packages);
+                self.decide(
+                    "nodejs",
+                    &format!("{} from Debian", packages.join(" and ")),
+                    &format!(
+                        "{post_build} needs Node.js ({line}); repo2docker's default environment has it"
+                    ),
+                );
+            }
             executables.push(post_build.clone());
             self.after_copy.push(Step {
                 name: format!("{post_build} (as the user, after the repository copy)"),
