@@ -22,6 +22,10 @@ pub struct RunCommand {
     /// --network host, where the session's ports are the host's already.
     #[arg(long, short = 'p', value_name = "HOST:CONTAINER", value_parser = port_pair)]
     publish: Vec<(u16, u16)>,
+    /// Publish every port the image exposes (`EXPOSE`) on a free port of 127.0.0.1, and print
+    /// where, as repo2docker's --publish-all. Not with --network host.
+    #[arg(long, short = 'P')]
+    publish_all: bool,
     /// Mount a host folder, HOST:CONTAINER[:ro] (repeatable). A relative HOST is taken from the
     /// current folder, a relative CONTAINER from the repository's folder in the image, as
     /// repo2docker does.
@@ -44,9 +48,14 @@ impl RunCommand {
             return Ok(ExitCode::FAILURE);
         };
         // Bad options fail before anything is built.
-        if !self.publish.is_empty() && engine.settings.host_network() {
+        if (!self.publish.is_empty() || self.publish_all) && engine.settings.host_network() {
+            let option = if self.publish_all {
+                "--publish-all"
+            } else {
+                "--publish"
+            };
             anyhow::bail!(
-                "--publish needs the engine's own network: with --network host the session's ports are this machine's already"
+                "{option} needs the engine's own network: with --network host the session's ports are this machine's already"
             );
         }
         let local = match kiln_builder::Source::parse(&self.build.source) {
@@ -96,6 +105,21 @@ impl RunCommand {
             .iter()
             .map(|(host, inside)| (*inside, *host))
             .collect();
+        if self.publish_all {
+            let config = engine
+                .inspect_image(&built.image)
+                .await?
+                .map(|info| info.config)
+                .unwrap_or_default();
+            for port in exposed_ports(&config) {
+                if request.publish.iter().any(|(inside, _)| *inside == port) {
+                    continue;
+                }
+                let host = kiln_builder::run::free_port()?;
+                eprintln!("kiln: publishing the image's port {port} on 127.0.0.1:{host}");
+                request.publish.push((port, host));
+            }
+        }
         request.binds = self
             .volume
             .iter()
@@ -195,6 +219,22 @@ fn bind(volume: &str, repo_dir: &str) -> anyhow::Result<String> {
     })
 }
 
+/// The TCP ports an image's configuration exposes (`ExposedPorts`: `"8080/tcp": {}`), in order.
+fn exposed_ports(config: &serde_json::Value) -> Vec<u16> {
+    let mut ports: Vec<u16> = config["ExposedPorts"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(key, _)| {
+            let (port, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
+            (protocol == "tcp").then(|| port.parse().ok()).flatten()
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +257,13 @@ mod tests {
         assert!(bind("/tmp", "/home/jovyan").is_err());
         assert!(bind("/tmp:/x:rwx", "/home/jovyan").is_err());
         assert!(bind("/no/such/folder:/x", "/home/jovyan").is_err());
+    }
+
+    #[test]
+    fn exposed_tcp_ports_are_read_from_the_image_config() {
+        let config =
+            serde_json::json!({"ExposedPorts": {"8888/tcp": {}, "53/udp": {}, "80/tcp": {}}});
+        assert_eq!(super::exposed_ports(&config), [80, 8888]);
+        assert!(super::exposed_ports(&serde_json::json!({})).is_empty());
     }
 }

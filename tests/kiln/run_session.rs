@@ -246,6 +246,10 @@ fn unusable_run_options_are_refused_before_building() {
             "--publish needs the engine's own network",
         ),
         (vec!["--publish", "80"], "HOST_PORT:CONTAINER_PORT"),
+        (
+            vec!["--publish-all"],
+            "--publish-all needs the engine's own network",
+        ),
         (vec!["--volume", "/no/such/folder:/x"], "does not exist"),
     ] {
         let out = kiln()
