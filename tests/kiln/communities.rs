@@ -996,3 +996,45 @@ fn a_communitys_build_your_own_follows_its_policy_and_prefix() {
     assert_eq!(events.last().unwrap()["phase"], "ready", "{raw}");
     assert_eq!(service.engine.pushed_to.lock().unwrap()[1], None);
 }
+
+/// A community's `sessions` quota counts the sessions of images under its prefix launched through
+/// it (in-process, a scripted engine whose "image" is under the prefix, local sessions).
+#[test]
+fn a_communitys_sessions_quota_refuses_the_launch_beyond_it() {
+    let server = GitServer::start();
+    server.commit("allowed-a", &[("README.md", "a\n")], "a");
+    server.commit("allowed-b", &[("README.md", "b\n")], "b");
+    let communities = tempfile::tempdir().unwrap();
+    std::fs::write(
+        communities.path().join("lab.toml"),
+        "name = \"Lab\"\nregistry_prefix = \"127.0.0.1:5999/lab-\"\n[quotas]\nsessions = 1\n",
+    )
+    .unwrap();
+    let engine = crate::support::in_process::ScriptedEngine::building(
+        "127.0.0.1:5999/lab-scripted:built",
+        1,
+        Duration::ZERO,
+    );
+    let dir = communities.path().to_path_buf();
+    let service = crate::support::in_process::InProcess::start(engine, move |config| {
+        config.communities_dir = Some(dir);
+    });
+    let launch = |name: &str| {
+        service.events(&format!(
+            "/communities/lab/build/git/{}/HEAD",
+            crate::support::service::escaped(&server.url(name))
+        ))
+    };
+    let (events, raw) = launch("allowed-a");
+    assert_eq!(events.last().unwrap()["phase"], "ready", "{raw}");
+    let (events, raw) = launch("allowed-b");
+    let last = events.last().unwrap();
+    assert_eq!(last["phase"], "failed", "{raw}");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("quotas.sessions = 1"),
+        "{raw}"
+    );
+}

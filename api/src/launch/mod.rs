@@ -158,6 +158,30 @@ pub struct LaunchRequest<'a> {
     pub user: Option<&'a crate::auth::HubUser>,
     /// Servers that user may run through kiln.
     pub max_user_sessions: usize,
+    /// The community the launch came through, when its sessions are counted.
+    pub community: Option<CommunitySessions>,
+}
+
+/// A community's sessions quota: its sessions are those whose image is under its prefix.
+#[derive(Clone, Debug)]
+pub struct CommunitySessions {
+    pub id: String,
+    pub prefix: String,
+    pub max: usize,
+}
+
+impl CommunitySessions {
+    /// Why a launch is refused, given the images of the sessions running and starting.
+    fn refusal(&self, running: &[String]) -> Option<String> {
+        let prefix = self.prefix.to_lowercase();
+        let theirs = running.iter().filter(|i| i.starts_with(&prefix)).count();
+        (theirs >= self.max).then(|| {
+            format!(
+                "community {} has {theirs} sessions running, its quota (quotas.sessions = {}); try again when one has stopped",
+                self.id, self.max
+            )
+        })
+    }
 }
 
 impl Launchers {
@@ -341,6 +365,7 @@ impl Launchers {
             launch_host,
             user,
             max_user_sessions,
+            community,
         } = request;
         let config = &self.config;
         // Who launches: the caller's hub user, when there is a hub and they are one.
@@ -359,13 +384,14 @@ impl Launchers {
         let reservation = {
             let _quota = self.quota.lock().await;
             // A hub without quotas set needs no count (the hub keeps its own limits).
-            let running = match self.counts_sessions() {
+            let running = match self.counts_sessions() || community.is_some() {
                 false => Vec::new(),
                 true => self.sessions().await.map_err(|e| {
                     LaunchError::Quota(format!("cannot check the session quotas: {e}"))
                 })?,
             };
             if let Some(refusal) = quota_refusal(config, self.hub.is_some(), &running, image, spec)
+                .or_else(|| community.as_ref().and_then(|c| c.refusal(&running)))
             {
                 return Err(LaunchError::Quota(refusal));
             }

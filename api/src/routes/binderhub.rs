@@ -424,6 +424,15 @@ async fn stream_build(
             |g| g.sessions,
             state.config.max_sessions_per_user,
         ),
+        community: request.community.as_ref().and_then(|c| {
+            let max = c.quotas.sessions?;
+            let prefix = c.prefix(state.config.image_prefix.as_deref())?;
+            Some(crate::launch::CommunitySessions {
+                id: c.id.clone(),
+                prefix,
+                max,
+            })
+        }),
     };
     let result = state.launchers.launch(launch, &progress_tx).await;
     drop(progress_tx);
