@@ -169,6 +169,20 @@ async fn is_admin(
     Ok((admin, Request::from_parts(parts, body)))
 }
 
+/// The community a route names, when the caller administers it; the request goes on (its body
+/// unread).
+async fn administered(
+    state: &Arc<AppState>,
+    id: &str,
+    request: Request,
+) -> Result<(Community, Request), Response> {
+    let community = community_or_404(state, id).map_err(|r| *r)?;
+    match is_admin(state, &community, request).await? {
+        (true, request) => Ok((community, request)),
+        (false, _) => Err(not_admin(&community)),
+    }
+}
+
 fn not_admin(community: &Community) -> Response {
     api_error(
         StatusCode::FORBIDDEN,
@@ -269,15 +283,10 @@ async fn check(
     Query(query): Query<CheckQuery>,
     request: Request,
 ) -> Response {
-    let community = match community_or_404(&state, &id) {
-        Ok(c) => c,
-        Err(response) => return *response,
-    };
-    match is_admin(&state, &community, request).await {
-        Ok((true, _)) => {}
-        Ok((false, _)) => return not_admin(&community),
+    let community = match administered(&state, &id, request).await {
+        Ok((community, _)) => community,
         Err(response) => return response,
-    }
+    };
     let Some(entry) = community.entry(&slug).cloned() else {
         return api_error(
             StatusCode::NOT_FOUND,
@@ -323,13 +332,8 @@ async fn operate(
     Path((id, slug, number, operation)): Path<(String, String, u32, String)>,
     request: Request,
 ) -> Response {
-    let community = match community_or_404(&state, &id) {
-        Ok(c) => c,
-        Err(response) => return *response,
-    };
-    let request = match is_admin(&state, &community, request).await {
-        Ok((true, request)) => request,
-        Ok((false, _)) => return not_admin(&community),
+    let (community, request) = match administered(&state, &id, request).await {
+        Ok(found) => found,
         Err(response) => return response,
     };
     let Some(entry) = community.entry(&slug).cloned() else {
@@ -421,15 +425,10 @@ async fn retention(
     Query(query): Query<RetentionQuery>,
     request: Request,
 ) -> Response {
-    let community = match community_or_404(&state, &id) {
-        Ok(c) => c,
-        Err(response) => return *response,
-    };
-    match is_admin(&state, &community, request).await {
-        Ok((true, _)) => {}
-        Ok((false, _)) => return not_admin(&community),
+    let community = match administered(&state, &id, request).await {
+        Ok((community, _)) => community,
         Err(response) => return response,
-    }
+    };
     match runner::retention(&state, &community, query.apply).await {
         Ok(report) if report.refused.is_some() => {
             let mut body = json!(report);
@@ -630,15 +629,10 @@ async fn check_community(
     Query(query): Query<CheckQuery>,
     request: Request,
 ) -> Response {
-    let community = match community_or_404(&state, &id) {
-        Ok(c) => c,
-        Err(response) => return *response,
-    };
-    match is_admin(&state, &community, request).await {
-        Ok((true, _)) => {}
-        Ok((false, _)) => return not_admin(&community),
+    let community = match administered(&state, &id, request).await {
+        Ok((community, _)) => community,
         Err(response) => return response,
-    }
+    };
     let task_state = state.clone();
     let task =
         tokio::spawn(
