@@ -144,6 +144,11 @@ enum Command {
     ///                        their catalogues' state is kept in catalog.db beside KILN_STATE
     ///   KILN_CATALOG_TICK_SECONDS  how often entries never checked, or due by their schedule,
     ///                        are checked (default 60)
+    ///   KILN_CATALOG_ENVIRONMENT_PREFIX  where catalogue builds put environment images, shared by
+    ///                        the communities whose prefix is in its registry (default
+    ///                        KILN_IMAGE_PREFIX)
+    ///   KILN_CATALOG_STATE   the catalogues' state (default catalog.db beside KILN_STATE); replicas
+    ///                        of one service share it
     #[command(verbatim_doc_comment)]
     Serve(commands::serve::ServeCommand),
     /// The base image.
