@@ -129,19 +129,28 @@ pub async fn check(
     {
         tracing::warn!("cannot give back a catalogue lease: {e}");
     }
-    let (outcome, message, version) = result?;
-    // Recorded for the catalogue page: an error (a source gone) is shown beside the last good
-    // version, which stays offered.
+    // Recorded for the catalogue page (and the scheduler): an error (a source gone, a quota) is
+    // shown beside the last good version, which stays offered.
+    let (recorded, answer) = match result {
+        Ok((outcome, message, version)) => (
+            (
+                message.clone(),
+                (outcome == "failed").then(|| message.clone()),
+            ),
+            Ok(report(outcome, message, version)),
+        ),
+        Err(e) => ((e.to_string(), Some(e.to_string())), Err(e)),
+    };
     let check = Check {
         checked: catalogs.now(),
-        result: message.clone(),
-        error: (outcome == "failed").then(|| message.clone()),
+        result: recorded.0,
+        error: recorded.1,
     };
     let (c, e) = (community.id.clone(), entry.slug.clone());
     catalogs
         .with_store(move |s| s.record_check(&c, &e, &check))
         .await?;
-    Ok(report(outcome, message, version))
+    answer
 }
 
 type Outcome = (&'static str, String, Option<Version>);

@@ -7,8 +7,11 @@
 //! - [`secrets`]: credentials in specs, private builds, the operator's credentials;
 //! - [`limits`]: checkout bombs, builds that never end, queues, floods of log lines and streams;
 //! - [`sessions`]: what a session and a repository's Dockerfile can do to the machine, and the
-//!   launch page's `urlpath`.
+//!   launch page's `urlpath`;
+//! - [`communities`]: one community's admin acting on another, catalogue sources naming the
+//!   service's disk or private addresses, secrets in community files.
 
+mod communities;
 mod limits;
 mod network;
 mod secrets;
