@@ -88,6 +88,8 @@ enum Action {
     },
     /// Print the spawn form's profile list (KubeSpawner's profile_list JSON).
     Profiles { community: String },
+    /// Pull every image the spawn form offers onto the service's engine, before a class.
+    Prewarm { community: String },
     /// Delete from the registry the images of versions nobody keeps (retired, broken or failed,
     /// not pinned, their digest not shared with a kept version). A dry run unless --apply.
     Prune {
@@ -120,6 +122,30 @@ impl CatalogCommand {
                     .await?;
                 println!("{}", serde_json::to_string_pretty(&list)?);
                 Ok(ExitCode::SUCCESS)
+            }
+            Action::Prewarm { community } => {
+                let answer = client
+                    .post(&format!("api/communities/{community}/prewarm"), None)
+                    .await?;
+                for image in answer["images"].as_array().into_iter().flatten() {
+                    match image["ok"].as_bool() {
+                        Some(true) => println!(
+                            "{}: on the engine ({:.1} s)",
+                            image["image"].as_str().unwrap_or_default(),
+                            image["seconds"].as_f64().unwrap_or_default()
+                        ),
+                        _ => println!(
+                            "{}: {}",
+                            image["image"].as_str().unwrap_or_default(),
+                            image["error"].as_str().unwrap_or("failed")
+                        ),
+                    }
+                }
+                Ok(if answer["ok"] == true {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
             }
             Action::Prune { community, apply } => {
                 let report = client

@@ -57,7 +57,7 @@ fn entry<'a>(catalog: &'a Value, slug: &str) -> &'a Value {
 }
 
 fn request_as(
-    service: &Service,
+    service: &crate::support::service::Http,
     method: &str,
     path: &str,
     token: Option<&str>,
@@ -732,6 +732,7 @@ fn in_process_with(
     crate::support::in_process::InProcess::start_with_clock(engine, clock, move |config| {
         config.communities_dir = Some(communities);
         config.catalog_tick_seconds = 1;
+        config.build_token = Some(kiln_api::config::Secret::new(OPERATOR));
         if let Some(state) = catalog_state {
             config.catalog_state = state;
         }
@@ -1036,5 +1037,47 @@ fn a_communitys_sessions_quota_refuses_the_launch_beyond_it() {
             .unwrap()
             .contains("quotas.sessions = 1"),
         "{raw}"
+    );
+}
+
+/// A workshop's pre-warm: every image the spawn form offers is pulled onto the service's engine
+/// (in-process: the scripted engine records the pulls; the entry is built on first load).
+#[test]
+fn a_communitys_prewarm_pulls_every_offered_image() {
+    let server = GitServer::start();
+    server.commit("warm", &[("README.md", "one\n")], "one");
+    let communities = tempfile::tempdir().unwrap();
+    scheduled_community(communities.path(), &server.url("warm"));
+    let (_now, clock) = test_clock(MONDAY_0300 - 3600);
+    let service = in_process_with(clock, communities.path(), None, 0);
+    wait_for("the first load's check", 30, || {
+        !last_check(&service.http).is_null()
+    });
+    let (_, catalog) = service.json("GET", "/api/communities/lab/catalog", None);
+    let offered = catalog["entries"][0]["versions"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, answer) = request_as(
+        &service.http,
+        "POST",
+        "/api/communities/lab/prewarm",
+        None,
+        None,
+    );
+    assert_eq!(status, 403, "for admins only: {answer}");
+    let (status, answer) = request_as(
+        &service.http,
+        "POST",
+        "/api/communities/lab/prewarm",
+        Some(OPERATOR),
+        None,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(
+        *service.engine.pulled.lock().unwrap(),
+        [(offered, false)],
+        "the offered image, without credentials (no registry)"
     );
 }

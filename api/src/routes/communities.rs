@@ -11,6 +11,8 @@
 //!   a hub user or group it names) and the operator;
 //! - `POST /api/communities/<c>/check` (`?rebuild=true`, `?wait=true`): every entry, a few at a
 //!   time, for the same admins;
+//! - `POST /api/communities/<c>/prewarm`: every offered image pulled onto the service's engine
+//!   before a class, for the same admins;
 //! - `POST /api/communities/<c>/retention` (`?apply=true` deletes; without it, a dry run): the
 //!   images of versions nobody keeps, deleted from the registry, for the same admins;
 //! - `GET /communities/<c>`: the catalogue page (each entry's versions, their packages, the diff
@@ -52,6 +54,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/api/communities/{community}/retention", post(retention))
         .route("/api/communities/{community}/check", post(check_community))
+        .route("/api/communities/{community}/prewarm", post(prewarm))
         .route("/communities/{community}", get(catalog_page))
         .route(
             "/api/communities/{community}/entries/{entry}/versions/{number}/packages",
@@ -661,4 +664,56 @@ async fn check_community(
             format!("the check stopped: {e}"),
         ),
     }
+}
+
+/// `POST /api/communities/<c>/prewarm`: pull every image the spawn form offers (by digest) onto
+/// the service's engine, with the community's registry credentials for its registry only.
+async fn prewarm(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let community = match administered(&state, &id, request).await {
+        Ok((community, _)) => community,
+        Err(response) => return response,
+    };
+    let (versions, pins) = match versions_and_pins(&state, &community).await {
+        Ok(found) => found,
+        Err(e) => return catalog_error(e),
+    };
+    let push = match runner::community_push(&state, &community) {
+        Ok(push) => push,
+        Err(e) => return catalog_error(e),
+    };
+    let credentials = push.as_ref().and_then(|p| p.docker_credentials());
+    let host = push.as_ref().map(|p| format!("{}/", p.registry.host));
+    let mut images: Vec<String> = Vec::new();
+    for entry in &community.entries {
+        let empty = (Vec::new(), BTreeMap::new());
+        let offered = kiln_catalog::profiles::offered(
+            entry,
+            versions.get(&entry.slug).unwrap_or(&empty.0),
+            pins.get(&entry.slug).unwrap_or(&empty.1),
+        );
+        for o in offered {
+            if !images.contains(&o.image) {
+                images.push(o.image);
+            }
+        }
+    }
+    let mut results = Vec::new();
+    for image in &images {
+        let started = std::time::Instant::now();
+        let credentials = credentials
+            .clone()
+            .filter(|_| host.as_ref().is_some_and(|h| image.starts_with(h)));
+        results.push(match state.engine.pull(image, credentials).await {
+            Ok(()) => {
+                json!({"image": image, "ok": true, "seconds": started.elapsed().as_secs_f64()})
+            }
+            Err(e) => json!({"image": image, "ok": false, "error": e.to_string()}),
+        });
+    }
+    let ok = results.iter().all(|r| r["ok"] == true);
+    Json(json!({"ok": ok, "images": results})).into_response()
 }
