@@ -171,8 +171,8 @@ enum Command {
     /// builds the checkout first (or reuses its image), or takes the packages of --image.
     Lock(commands::lock::LockCommand),
     /// A community's curated catalogue (README: Communities): `validate` checks community files
-    /// offline; `list`, `check`, `promote`, `deprecate`, `retire`, `pin`, `unpin`, `prune`, `prewarm`
-    /// and `profiles` ask a running `kiln serve` (--service, KILN_SERVICE_URL) as the community's admin (--token,
+    /// offline; `list`, `check`, `promote`, `deprecate`, `retire`, `pin`, `unpin`, `prune`, `prewarm`,
+    /// `diff` and `profiles` ask a running `kiln serve` (--service, KILN_SERVICE_URL) as the community's admin (--token,
     /// KILN_CATALOG_TOKEN: its admin token, the operator's build token, or an admin's hub token).
     Catalog(commands::catalog::CatalogCommand),
 }

@@ -90,6 +90,17 @@ enum Action {
     Profiles { community: String },
     /// Pull every image the spawn form offers onto the service's engine, before a class.
     Prewarm { community: String },
+    /// What changed between two versions of an entry: packages added, removed and changed per
+    /// package manager and environment, the runtimes, the base image (as `kiln diff` prints it).
+    Diff {
+        community: String,
+        entry: String,
+        from: u32,
+        to: u32,
+        /// Print the diff as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete from the registry the images of versions nobody keeps (retired, broken or failed,
     /// not pinned, their digest not shared with a kept version). A dry run unless --apply.
     Prune {
@@ -121,6 +132,27 @@ impl CatalogCommand {
                     .get(&format!("communities/{community}/profiles"))
                     .await?;
                 println!("{}", serde_json::to_string_pretty(&list)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Diff {
+                community,
+                entry,
+                from,
+                to,
+                json,
+            } => {
+                let answer = client
+                    .get(&format!(
+                        "api/communities/{community}/entries/{entry}/diff?from={from}&to={to}"
+                    ))
+                    .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&answer)?);
+                } else {
+                    let diff: kiln_sbom::ContentsDiff = serde_json::from_value(answer)
+                        .context("the service's answer is not a diff")?;
+                    print!("{}", diff.table());
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Action::Prewarm { community } => {

@@ -611,6 +611,27 @@ fn the_hubs_spawn_form_offers_the_catalogue_and_starts_that_exact_digest() {
     );
     let log = wait_for_detail("build log");
     assert!(log.contains("Pushed"), "{log}");
+    // The same diff from the command line.
+    let out = crate::support::kiln()
+        .args([
+            "catalog",
+            "diff",
+            "lab",
+            "python",
+            "1",
+            "2",
+            "--service",
+            &kiln_url,
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains("six") && table.contains("1.16.0"), "{table}");
 
     // An image the catalogue does not offer cannot be started through the hub.
     let (status, body) = hub.api(
@@ -812,6 +833,35 @@ fn a_scheduled_entry_is_checked_when_its_time_comes_on_an_injected_clock() {
             .builds
             .load(std::sync::atomic::Ordering::SeqCst),
         2
+    );
+
+    // The repository disappears: the check fails and says so; version 2 stays offered.
+    std::fs::remove_dir_all(server.repo_dir("sched")).unwrap();
+    let (status, report) = request_as(
+        &service.http,
+        "POST",
+        "/api/communities/lab/entries/python/check?wait=true",
+        Some(OPERATOR),
+        None,
+    );
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["outcome"], "failed", "{report}");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("the last good version stays offered"),
+        "{report}"
+    );
+    let (_, catalog) = service.json("GET", "/api/communities/lab/catalog", None);
+    let entry = &catalog["entries"][0];
+    assert!(!entry["last_check"]["error"].is_null(), "{catalog:#}");
+    assert_eq!(entry["versions"][0]["number"], 2);
+    assert_eq!(entry["versions"][0]["state"], "promoted");
+    let (_, profiles) = service.json("GET", "/communities/lab/profiles", None);
+    assert_eq!(
+        profiles[0]["kubespawner_override"]["image"], entry["versions"][0]["image"],
+        "{profiles:#}"
     );
 }
 

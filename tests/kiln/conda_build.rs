@@ -508,17 +508,19 @@ fn a_lock_shipped_by_the_repository_is_installed_without_solving() {
     let noarch = |prefix: &str| package("noarch", prefix);
     let linux = |prefix: &str| package("linux-64", prefix);
     let mut lock = String::from("# shipped by the repository\n@EXPLICIT\n");
-    for file in [noarch("kiln-greet-0.1.0-"), noarch("pip-")] {
+    // The channel also has Python 2.7 and 3.6 with their own pip, openssl, readline and ncurses:
+    // the prefixes name the 3.11 environment's.
+    for file in [noarch("kiln-greet-0.1.0-"), noarch("pip-26.")] {
         lock.push_str(&explicit_line("noarch", &file));
         lock.push('\n');
     }
     for name in [
-        "python-",
+        "python-3.11.",
         "libexpat-",
-        "openssl-",
+        "openssl-3.",
         "libsqlite-",
-        "readline-",
-        "ncurses-",
+        "readline-8.",
+        "ncurses-6.4-",
     ] {
         lock.push_str(&explicit_line("linux-64", &linux(name)));
         lock.push('\n');
