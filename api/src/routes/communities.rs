@@ -685,8 +685,6 @@ async fn prewarm(
         Ok(push) => push,
         Err(e) => return catalog_error(e),
     };
-    let credentials = push.as_ref().and_then(|p| p.docker_credentials());
-    let host = push.as_ref().map(|p| format!("{}/", p.registry.host));
     let mut images: Vec<String> = Vec::new();
     for entry in &community.entries {
         let empty = (Vec::new(), BTreeMap::new());
@@ -701,19 +699,5 @@ async fn prewarm(
             }
         }
     }
-    let mut results = Vec::new();
-    for image in &images {
-        let started = std::time::Instant::now();
-        let credentials = credentials
-            .clone()
-            .filter(|_| host.as_ref().is_some_and(|h| image.starts_with(h)));
-        results.push(match state.engine.pull(image, credentials).await {
-            Ok(()) => {
-                json!({"image": image, "ok": true, "seconds": started.elapsed().as_secs_f64()})
-            }
-            Err(e) => json!({"image": image, "ok": false, "error": e.to_string()}),
-        });
-    }
-    let ok = results.iter().all(|r| r["ok"] == true);
-    Json(json!({"ok": ok, "images": results})).into_response()
+    super::json_api::pull_images(&state, &images, push.as_ref()).await
 }

@@ -428,9 +428,19 @@ async fn prewarm(
             format!("{image:?} is not an image name: {e}"),
         );
     }
+    pull_images(&state, &request.images, state.builds.push()).await
+}
+
+/// Pull `images` onto the service's engine, one after the other, with the credentials of
+/// `push`'s registry for that registry's images only: `{"ok", "images": [{image, ok, ...}]}`.
+pub(super) async fn pull_images(
+    state: &AppState,
+    images: &[String],
+    push: Option<&kiln_builder::PushSettings>,
+) -> Response {
     let mut results = Vec::new();
-    for image in &request.images {
-        let credentials = credentials_for(image, state.builds.push());
+    for image in images {
+        let credentials = credentials_for(image, push);
         let started = std::time::Instant::now();
         let result = state.engine.pull(image, credentials).await;
         results.push(match result {
