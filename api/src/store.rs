@@ -55,6 +55,8 @@ pub struct HubServer {
     /// The launch failed: nobody was given its URL, so it goes whatever the hub says of it (a hub
     /// restarted mid-launch may resume a spawn that kiln has given up on).
     pub failed: bool,
+    /// Which hub: empty for the service's own (`KILN_HUB_URL`), else a community hub's API URL.
+    pub hub: String,
 }
 
 /// What a build starts as.
@@ -173,7 +175,7 @@ const SCHEMA: &str = "PRAGMA journal_mode = WAL;
          PRIMARY KEY (build_id, seq));
      CREATE TABLE IF NOT EXISTS hub_servers (
          user TEXT NOT NULL, server TEXT NOT NULL, temporary INTEGER NOT NULL, created INTEGER NOT NULL,
-         failed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (user, server));
+         failed INTEGER NOT NULL DEFAULT 0, hub TEXT NOT NULL DEFAULT '', PRIMARY KEY (user, server));
      CREATE TABLE IF NOT EXISTS git_credentials (
          user TEXT NOT NULL, host TEXT NOT NULL, username TEXT NOT NULL, sealed BLOB NOT NULL,
          created INTEGER NOT NULL, PRIMARY KEY (user, host));";
@@ -448,18 +450,21 @@ impl Store {
         .await
     }
 
-    pub async fn hub_servers(&self) -> Result<Vec<HubServer>, StoreError> {
-        self.read(|conn| {
+    /// The servers kiln started on one hub (`""`: the service's own), oldest first.
+    pub async fn hub_servers(&self, hub: &str) -> Result<Vec<HubServer>, StoreError> {
+        let hub = hub.to_string();
+        self.read(move |conn| {
             let mut statement = conn.prepare_cached(
-                "SELECT user, server, temporary, failed FROM hub_servers ORDER BY created",
+                "SELECT user, server, temporary, failed, hub FROM hub_servers WHERE hub = ?1 ORDER BY created",
             )?;
             let rows = statement
-                .query_map([], |r| {
+                .query_map([&hub], |r| {
                     Ok(HubServer {
                         user: r.get(0)?,
                         server: r.get(1)?,
                         temporary: r.get(2)?,
                         failed: r.get(3)?,
+                        hub: r.get(4)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -499,6 +504,9 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         conn.execute_batch(
             "ALTER TABLE hub_servers ADD COLUMN failed INTEGER NOT NULL DEFAULT 0;",
         )?;
+    }
+    if !hub_columns.iter().any(|c| c == "hub") {
+        conn.execute_batch("ALTER TABLE hub_servers ADD COLUMN hub TEXT NOT NULL DEFAULT '';")?;
     }
     Ok(())
 }
@@ -611,8 +619,8 @@ fn apply(conn: &Connection, op: &Op) -> Result<i64, StoreError> {
         }
         Op::AddHubServer(s) => {
             conn.execute(
-                "INSERT OR REPLACE INTO hub_servers (user, server, temporary, created, failed) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![s.user, s.server, s.temporary, now(), s.failed],
+                "INSERT OR REPLACE INTO hub_servers (user, server, temporary, created, failed, hub) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![s.user, s.server, s.temporary, now(), s.failed, s.hub],
             )?;
             Ok(0)
         }
@@ -635,8 +643,8 @@ fn apply(conn: &Connection, op: &Op) -> Result<i64, StoreError> {
         )? as i64),
         Op::RemoveHubServer(s) => {
             conn.execute(
-                "DELETE FROM hub_servers WHERE user = ?1 AND server = ?2",
-                params![s.user, s.server],
+                "DELETE FROM hub_servers WHERE user = ?1 AND server = ?2 AND hub = ?3",
+                params![s.user, s.server, s.hub],
             )?;
             Ok(0)
         }
@@ -695,9 +703,21 @@ mod tests {
             server: String::new(),
             temporary: true,
             failed: true,
+            hub: String::new(),
         };
         store.add_hub_server(&failed).await.unwrap();
-        let servers = store.hub_servers().await.unwrap();
+        // A server on a community's hub is that hub's, not the service's.
+        let elsewhere = HubServer {
+            user: "binder-community".into(),
+            hub: "http://127.0.0.1:1/hub/api/".into(),
+            ..failed.clone()
+        };
+        store.add_hub_server(&elsewhere).await.unwrap();
+        assert_eq!(
+            store.hub_servers(&elsewhere.hub).await.unwrap(),
+            [elsewhere]
+        );
+        let servers = store.hub_servers("").await.unwrap();
         assert_eq!(servers.len(), 2);
         assert!(
             !servers[0].failed,

@@ -39,14 +39,17 @@ pub struct Community {
     pub entries: Vec<Entry>,
 }
 
-/// The community's JupyterHub.
+/// The community's JupyterHub: launches through the community's routes start there. Its API
+/// token is never in the file: the operator sets it in `KILN_COMMUNITY_<ID>_HUB_TOKEN` (see
+/// [`Community::hub_token_variable`]), so a community file can name only its own token.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Hub {
+    /// Its public address (`https://hub.example.org/`).
     pub url: String,
-    /// The environment variable holding the hub's API token (never the token itself).
+    /// Its API, when not `<url>hub/api/` (such as the hub's address inside a cluster).
     #[serde(default)]
-    pub token_env: Option<String>,
+    pub api_url: Option<String>,
 }
 
 /// Who administers the community's catalogue.
@@ -147,6 +150,15 @@ impl Community {
     /// The entry with this slug.
     pub fn entry(&self, slug: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.slug == slug)
+    }
+
+    /// The environment variable holding the API token of the community's hub:
+    /// `KILN_COMMUNITY_<ID>_HUB_TOKEN`, the id in capitals with `-` as `_`.
+    pub fn hub_token_variable(&self) -> String {
+        format!(
+            "KILN_COMMUNITY_{}_HUB_TOKEN",
+            self.id.to_ascii_uppercase().replace('-', "_")
+        )
     }
 
     /// Where its images go: its own prefix, or `service_prefix` + `<id>-`.

@@ -144,6 +144,20 @@ pub fn parse(text: &str, default_id: &str) -> Result<Community, (Option<usize>, 
             ),
         ));
     }
+    if let Some(hub) = &community.hub {
+        for (field, address) in [("url", Some(&hub.url)), ("api_url", hub.api_url.as_ref())] {
+            let Some(address) = address else { continue };
+            let scheme = address.starts_with("http://") || address.starts_with("https://");
+            if !scheme || !address.ends_with('/') || address.contains(char::is_whitespace) {
+                return Err((
+                    text.find(address.as_str()),
+                    format!(
+                        "[hub] {field} {address:?} must be an http(s) address ending in '/', such as \"https://hub.example.org/\""
+                    ),
+                ));
+            }
+        }
+    }
     let mut slugs = std::collections::BTreeSet::new();
     for entry in &community.entries {
         // The entry's own line: where its slug is written.
@@ -274,5 +288,25 @@ label = "Fall 2026 course"
         let loaded = load_dir(dir.path()).unwrap();
         assert_eq!(loaded.communities["lab"].name, "A");
         assert!(loaded.errors[0].message.contains("taken"));
+    }
+
+    #[test]
+    fn a_hub_address_must_be_http_and_its_token_is_named_after_the_community() {
+        let c = parse(
+            "name = \"Lab\"\n[hub]\nurl = \"https://hub.example.org/\"\n",
+            "physics-101",
+        )
+        .unwrap();
+        assert_eq!(c.hub_token_variable(), "KILN_COMMUNITY_PHYSICS_101_HUB_TOKEN");
+        let (_, message) = parse("name = \"Lab\"\n[hub]\nurl = \"hub.example.org\"\n", "lab")
+            .unwrap_err();
+        assert!(message.contains("must be an http(s) address"), "{message}");
+        // The token is never in the file, and a file cannot name another variable for it.
+        let (_, message) = parse(
+            "name = \"Lab\"\n[hub]\nurl = \"https://h/\"\ntoken_env = \"KILN_BUILD_TOKEN\"\n",
+            "lab",
+        )
+        .unwrap_err();
+        assert!(message.contains("token_env"), "{message}");
     }
 }

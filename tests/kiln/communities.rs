@@ -1131,3 +1131,72 @@ fn a_communitys_prewarm_pulls_every_offered_image() {
         "the offered image, without credentials (no registry)"
     );
 }
+
+/// A community with a hub of its own (`[hub]`): a launch through its route starts there, as a
+/// temporary user of that hub whose session opens through that hub's proxy, and the user goes
+/// when the hub stops the server; the service itself has no hub (it would launch on its engine).
+/// A community whose hub token the operator has not set fails before anything is built.
+#[test]
+fn a_community_with_its_own_hub_launches_its_sessions_there() {
+    require_engine();
+    let git = GitServer::start();
+    git.example("python-default", "own-hub");
+    let hub = crate::support::jupyterhub::JupyterHubServer::start();
+    let communities = tempfile::tempdir().unwrap();
+    for id in ["lab", "tokenless"] {
+        std::fs::write(
+            communities.path().join(format!("{id}.toml")),
+            format!("name = \"{id}\"\n\n[hub]\nurl = \"{}\"\n", hub.url()),
+        )
+        .unwrap();
+    }
+    let state = tempfile::tempdir().unwrap();
+    let service = Service::start_with(
+        &state.path().join("state.db"),
+        &[
+            ("KILN_COMMUNITIES_DIR", communities.path().to_str().unwrap()),
+            ("KILN_COMMUNITY_LAB_HUB_TOKEN", &hub.token),
+            ("KILN_HUB_REAP_SECONDS", "1"),
+        ],
+    );
+    let spec = crate::support::service::escaped(&git.url("own-hub"));
+
+    let (events, raw) = service.events(&format!("/communities/tokenless/build/git/{spec}/HEAD"));
+    let last = events.last().unwrap();
+    assert_eq!(last["phase"], "failed", "{raw}");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("set KILN_COMMUNITY_TOKENLESS_HUB_TOKEN"),
+        "{raw}"
+    );
+    assert_eq!(service.builds_started(), 0, "nothing built for it");
+
+    let (events, raw) = service.events(&format!("/communities/lab/build/git/{spec}/HEAD"));
+    let ready = events.last().unwrap();
+    assert_eq!(ready["phase"], "ready", "{raw}");
+    let (url, token) = (
+        ready["url"].as_str().unwrap(),
+        ready["token"].as_str().unwrap(),
+    );
+    assert!(url.starts_with(&format!("{}user/", hub.url())), "{url}");
+    let path = &url[hub.url().len() - 1..];
+    let (status, body) = hub.http("GET", &format!("{path}api/status?token={token}"), "", "");
+    assert_eq!(status, 200, "{body}");
+    let users = hub.users();
+    assert_eq!(users.len(), 1, "{users:?}");
+    let (_, model) = hub.api("GET", &format!("users/{}", users[0]), None);
+    assert_eq!(
+        model["servers"][""]["user_options"]["image"], ready["image"],
+        "{model}"
+    );
+
+    // The hub stops the server (as its culler would): kiln's reaper for that hub deletes the user.
+    let (status, _) = hub.api("DELETE", &format!("users/{}/server", users[0]), None);
+    assert!(status == 202 || status == 204, "{status}");
+    hub.wait_until(30, "the temporary user was not deleted", |h| {
+        h.users().is_empty()
+    });
+    crate::support::remove_image(ready["image"].as_str().unwrap());
+}

@@ -32,8 +32,15 @@ pub struct Launchers {
     starting: Mutex<Vec<String>>,
     /// Held from the quota check to the reservation, so two launches cannot both take the last place.
     quota: tokio::sync::Mutex<()>,
-    /// The hub's version, once known.
-    hub_version: Mutex<Option<String>>,
+    store: Arc<Store>,
+    /// Communities' own hubs (`[hub]`), made when first launched on, by community.
+    community_hubs: Mutex<std::collections::HashMap<String, CommunityHub>>,
+}
+
+/// A community's hub as made, with what it was made from (a changed file makes it again).
+struct CommunityHub {
+    made_from: (String, String),
+    hub: Arc<JupyterHub>,
 }
 
 /// Removes an image from the starting list when its launch ends, however it ends.
@@ -160,6 +167,9 @@ pub struct LaunchRequest<'a> {
     pub max_user_sessions: usize,
     /// The community the launch came through, when its sessions are counted.
     pub community: Option<CommunitySessions>,
+    /// The community's own hub, which the launch goes to instead of the service's hub or engine.
+    /// Its users are not the service hub's: the launch starts a temporary user there.
+    pub hub: Option<Arc<JupyterHub>>,
 }
 
 /// A community's sessions quota: its sessions are those whose image is under its prefix.
@@ -207,13 +217,69 @@ impl Launchers {
                 resources,
                 Duration::from_secs(config.session_max_age_seconds),
             )),
-            hub: JupyterHub::new(&config, store)?.map(Arc::new),
+            hub: JupyterHub::new(&config, store.clone())?.map(Arc::new),
             config,
             metrics,
             starting: Mutex::new(Vec::new()),
             quota: tokio::sync::Mutex::new(()),
-            hub_version: Mutex::new(None),
+            store,
+            community_hubs: Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// Where a community's sessions start: its own hub (`[hub]`, with its token in
+    /// `KILN_COMMUNITY_<ID>_HUB_TOKEN`), else `None` (the service's hub or engine). The first
+    /// launch on a hub starts its reaper.
+    pub fn community_hub(
+        &self,
+        community: &kiln_catalog::Community,
+    ) -> Result<Option<Arc<JupyterHub>>, LaunchError> {
+        let Some(hub) = &community.hub else {
+            return Ok(None);
+        };
+        let variable = community.hub_token_variable();
+        let token = std::env::var(&variable).ok().filter(|t| !t.is_empty()).ok_or_else(|| {
+            LaunchError::Hub(format!(
+                "community {} launches on its hub {}, but the service has no token for it: set {variable}",
+                community.id, hub.url
+            ))
+        })?;
+        let made_from = (hub.url.clone(), token);
+        let mut hubs = self
+            .community_hubs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(made) = hubs.get(&community.id)
+            && made.made_from == made_from
+        {
+            return Ok(Some(made.hub.clone()));
+        }
+        let connected = JupyterHub::connect(
+            jupyterhub::Hub {
+                public: &made_from.0,
+                api: hub.api_url.as_deref(),
+                token: &made_from.1,
+                names: ("[hub] url", "[hub] api_url"),
+                store_key: Some(&community.id),
+            },
+            &self.config,
+            self.store.clone(),
+        )
+        .map_err(|e| LaunchError::Hub(format!("community {}: {e}", community.id)))?;
+        let connected = Arc::new(connected);
+        tokio::spawn(
+            connected
+                .clone()
+                .reap_forever(Duration::from_secs(self.config.hub_reap_seconds)),
+        );
+        hubs.insert(
+            community.id.clone(),
+            CommunityHub {
+                made_from,
+                hub: connected.clone(),
+            },
+        );
+        Ok(Some(connected))
     }
 
     fn starting(&self) -> MutexGuard<'_, Vec<String>> {
@@ -239,7 +305,12 @@ impl Launchers {
 
     /// Sessions running (local sessions, or the hub's active servers) and starting.
     pub async fn sessions(&self) -> Result<Vec<String>, LaunchError> {
-        let mut images = match &self.hub {
+        self.sessions_on(self.hub.as_ref()).await
+    }
+
+    /// Sessions running on `hub` (or the engine, for `None`) and starting.
+    async fn sessions_on(&self, hub: Option<&Arc<JupyterHub>>) -> Result<Vec<String>, LaunchError> {
+        let mut images = match hub {
             Some(hub) => {
                 let launching = hub.launching();
                 hub.active_servers()
@@ -292,10 +363,6 @@ impl Launchers {
                 json!({"service": "hub", "ok": false, "url": hub.api_url(), "message": e.to_string()})
             }
             Ok(version) => {
-                *self
-                    .hub_version
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(version.clone());
                 let (theirs, mine) = (
                     kiln_buildpacks::options::major_version(&version),
                     kiln_buildpacks::options::major_version(ours),
@@ -317,15 +384,6 @@ impl Launchers {
             }
         };
         Some(check)
-    }
-
-    fn hub_major(&self) -> Option<u64> {
-        let version = self
-            .hub_version
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()?;
-        kiln_buildpacks::options::major_version(&version)
     }
 
     /// Stop every local session the service started (on shutdown). Sessions on a hub stay: the
@@ -366,11 +424,15 @@ impl Launchers {
             user,
             max_user_sessions,
             community,
+            hub: community_hub,
         } = request;
         let config = &self.config;
-        // Who launches: the caller's hub user, when there is a hub and they are one.
-        let user = user.filter(|_| self.hub.is_some()).map(|u| u.name.as_str());
-        if let (Some(hub), Some(name)) = (&self.hub, user) {
+        // Who launches: the caller's hub user, when the launch goes to the service's hub.
+        let user = user
+            .filter(|_| self.hub.is_some() && community_hub.is_none())
+            .map(|u| u.name.as_str());
+        let hub = community_hub.as_ref().or(self.hub.as_ref());
+        if let (Some(hub), Some(name)) = (hub, user) {
             let theirs = hub
                 .sessions_of(name)
                 .await
@@ -383,15 +445,24 @@ impl Launchers {
         }
         let reservation = {
             let _quota = self.quota.lock().await;
-            // A hub without quotas set needs no count (the hub keeps its own limits).
-            let running = match self.counts_sessions() || community.is_some() {
+            // A hub without quotas set needs no count (the hub keeps its own limits); a
+            // community's own hub is counted for the community's quota only.
+            let counted = match &community_hub {
+                None => self.counts_sessions() || community.is_some(),
+                Some(_) => community.is_some(),
+            };
+            let running = match counted {
                 false => Vec::new(),
-                true => self.sessions().await.map_err(|e| {
+                true => self.sessions_on(hub).await.map_err(|e| {
                     LaunchError::Quota(format!("cannot check the session quotas: {e}"))
                 })?,
             };
-            if let Some(refusal) = quota_refusal(config, self.hub.is_some(), &running, image, spec)
-                .or_else(|| community.as_ref().and_then(|c| c.refusal(&running)))
+            let service_quota = match community_hub {
+                None => quota_refusal(config, self.hub.is_some(), &running, image, spec),
+                Some(_) => None,
+            };
+            if let Some(refusal) =
+                service_quota.or_else(|| community.as_ref().and_then(|c| c.refusal(&running)))
             {
                 return Err(LaunchError::Quota(refusal));
             }
@@ -406,17 +477,15 @@ impl Launchers {
             .await;
         let mut ready = binder_fields(spec, image, launch_host);
         let timeout = Duration::from_secs(config.launch_timeout_seconds.max(1));
-        match &self.hub {
+        match hub {
             Some(hub) => {
-                if self.hub_major().is_none() {
-                    let _ = self.hub_check().await;
-                }
+                let major = hub.major_version().await;
                 let launched = hub
                     .launch(
                         image,
                         &ready,
                         user.map(|u| (u, config.hub_launch_server)),
-                        self.hub_major(),
+                        major,
                         progress,
                     )
                     .await?;

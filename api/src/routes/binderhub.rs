@@ -336,9 +336,18 @@ async fn stream_build(
     if let Err(e) = spec.check_reachable(state.builds.policy()).await {
         return send(Event::failed(403, e.to_string())).await;
     }
+    // A community with a hub of its own launches there (a missing token fails before building).
+    let community_hub = match (&request.community, request.build_only) {
+        (Some(community), false) => match state.launchers.community_hub(community) {
+            Ok(hub) => hub,
+            Err(e) => return send(Event::failed(e.status_code(), e.to_string())).await,
+        },
+        _ => None,
+    };
     // A launch needs a session: when none is free, nothing is built for it (as BinderHub checks
     // its quota before building).
     if !request.build_only
+        && community_hub.is_none()
         && let Some(refusal) = state.launchers.total_quota_refusal().await
     {
         return send(Event::failed(429, refusal)).await;
@@ -433,6 +442,7 @@ async fn stream_build(
                 max,
             })
         }),
+        hub: community_hub,
     };
     let result = state.launchers.launch(launch, &progress_tx).await;
     drop(progress_tx);

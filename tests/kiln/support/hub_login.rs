@@ -94,13 +94,16 @@ impl Browser {
             .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
             .collect();
         for (_, full) in headers.iter().filter(|(k, _)| k == "set-cookie") {
-            let first = full.split(';').next().unwrap_or_default();
+            let (first, attributes) = full.split_once(';').unwrap_or((full, ""));
             if let Some((name, value)) = first.split_once('=') {
-                let lower = full.to_lowercase();
+                // Only the attributes say whether a cookie is being removed: a value may well
+                // contain "1970" (regression: a signed login cookie was dropped by the jar).
+                let attributes = attributes.to_lowercase();
                 let expired = value.is_empty()
                     || value == "\"\""
-                    || lower.contains("max-age=0")
-                    || lower.contains("1970");
+                    || attributes
+                        .split(';')
+                        .any(|a| a.trim() == "max-age=0" || a.contains("1970"));
                 if expired {
                     self.cookies.remove(name.trim());
                 } else {

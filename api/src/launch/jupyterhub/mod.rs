@@ -40,6 +40,23 @@ pub struct JupyterHub {
     service_name: String,
     /// Servers being launched: the reaper leaves them alone.
     launching: Mutex<HashSet<(String, String)>>,
+    /// Which hub its servers are recorded under: empty for the service's own.
+    store_key: String,
+    /// The hub's version, once read.
+    version: Mutex<Option<String>>,
+}
+
+/// Where a hub is and how kiln calls it.
+pub struct Hub<'a> {
+    /// Its public address, ending in `/`.
+    pub public: &'a str,
+    /// Its API, when not `<public>hub/api/`.
+    pub api: Option<&'a str>,
+    pub token: &'a str,
+    /// The settings these came from, for error messages.
+    pub names: (&'a str, &'a str),
+    /// A community's hub (`Some(id)`): its servers are recorded apart from the service's.
+    pub store_key: Option<&'a str>,
 }
 
 /// A JSON list of names, when it is one.
@@ -58,19 +75,36 @@ impl JupyterHub {
         let (Some(public), Some(token)) = (&config.hub_url, &config.hub_api_token) else {
             return Ok(None);
         };
-        let public_url = url::Url::parse(public).map_err(|e| {
-            ConfigError::Invalid(format!("KILN_HUB_URL={public:?} is not a URL: {e}"))
+        let hub = Hub {
+            public,
+            api: config.hub_api_url.as_deref(),
+            token: token.expose(),
+            names: ("KILN_HUB_URL", "KILN_HUB_API_URL"),
+            store_key: None,
+        };
+        JupyterHub::connect(hub, config, store).map(Some)
+    }
+
+    /// A launcher for one hub: the service's, or a community's (its servers recorded apart).
+    pub fn connect(hub: Hub<'_>, config: &Config, store: Arc<Store>) -> Result<JupyterHub, ConfigError> {
+        let (public, api) = hub.names;
+        let public_url = url::Url::parse(hub.public).map_err(|e| {
+            ConfigError::Invalid(format!("{public}={:?} is not a URL: {e}", hub.public))
         })?;
-        let api_url = config
-            .hub_api_url
-            .clone()
-            .unwrap_or_else(|| format!("{public}hub/api/"));
+        let api_url = hub
+            .api
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}hub/api/", hub.public));
         url::Url::parse(&api_url).map_err(|e| {
-            ConfigError::Invalid(format!("KILN_HUB_API_URL={api_url:?} is not a URL: {e}"))
+            ConfigError::Invalid(format!("{api}={api_url:?} is not a URL: {e}"))
         })?;
-        let client = HubClient::new(api_url, token.clone())
+        let store_key = match hub.store_key {
+            Some(_) => api_url.clone(),
+            None => String::new(),
+        };
+        let client = HubClient::new(api_url, crate::config::Secret::new(hub.token))
             .map_err(|e| ConfigError::Invalid(format!("cannot make an HTTP client: {e}")))?;
-        Ok(Some(JupyterHub {
+        Ok(JupyterHub {
             public_url,
             client,
             launch_timeout: Duration::from_secs(config.launch_timeout_seconds.max(1)),
@@ -78,7 +112,26 @@ impl JupyterHub {
             store,
             service_name: config.hub_service_name.clone(),
             launching: Mutex::new(HashSet::new()),
-        }))
+            store_key,
+            version: Mutex::new(None),
+        })
+    }
+
+    /// The hub's version as last read (by [`JupyterHub::version`]).
+    pub fn known_version(&self) -> Option<String> {
+        self.version
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The hub's major version, asked of the hub when not known yet.
+    pub async fn major_version(&self) -> Option<u64> {
+        let version = match self.known_version() {
+            Some(version) => version,
+            None => self.version().await.ok()?,
+        };
+        kiln_buildpacks::options::major_version(&version)
     }
 
     pub fn api_url(&self) -> &str {
@@ -102,7 +155,7 @@ impl JupyterHub {
             .client
             .call(Method::GET, "", None, Retry::OnServerErrors)
             .await?;
-        answer.body["version"]
+        let version = answer.body["version"]
             .as_str()
             .map(str::to_string)
             .ok_or_else(|| {
@@ -110,7 +163,12 @@ impl JupyterHub {
                     "the hub's API did not give its version ({})",
                     answer.reason()
                 ))
-            })
+            })?;
+        *self
+            .version
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(version.clone());
+        Ok(version)
     }
 
     /// Whether kiln's token is accepted: `Ok(())`, or the reason it is not.

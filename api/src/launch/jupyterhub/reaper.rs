@@ -57,7 +57,7 @@ impl JupyterHub {
     /// One pass of the reaper: the servers kiln started that the hub no longer runs are cleaned up.
     pub async fn reap(&self) {
         let launching = self.launching();
-        let servers = match self.store.hub_servers().await {
+        let servers = match self.store.hub_servers(&self.store_key).await {
             Ok(servers) => servers,
             Err(e) => {
                 tracing::error!("cannot read the hub servers kiln started: {e}");

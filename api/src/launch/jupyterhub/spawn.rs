@@ -60,12 +60,14 @@ impl JupyterHub {
                 },
                 temporary: false,
                 failed: false,
+                hub: self.store_key.clone(),
             },
             None => HubServer {
                 user: launch_name(&fields.repo_url, 32)?,
                 server: String::new(),
                 temporary: true,
                 failed: false,
+                hub: self.store_key.clone(),
             },
         };
         let key = (server.user.clone(), server.server.clone());
