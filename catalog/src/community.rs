@@ -26,6 +26,11 @@ pub struct Community {
     /// `KILN_IMAGE_PREFIX` followed by `<id>-`.
     #[serde(default)]
     pub registry_prefix: Option<String>,
+    /// Host names that name the community (`physics.kiln.example`, with a port when it is
+    /// not the default): a request to one of them is the community's, as if its path started
+    /// with `/communities/<id>/`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     #[serde(default)]
     pub hub: Option<Hub>,
     #[serde(default)]
@@ -133,6 +138,21 @@ impl Default for BuildPolicy {
 
 fn yes() -> bool {
     true
+}
+
+/// Whether `host` is a host name a community may claim: lower-case letters, digits, `-` and `.`,
+/// with an optional `:port`; 1 to 253 characters.
+pub fn valid_host(host: &str) -> bool {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    (1..=253).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !name.starts_with(['.', '-'])
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 /// Whether `id` is a valid community or entry id: `[a-z0-9-]`, 1 to 40 characters, not starting

@@ -19,6 +19,18 @@ pub struct Loaded {
     pub errors: Vec<FileError>,
 }
 
+impl Loaded {
+    /// The community a request's `Host` names: one of its `hosts`, compared without case and
+    /// with or without the port.
+    pub fn by_host(&self, host: &str) -> Option<&Community> {
+        let host = host.to_ascii_lowercase();
+        let bare = host.rsplit_once(':').map_or(host.as_str(), |(name, _)| name);
+        self.communities
+            .values()
+            .find(|c| c.hosts.iter().any(|h| *h == host || *h == bare))
+    }
+}
+
 /// A community file left out, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FileError {
@@ -67,6 +79,24 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, std::io::Error> {
                         message: format!(
                             "community id {:?} is taken by the community {:?} in another file",
                             community.id, first.name
+                        ),
+                    });
+                    continue;
+                }
+                if let Some((host, first)) = community.hosts.iter().find_map(|h| {
+                    loaded
+                        .communities
+                        .values()
+                        .find(|c| c.hosts.contains(h))
+                        .map(|c| (h, c))
+                }) {
+                    loaded.errors.push(FileError {
+                        file: file.clone(),
+                        line: 0,
+                        column: 0,
+                        message: format!(
+                            "host {host:?} is taken by the community {:?} in another file",
+                            first.id
                         ),
                     });
                     continue;
@@ -141,6 +171,18 @@ pub fn parse(text: &str, default_id: &str) -> Result<Community, (Option<usize>, 
             at("registry_prefix"),
             format!(
                 "registry_prefix {prefix:?} must be a registry and a path, such as \"registry.example/physics-\""
+            ),
+        ));
+    }
+    if let Some(host) = community
+        .hosts
+        .iter()
+        .find(|h| !crate::community::valid_host(h))
+    {
+        return Err((
+            text.find(host.as_str()),
+            format!(
+                "host {host:?} must be a lower-case host name with an optional port, such as \"physics.kiln.example\""
             ),
         ));
     }
@@ -308,5 +350,29 @@ label = "Fall 2026 course"
         )
         .unwrap_err();
         assert!(message.contains("token_env"), "{message}");
+    }
+
+    #[test]
+    fn a_host_names_one_community_and_two_files_cannot_claim_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, hosts: &str| {
+            std::fs::write(
+                dir.path().join(name),
+                format!("name = \"N\"\nhosts = [{hosts}]\n"),
+            )
+            .unwrap()
+        };
+        file("a.toml", "\"physics.kiln.example\", \"127.0.0.1:9100\"");
+        file("b.toml", "\"physics.kiln.example\"");
+        file("c.toml", "\"Physics Example\"");
+        let loaded = load_dir(dir.path()).unwrap();
+        assert_eq!(loaded.communities.keys().collect::<Vec<_>>(), ["a"]);
+        assert!(loaded.errors[0].message.contains("host \"physics.kiln.example\" is taken"));
+        assert!(loaded.errors[1].message.contains("lower-case host name"));
+        for host in ["physics.kiln.example", "PHYSICS.kiln.example:443", "127.0.0.1:9100"] {
+            assert_eq!(loaded.by_host(host).map(|c| c.id.as_str()), Some("a"), "{host}");
+        }
+        assert!(loaded.by_host("127.0.0.1:9101").is_none());
+        assert!(loaded.by_host("kiln.example").is_none());
     }
 }

@@ -1200,3 +1200,83 @@ fn a_community_with_its_own_hub_launches_its_sessions_there() {
     });
     crate::support::remove_image(ready["image"].as_str().unwrap());
 }
+
+/// One request to the service with the `Host` a browser would send: status and whole answer.
+fn request_to_host(port: u16, host: &str, path: &str, headers: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
+/// A community named by its host (`hosts`): `build/...` and `profiles` on that host are the
+/// community's routes (its policy, its prefix), while the same paths on the service's own host
+/// stay the service's (in-process, a scripted engine, a real git server).
+#[test]
+fn a_community_named_by_its_host_gets_its_own_build_route_and_profiles() {
+    let server = GitServer::start();
+    server.commit("by-host", &[("README.md", "one\n")], "one");
+    let communities = tempfile::tempdir().unwrap();
+    std::fs::write(
+        communities.path().join("physics.toml"),
+        "name = \"Physics\"\nhosts = [\"physics.kiln.test\"]\nregistry_prefix = \"127.0.0.1:5999/physics-\"\n[build_your_own]\nproviders = [\"git\"]\n",
+    )
+    .unwrap();
+    let engine = crate::support::in_process::ScriptedEngine::building(
+        "kiln/scripted:built",
+        1,
+        Duration::ZERO,
+    );
+    let dir = communities.path().to_path_buf();
+    let service = crate::support::in_process::InProcess::start(engine, move |config| {
+        config.communities_dir = Some(dir);
+    });
+    let port = service.http.port;
+    let sse = "Accept: text/event-stream\r\n";
+    // The community's policy holds on its host: it builds from git only.
+    let (status, answer) = request_to_host(
+        port,
+        "Physics.Kiln.Test:443",
+        "/build/gh/org/repo/HEAD",
+        sse,
+    );
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer.contains("community physics does not build from gh"),
+        "{answer}"
+    );
+    let (status, answer) = request_to_host(port, "physics.kiln.test", "/profiles", "");
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.ends_with("[]"), "no entry yet: {answer}");
+    // Another host: the service's own routes (no profiles of its own; gh is not refused).
+    let (status, _) = request_to_host(port, "kiln.test", "/profiles", "");
+    assert_eq!(status, 404);
+    let (status, answer) = request_to_host(port, "kiln.test", "/build/gh/org/repo/HEAD", sse);
+    assert_eq!(status, 200, "{answer}");
+    assert!(!answer.contains("does not build from gh"), "{answer}");
+    // A build on the community's host goes under its prefix.
+    let spec = crate::support::service::escaped(&server.url("by-host"));
+    let (status, answer) = request_to_host(
+        port,
+        "physics.kiln.test",
+        &format!("/build/git/{spec}/HEAD?build_only=true"),
+        sse,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"phase\":\"ready\""), "{answer}");
+    assert_eq!(
+        service.engine.pushed_to.lock().unwrap().last().cloned(),
+        Some(Some("127.0.0.1:5999/physics-".to_string()))
+    );
+}

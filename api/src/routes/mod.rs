@@ -39,6 +39,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(login::routes())
         .merge(operations::routes())
         .with_state(state.clone());
+    // A host a community claims names it: rewritten before the routes match.
+    let routes = match state.config.communities_dir {
+        None => routes,
+        Some(_) => Router::new().fallback_service(routes).layer(
+            middleware::from_fn_with_state(state.clone(), community_by_host),
+        ),
+    };
     let base = state.config.base_url.clone();
     if base == "/" {
         return routes;
@@ -49,6 +56,44 @@ pub fn router(state: Arc<AppState>) -> Router {
             let base = base.clone();
             async move { under_base(&base, request, next).await }
         }))
+}
+
+/// A request to a host that a community claims (`hosts` in its file) is the community's: its
+/// `build/...` and `profiles` are the community's routes (`communities/<id>/...`), so its badges
+/// and spawn form need no path of their own. Other paths are served as they are.
+async fn community_by_host(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()));
+    let community = host.and_then(|h| state.catalogs.current().by_host(&h).map(|c| c.id.clone()));
+    if let Some(id) = community {
+        let path = request.uri().path();
+        let rewritten = match path.strip_prefix("/build/") {
+            Some(rest) => Some(format!("/communities/{id}/build/{rest}")),
+            None => (path == "/profiles").then(|| format!("/communities/{id}/profiles")),
+        };
+        if let Some(path) = rewritten {
+            let query = request
+                .uri()
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            match format!("{path}{query}").parse::<Uri>() {
+                Ok(uri) => *request.uri_mut() = uri,
+                Err(_) => {
+                    return api_error(StatusCode::BAD_REQUEST, "the request's path is not valid");
+                }
+            }
+        }
+    }
+    next.run(request).await
 }
 
 /// Serve a request whose path starts with `base` as if it started at `/`; the base without its
