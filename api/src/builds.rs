@@ -413,24 +413,7 @@ impl Builds {
             permit = self.queue.clone().acquire_owned() => permit.ok(),
             _ = shared.cancel.cancelled() => None,
         };
-        let (image_name, push) = match target {
-            Some(target) => (target.image_name, target.push),
-            None => (None, self.settings.push.clone()),
-        };
-        let request = BuildRequest {
-            source: Some(spec.source.clone()),
-            reference: Some(spec.reference.clone()),
-            default_branch_fallback: true,
-            image_name,
-            push,
-            ca_bundle: self.settings.ca_bundle.clone(),
-            plan_options: self.settings.plan_options.clone(),
-            mirrors: self.settings.mirrors.clone(),
-            image_slug: spec.image_slug.clone(),
-            fetch: self.settings.fetch.clone(),
-            resources: self.settings.resources.clone(),
-            ..BuildRequest::default()
-        };
+        let request = self.request_for(&spec, target);
         let max_age = self.settings.max_age.max(Duration::from_secs(1));
         // The build's future owns its connection to the engine: dropping it (on the deadline, or
         // when the operator cancels) ends the engine's build.
@@ -467,6 +450,29 @@ impl Builds {
         *lock(&shared.image) = image.clone();
         self.finished(&key, &shared, image, reason, started_at)
             .await;
+    }
+
+    /// The builder's request for a spec, with the service's settings; pushed where `target`
+    /// says (else where the service pushes).
+    pub fn request_for(&self, spec: &Spec, target: Option<Target>) -> BuildRequest {
+        let (image_name, push) = match target {
+            Some(target) => (target.image_name, target.push),
+            None => (None, self.settings.push.clone()),
+        };
+        BuildRequest {
+            source: Some(spec.source.clone()),
+            reference: Some(spec.reference.clone()),
+            default_branch_fallback: true,
+            image_name,
+            push,
+            ca_bundle: self.settings.ca_bundle.clone(),
+            plan_options: self.settings.plan_options.clone(),
+            mirrors: self.settings.mirrors.clone(),
+            image_slug: spec.image_slug.clone(),
+            fetch: self.settings.fetch.clone(),
+            resources: self.settings.resources.clone(),
+            ..BuildRequest::default()
+        }
     }
 
     /// A build in flight, by id.

@@ -49,6 +49,19 @@ pub trait ContainerEngine: Send + Sync {
     /// The engine's id of an image (the digest of its configuration), `None` when it has none.
     async fn image_id(&self, image: &str) -> Result<Option<String>, BuildError>;
 
+    /// Solve the request's conda environment again (fetching its source, building nothing) and
+    /// compare with the lock `image` holds (a catalogue entry's `rebuild.lock_change`).
+    async fn relock(
+        &self,
+        request: BuildRequest,
+        image: &str,
+    ) -> Result<kiln_builder::build::Relocked, BuildError> {
+        let _ = (request, image);
+        Err(BuildError::Invalid(
+            "this engine cannot re-solve environments".into(),
+        ))
+    }
+
     /// Run `argv` in a new container of `image`, without a network (a catalogue version's smoke
     /// test); an image the engine lacks is pulled first with `credentials`.
     async fn run_command(
@@ -71,6 +84,15 @@ impl ContainerEngine for Engine {
         sink: &mut dyn EventSink,
     ) -> Result<Built, BuildError> {
         kiln_builder::build(self, Arc::new(LibGit), request, sink).await
+    }
+
+    async fn relock(
+        &self,
+        request: BuildRequest,
+        image: &str,
+    ) -> Result<kiln_builder::build::Relocked, BuildError> {
+        let mut quiet = |_: kiln_builder::Event| {};
+        kiln_builder::build::relock(self, Arc::new(LibGit), &request, image, &mut quiet).await
     }
 
     async fn ping(&self) -> bool {

@@ -122,6 +122,17 @@ pub async fn registry_digests(
     registry: &Registry,
     image: &str,
 ) -> Result<Option<Digests>, BuildError> {
+    Ok(registry_labels(registry, image)
+        .await?
+        .and_then(|labels| Digests::from_labels(&labels)))
+}
+
+/// An image's labels in its registry (`None` for an index of several platforms, which has no one
+/// configuration).
+pub async fn registry_labels(
+    registry: &Registry,
+    image: &str,
+) -> Result<Option<HashMap<String, String>>, BuildError> {
     let (manifest, _) = registry.pull_manifest(image).await?;
     let manifest: serde_json::Value = serde_json::from_slice(&manifest)
         .map_err(|e| BuildError::Invalid(format!("{image}: its manifest is not JSON: {e}")))?;
@@ -135,7 +146,7 @@ pub async fn registry_digests(
         })?;
     let labels: HashMap<String, String> =
         serde_json::from_value(config["config"]["Labels"].clone()).unwrap_or_default();
-    Ok(Digests::from_labels(&labels))
+    Ok(Some(labels))
 }
 
 /// A tar of `entries` (directories end in `/`; root-owned; files 0644, directories 0755).

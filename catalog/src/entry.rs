@@ -64,6 +64,11 @@ pub struct Rebuild {
     /// The base image is not the one the last version was built on.
     #[serde(default = "yes")]
     pub base_change: bool,
+    /// Re-solving the environment's unpinned conda dependencies (environment.yml without a
+    /// lock) gives another lock than the newest version holds. Each check then fetches the
+    /// repository and solves (no build), so it is off unless asked for.
+    #[serde(default)]
+    pub lock_change: bool,
 }
 
 impl Default for Rebuild {
@@ -72,6 +77,7 @@ impl Default for Rebuild {
             schedule: None,
             ref_change: true,
             base_change: true,
+            lock_change: false,
         }
     }
 }

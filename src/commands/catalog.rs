@@ -339,11 +339,7 @@ fn validate(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot read {}", path.display()))?;
             for (id, community) in &loaded.communities {
                 good += 1;
-                println!(
-                    "{id}: {} ({} entries)",
-                    community.name,
-                    community.entries.len()
-                );
+                println!("{id}: {}", described(community));
             }
             for e in &loaded.errors {
                 problems += 1;
@@ -353,12 +349,7 @@ fn validate(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
             match kiln_catalog::load::load_file(path) {
                 Ok(community) => {
                     good += 1;
-                    println!(
-                        "{}: {} ({} entries)",
-                        community.id,
-                        community.name,
-                        community.entries.len()
-                    );
+                    println!("{}: {}", community.id, described(&community));
                 }
                 Err(e) => {
                     problems += 1;
@@ -492,4 +483,11 @@ impl Client {
         );
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// A community's name and how many entries it has, as `validate` lists it.
+fn described(community: &kiln_catalog::Community) -> String {
+    let n = community.entries.len();
+    let entries = if n == 1 { "entry" } else { "entries" };
+    format!("{} ({n} {entries})", community.name)
 }

@@ -1280,3 +1280,129 @@ fn a_community_named_by_its_host_gets_its_own_build_route_and_profiles() {
         Some(Some("127.0.0.1:5999/physics-".to_string()))
     );
 }
+
+/// A copy of the fixture channel whose `noarch` repodata lists only the packages `keep` admits
+/// (the package files are links to the fixture's; no sharded or compressed repodata, so a client
+/// reads the JSON the test writes).
+fn channel_copy(dir: &std::path::Path, keep: impl Fn(&str) -> bool) {
+    let fixture = crate::support::conda::channel_dir();
+    let noarch = dir.join("noarch");
+    std::fs::create_dir_all(&noarch).unwrap();
+    if !dir.join("linux-64").exists() {
+        std::os::unix::fs::symlink(fixture.join("linux-64"), dir.join("linux-64")).unwrap();
+        for file in std::fs::read_dir(fixture.join("noarch")).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_some_and(|x| x == "conda" || x == "bz2") {
+                std::os::unix::fs::symlink(&path, noarch.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let text = std::fs::read_to_string(fixture.join("noarch/repodata.json")).unwrap();
+    let mut repodata: Value = serde_json::from_str(&text).unwrap();
+    for table in ["packages", "packages.conda"] {
+        if let Some(packages) = repodata[table].as_object_mut() {
+            packages.retain(|file, _| keep(file));
+        }
+    }
+    std::fs::write(noarch.join("repodata.json"), repodata.to_string()).unwrap();
+}
+
+/// `rebuild.lock_change`: a check re-solves the entry's environment.yml (unpinned `kiln-greet`)
+/// without building; the same lock builds nothing, and once the channel (a loopback server of
+/// fixture packages standing in for conda-forge) offers kiln-greet 0.2.0, the check builds a
+/// version whose image has it, though the repository did not change.
+#[test]
+fn a_conda_entry_is_rebuilt_when_re_solving_gives_another_lock() {
+    require_engine();
+    let channel_dir = tempfile::tempdir().unwrap();
+    channel_copy(channel_dir.path(), |file| !file.starts_with("kiln-greet-0.2.0"));
+    let channel = crate::support::conda::ChannelServer::serve_uncached(channel_dir.path());
+    let git = GitServer::start();
+    git.commit(
+        "relock",
+        &[(
+            "environment.yml",
+            "channels: [conda-forge]\ndependencies:\n  - python=3.11\n  - pip\n  - kiln-greet\n  - kiln-hello\n",
+        )],
+        "an environment with an unpinned package",
+    );
+    let communities = tempfile::tempdir().unwrap();
+    std::fs::write(
+        communities.path().join("lab.toml"),
+        format!(
+            "name = \"Lab\"\n\n[[entry]]\nslug = \"conda\"\nname = \"Conda\"\nsource = \"{}\"\nref = \"main\"\nsmoke = [\"python\", \"-c\", \"import kiln_greet\"]\nrebuild = {{ lock_change = true }}\n",
+            git.url("relock")
+        ),
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let service = Service::start_with(
+        &state.path().join("state.db"),
+        &[
+            ("KILN_COMMUNITIES_DIR", communities.path().to_str().unwrap()),
+            ("KILN_BUILD_TOKEN", OPERATOR),
+            (
+                "KILN_CONDA_MIRRORS",
+                &format!("conda-forge={}", channel.url()),
+            ),
+            ("KILN_CONDA_CACHE", channel.cache_dir().to_str().unwrap()),
+        ],
+    );
+    let catalog = wait_for_checks(&service, "lab", 1);
+    let first = &entry(&catalog, "conda")["versions"][0];
+    assert_eq!(first["state"], "promoted", "{catalog:#}");
+    let greet = |image: &str| {
+        crate::support::in_image(
+            image,
+            &[
+                "python",
+                "-c",
+                "import kiln_greet; print(kiln_greet.__version__)",
+            ],
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(greet(first["image"].as_str().unwrap()), "0.1.0");
+
+    let check = || {
+        let (status, report) = request_as(
+            &service.http,
+            "POST",
+            "/api/communities/lab/entries/conda/check?wait=true",
+            Some(OPERATOR),
+            None,
+        );
+        assert_eq!(status, 200, "{report}");
+        report
+    };
+    let report = check();
+    assert_eq!(report["outcome"], "nothing", "{report}");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("re-solving the environment gives version 1's lock again"),
+        "{report}"
+    );
+
+    // The channel now offers kiln-greet 0.2.0: the same commit re-solves to another lock.
+    channel_copy(channel_dir.path(), |_| true);
+    let report = check();
+    assert_eq!(report["outcome"], "built", "{report}");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("re-solving the environment gives another lock than version 1's"),
+        "{report}"
+    );
+    let second = &report["version"];
+    assert_eq!(second["number"], 2, "{report}");
+    assert_eq!(second["state"], "promoted", "{report}");
+    assert_eq!(second["commit"], first["commit"], "the repository did not change");
+    assert_eq!(greet(second["image"].as_str().unwrap()), "0.2.0");
+    for version in [first, second] {
+        crate::conda_build::remove_with_conda(version["image"].as_str().unwrap());
+    }
+}

@@ -27,7 +27,7 @@ fn in_image(image: &str, script: &str) -> String {
 }
 
 /// Remove a final image and the conda image kiln made for it.
-fn remove_with_conda(image: &str) {
+pub(crate) fn remove_with_conda(image: &str) {
     let key = label(image, "io.kiln.environment-key");
     if let Some(hex) = key.strip_prefix("sha256:") {
         remove_image(&format!("kiln/conda-environment:{hex}"));

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kiln_builder::build::Relocked;
 use kiln_builder::{Phase, PushSettings, Source};
 use kiln_catalog::{Check, Community, Decision, Entry, Observed, Promotion, State, Version};
 use serde::Serialize;
@@ -224,7 +225,26 @@ async fn check_holding(
     let reason = match (rebuild, kiln_catalog::decide(entry, newest, &observed)) {
         (true, _) => "an admin asked for a rebuild".to_string(),
         (false, Decision::Build { reason }) => reason,
-        (false, Decision::Nothing { reason }) => return Ok(("nothing", reason, None)),
+        (false, Decision::Nothing { reason }) => match newest {
+            Some(newest) if entry.rebuild.lock_change => {
+                match lock_check(state, community, &spec, newest).await {
+                    Ok(LockCheck::Moved(moved)) => moved,
+                    Ok(LockCheck::Same(note)) => {
+                        return Ok(("nothing", format!("{reason}; {note}"), None));
+                    }
+                    Err(message) => {
+                        return Ok((
+                            "failed",
+                            format!(
+                                "cannot re-solve the environment (rebuild.lock_change): {message}; the last good version stays offered"
+                            ),
+                            None,
+                        ));
+                    }
+                }
+            }
+            _ => return Ok(("nothing", reason, None)),
+        },
     };
     within_quota(state, community).await?;
     let version = build_version(state, community, entry, &spec, &observed, &reason).await?;
@@ -250,6 +270,68 @@ async fn check_holding(
         "built"
     };
     Ok((outcome, message, Some(version)))
+}
+
+/// What re-solving an entry's environment found.
+enum LockCheck {
+    /// Another lock: the reason to build.
+    Moved(String),
+    /// Nothing to build: why.
+    Same(String),
+}
+
+/// `rebuild.lock_change`: solve the newest version's commit again (fetching it, building
+/// nothing) and compare with the conda lock its image holds.
+async fn lock_check(
+    state: &AppState,
+    community: &Community,
+    spec: &crate::spec::Spec,
+    newest: &Version,
+) -> Result<LockCheck, String> {
+    let mut spec = spec.clone();
+    if matches!(spec.source, Source::Git(_)) {
+        spec.reference = newest.commit.clone();
+    }
+    let push = community_push(state, community).map_err(|e| e.to_string())?;
+    let target = Target {
+        image_name: None,
+        push,
+    };
+    let request = state.builds.request_for(&spec, Some(target));
+    let relocked = state
+        .engine
+        .relock(request, &newest.image)
+        .await
+        .map_err(|e| e.to_string())?;
+    let n = newest.number;
+    Ok(match relocked {
+        Relocked::NoConda => LockCheck::Same(
+            "the environment has no conda part to re-solve (rebuild.lock_change re-solves environment.yml; pip's requirements are resolved when an image is built)".into(),
+        ),
+        Relocked::Shipped(path) => LockCheck::Same(format!(
+            "its lock {path} pins every package, so re-solving cannot change it"
+        )),
+        Relocked::Solved {
+            digest,
+            packages,
+            image_digest,
+        } if image_digest.as_ref() == Some(&digest) => LockCheck::Same(format!(
+            "re-solving the environment gives version {n}'s lock again ({packages} packages)"
+        )),
+        Relocked::Solved {
+            digest,
+            packages,
+            image_digest,
+        } => LockCheck::Moved(format!(
+            "re-solving the environment gives another lock than version {n}'s ({packages} packages, {} instead of {})",
+            short_digest(&digest),
+            image_digest.as_deref().map_or("none recorded", short_digest)
+        )),
+    })
+}
+
+fn short_digest(digest: &str) -> &str {
+    digest.get(..19).unwrap_or(digest)
 }
 
 /// What the entry's ref names now, and the base image's id.

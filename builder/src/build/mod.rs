@@ -17,6 +17,7 @@ mod job;
 mod labels;
 mod locked;
 mod push;
+mod relock;
 mod strategy;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,7 @@ pub use labels::{
     LABEL_SOURCE, LABEL_VERSION, rfc3339,
 };
 pub use push::PushSettings;
+pub use relock::{Relocked, relock};
 pub use strategy::{Facts, Strategy, decide};
 
 /// What to build.
@@ -164,41 +166,7 @@ async fn run(
 
     // 1. Resolve: an image built from this commit (or record version) is reused before anything
     //    is fetched.
-    let record = match &source {
-        Source::Record(spec) => {
-            Some(crate::records::resolve(spec, &request.fetch, &request.fetch.records, sink).await?)
-        }
-        _ => None,
-    };
-    let (source, resolved) = match &record {
-        Some(record) => {
-            sink.emit(Event::new(
-                Phase::Fetching,
-                format!(
-                    "Resolved to record {} ({} files)",
-                    record.version,
-                    record.files.len()
-                ),
-            ));
-            let resolved = crate::git::Resolved {
-                commit: record.version.clone(),
-                ref_name: None,
-            };
-            (Source::Record(record.source.clone()), Some(resolved))
-        }
-        None => {
-            let resolved = checkout::resolve(
-                &git,
-                &source,
-                request.reference.as_deref(),
-                request.default_branch_fallback,
-                &request.fetch,
-                sink,
-            )
-            .await?;
-            (source, resolved)
-        }
-    };
+    let (source, resolved, record) = resolve(&git, request, source, sink).await?;
     let source_url = match (&source, &record) {
         (Source::Git(git_source), _) => Some(git_source.url.clone()),
         (_, Some(record)) => Some(record.url.clone()),
@@ -281,6 +249,58 @@ async fn run(
         contents: carried.contents,
     };
     Ok((built, carried.message))
+}
+
+/// What the request's source names now: a record's version (with its files), or a git commit.
+async fn resolve(
+    git: &Arc<dyn GitBackend>,
+    request: &BuildRequest,
+    source: Source,
+    sink: &mut dyn EventSink,
+) -> Result<
+    (
+        Source,
+        Option<crate::git::Resolved>,
+        Option<crate::records::Record>,
+    ),
+    BuildError,
+> {
+    let record = match &source {
+        Source::Record(spec) => {
+            Some(crate::records::resolve(spec, &request.fetch, &request.fetch.records, sink).await?)
+        }
+        _ => None,
+    };
+    let (source, resolved) = match &record {
+        Some(record) => {
+            sink.emit(Event::new(
+                Phase::Fetching,
+                format!(
+                    "Resolved to record {} ({} files)",
+                    record.version,
+                    record.files.len()
+                ),
+            ));
+            let resolved = crate::git::Resolved {
+                commit: record.version.clone(),
+                ref_name: None,
+            };
+            (Source::Record(record.source.clone()), Some(resolved))
+        }
+        None => {
+            let resolved = checkout::resolve(
+                git,
+                &source,
+                request.reference.as_deref(),
+                request.default_branch_fallback,
+                &request.fetch,
+                sink,
+            )
+            .await?;
+            (source, resolved)
+        }
+    };
+    Ok((source, resolved, record))
 }
 
 /// Whether the image of a commit exists: in the registry when pushing, else in the engine with

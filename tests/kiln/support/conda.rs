@@ -38,11 +38,21 @@ impl ChannelServer {
 
     /// Any folder laid out as a channel.
     pub fn serve(dir: &Path) -> ChannelServer {
+        ChannelServer::serve_with(dir, &[])
+    }
+
+    /// A folder whose channel the test changes: every answer says `Cache-Control: no-cache`.
+    pub fn serve_uncached(dir: &Path) -> ChannelServer {
+        ChannelServer::serve_with(dir, &["no-cache"])
+    }
+
+    fn serve_with(dir: &Path, args: &[&str]) -> ChannelServer {
         let port = super::free_port();
         let child = Command::new("python3")
             .arg(format!("{}{SERVE_CHANNEL}", env!("CARGO_MANIFEST_DIR")))
             .arg(port.to_string())
             .arg(dir)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,0 +1,94 @@
+//! Re-solving a repository's unpinned conda dependencies without building: does the solve today
+//! give the lock an earlier image holds? A catalogue entry with `rebuild.lock_change` asks this on
+//! each check, and builds a new version only when the answer is no.
+//!
+//! The solve is the build's own (the same channels, mirrors and virtual packages of the base
+//! image), on the host; only the repository is fetched, and nothing runs in a container. pip's
+//! requirements are resolved inside the image, so they are not re-solved here.
+
+use std::sync::Arc;
+
+use super::{BuildRequest, checkout, conda_stage, labels::LABEL_CONDA_LOCK_DIGEST};
+use crate::engine::Engine;
+use crate::error::BuildError;
+use crate::events::EventSink;
+use crate::git::GitBackend;
+
+/// What re-solving found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Relocked {
+    /// The plan has no conda environment (pip, R or a Dockerfile: nothing re-solved here).
+    NoConda,
+    /// The repository ships its lock (this path): the lock cannot move.
+    Shipped(String),
+    /// Solved again.
+    Solved {
+        /// The new lock's digest (`sha256:...`) and its number of packages.
+        digest: String,
+        packages: usize,
+        /// The lock digest the image's label gives, when it has one.
+        image_digest: Option<String>,
+    },
+}
+
+impl Relocked {
+    /// Whether the solve gives another lock than the image's.
+    pub fn differs(&self) -> bool {
+        matches!(self, Relocked::Solved { digest, image_digest, .. } if image_digest.as_ref() != Some(digest))
+    }
+}
+
+/// Fetch the request's source at its reference, plan it, and solve its conda environment again;
+/// the result is compared with the lock digest of `image` (read from the registry when the
+/// request pushes, else from the engine).
+pub async fn relock(
+    engine: &Engine,
+    git: Arc<dyn GitBackend>,
+    request: &BuildRequest,
+    image: &str,
+    sink: &mut dyn EventSink,
+) -> Result<Relocked, BuildError> {
+    let source = request
+        .source
+        .clone()
+        .ok_or_else(|| BuildError::Invalid("no source given".into()))?;
+    let (source, resolved, record) = super::resolve(&git, request, source, sink).await?;
+    let mut checkout = checkout::fetch(
+        &git,
+        &source,
+        resolved,
+        record.as_ref(),
+        &request.fetch,
+        sink,
+    )
+    .await?;
+    if let Some(subdir) = &request.subdir {
+        checkout.dir = checkout::subdir(&checkout.dir, subdir)?;
+    }
+    let mut plan = kiln_buildpacks::plan(&checkout.dir, &request.plan_options)?;
+    let shipped = plan
+        .layers()
+        .and_then(|l| l.environment.conda.as_ref())
+        .map(|c| c.lock_file.clone());
+    match shipped {
+        None => return Ok(Relocked::NoConda),
+        Some(Some(path)) => return Ok(Relocked::Shipped(path)),
+        Some(None) => {}
+    }
+    let unlocked = BuildRequest {
+        locked: None,
+        ..request.clone()
+    };
+    let Some((lock, _)) = conda_stage::lock(engine, &unlocked, &mut plan, sink).await? else {
+        return Ok(Relocked::NoConda);
+    };
+    let labels = match &request.push {
+        Some(push) => crate::contents::registry_labels(&push.registry, image).await?,
+        None => engine.image_labels(image).await?,
+    };
+    Ok(Relocked::Solved {
+        digest: lock.digest(),
+        packages: lock.packages.len(),
+        image_digest: labels.and_then(|mut l| l.remove(LABEL_CONDA_LOCK_DIGEST)),
+    })
+}
