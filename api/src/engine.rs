@@ -62,13 +62,15 @@ pub trait ContainerEngine: Send + Sync {
         ))
     }
 
-    /// Run `argv` in a new container of `image`, without a network (a catalogue version's smoke
-    /// test); an image the engine lacks is pulled first with `credentials`.
+    /// Run `argv` in a new container of `image`, without a network and held to `resources` (a
+    /// catalogue version's smoke test); an image the engine lacks is pulled first with
+    /// `credentials`.
     async fn run_command(
         &self,
         image: &str,
         argv: &[String],
         timeout: std::time::Duration,
+        resources: &kiln_builder::engine::Resources,
         credentials: Option<kiln_builder::engine::DockerCredentials>,
     ) -> Result<kiln_builder::engine::CommandOutput, BuildError>;
 }
@@ -137,11 +139,12 @@ impl ContainerEngine for Engine {
         image: &str,
         argv: &[String],
         timeout: std::time::Duration,
+        resources: &kiln_builder::engine::Resources,
         credentials: Option<kiln_builder::engine::DockerCredentials>,
     ) -> Result<kiln_builder::engine::CommandOutput, BuildError> {
         if self.inspect_image(image).await?.is_none() {
             Engine::pull(self, image, credentials).await?;
         }
-        Engine::run_command(self, image, argv, timeout, MAX_COMMAND_OUTPUT).await
+        Engine::run_command(self, image, argv, timeout, MAX_COMMAND_OUTPUT, resources).await
     }
 }

@@ -187,7 +187,13 @@ pub async fn collect(
         kiln_sbom::collect::default_script(),
     ];
     let output = engine
-        .run_command(image, &argv, COLLECT_TIMEOUT, COLLECT_MAX_OUTPUT)
+        .run_command(
+            image,
+            &argv,
+            COLLECT_TIMEOUT,
+            COLLECT_MAX_OUTPUT,
+            &crate::engine::Resources::default(),
+        )
         .await?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let contents = kiln_sbom::parse_collected(&stdout, meta).map_err(|e| {

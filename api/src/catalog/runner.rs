@@ -617,7 +617,13 @@ async fn smoke_test(
     let credentials = push.and_then(PushSettings::docker_credentials);
     let result = state
         .engine
-        .run_command(&version.image, &entry.smoke, SMOKE_TIMEOUT, credentials)
+        .run_command(
+            &version.image,
+            &entry.smoke,
+            SMOKE_TIMEOUT,
+            &crate::launch::session_resources(&state.config),
+            credentials,
+        )
         .await;
     let command = entry.smoke.join(" ");
     match result {

@@ -194,6 +194,21 @@ impl CommunitySessions {
     }
 }
 
+/// What a local session may use (`KILN_SESSION_MEMORY_LIMIT`, `..._CPU_LIMIT`, `..._PIDS_LIMIT`),
+/// with every capability dropped; a catalogue's smoke tests run within the same.
+pub fn session_resources(config: &Config) -> kiln_builder::engine::Resources {
+    kiln_builder::engine::Resources {
+        memory: i64::try_from(config.session_memory_limit)
+            .ok()
+            .filter(|m| *m > 0),
+        nano_cpus: Some((config.session_cpu_limit * 1e9) as i64).filter(|c| *c > 0),
+        pids: i64::try_from(config.session_pids_limit)
+            .ok()
+            .filter(|p| *p > 0),
+        locked_down: true,
+    }
+}
+
 impl Launchers {
     pub fn new(
         config: Arc<Config>,
@@ -201,16 +216,7 @@ impl Launchers {
         engine: Arc<dyn ContainerEngine>,
         metrics: Arc<Metrics>,
     ) -> Result<Launchers, crate::error::ConfigError> {
-        let resources = kiln_builder::engine::Resources {
-            memory: i64::try_from(config.session_memory_limit)
-                .ok()
-                .filter(|m| *m > 0),
-            nano_cpus: Some((config.session_cpu_limit * 1e9) as i64).filter(|c| *c > 0),
-            pids: i64::try_from(config.session_pids_limit)
-                .ok()
-                .filter(|p| *p > 0),
-            locked_down: true,
-        };
+        let resources = session_resources(&config);
         Ok(Launchers {
             local: Arc::new(Local::new(
                 engine,

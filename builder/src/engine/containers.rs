@@ -23,6 +23,26 @@ pub struct Resources {
     pub locked_down: bool,
 }
 
+/// A container's host settings on `network`, held to `r`.
+fn limited(network: Option<String>, r: &Resources) -> HostConfig {
+    let mut host_config = HostConfig {
+        network_mode: network,
+        memory: r.memory,
+        memory_swap: r.memory,
+        nano_cpus: r.nano_cpus,
+        pids_limit: r.pids,
+        // An init process reaps orphans: without one, the zombies of a fork bomb keep the
+        // container's process slots forever.
+        init: Some(true),
+        ..Default::default()
+    };
+    if r.locked_down {
+        host_config.cap_drop = Some(vec!["ALL".into()]);
+        host_config.security_opt = Some(vec!["no-new-privileges:true".into()]);
+    }
+    host_config
+}
+
 /// One container to create.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerSpec {
@@ -55,6 +75,7 @@ impl Engine {
         argv: &[String],
         timeout: std::time::Duration,
         max_output: usize,
+        resources: &Resources,
     ) -> Result<CommandOutput, BuildError> {
         let (entrypoint, cmd) = argv
             .split_first()
@@ -64,11 +85,7 @@ impl Engine {
             entrypoint: Some(vec![entrypoint.clone()]),
             cmd: Some(cmd.to_vec()),
             network_disabled: Some(true),
-            host_config: Some(HostConfig {
-                network_mode: Some("none".into()),
-                init: Some(true),
-                ..Default::default()
-            }),
+            host_config: Some(limited(Some("none".into()), resources)),
             ..Default::default()
         };
         let created = self
@@ -118,22 +135,7 @@ impl Engine {
 
     /// Create and start a container; returns its id. A container that cannot start is removed.
     pub async fn start_container(&self, spec: &ContainerSpec) -> Result<String, BuildError> {
-        let r = &spec.resources;
-        let mut host_config = HostConfig {
-            network_mode: self.settings.network.clone(),
-            memory: r.memory,
-            memory_swap: r.memory,
-            nano_cpus: r.nano_cpus,
-            pids_limit: r.pids,
-            // An init process reaps orphans: without one, the zombies of a fork bomb keep the
-            // session's process slots forever.
-            init: Some(true),
-            ..Default::default()
-        };
-        if r.locked_down {
-            host_config.cap_drop = Some(vec!["ALL".into()]);
-            host_config.security_opt = Some(vec!["no-new-privileges:true".into()]);
-        }
+        let mut host_config = limited(self.settings.network.clone(), &spec.resources);
         if !spec.publish.is_empty() {
             host_config.port_bindings = Some(
                 spec.publish

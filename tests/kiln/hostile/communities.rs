@@ -156,3 +156,72 @@ fn a_credential_in_a_catalogue_source_never_reaches_the_catalogue_or_the_profile
         assert!(!body.contains("s3cret-token"), "{path}: {body}");
     }
 }
+
+/// A catalogue entry whose smoke test tries to take the service's machine: one allocates a
+/// gigabyte, one forks two hundred processes. Smoke tests run within a session's limits (here
+/// `KILN_SESSION_MEMORY_LIMIT=256m`, `KILN_SESSION_PIDS_LIMIT=64`, on the real engine), so both
+/// are stopped and their versions are broken, never offered.
+#[test]
+fn a_smoke_test_that_hogs_memory_or_forks_without_end_is_held_to_a_sessions_limits() {
+    crate::support::require_engine();
+    let git = crate::support::GitServer::start();
+    git.example("python-default", "smoke-hog");
+    let source = git.url("smoke-hog");
+    let communities = tempfile::tempdir().unwrap();
+    let hog = r#"["python", "-c", "b = bytearray(1 << 30); print('allocated a gigabyte')"]"#;
+    let forks = r#"["python", "-c", "import os, time\nfor i in range(200):\n    if os.fork() == 0:\n        time.sleep(30)\n        os._exit(0)\nprint('forked 200')"]"#;
+    std::fs::write(
+        communities.path().join("lab.toml"),
+        format!(
+            "name = \"Lab\"\n\n[[entry]]\nslug = \"hog\"\nname = \"Hog\"\nsource = \"{source}\"\nsmoke = {hog}\n\n[[entry]]\nslug = \"forks\"\nname = \"Forks\"\nsource = \"{source}\"\nsmoke = {forks}\n"
+        ),
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let service = crate::support::service::Service::start_with(
+        &state.path().join("state.db"),
+        &[
+            ("KILN_COMMUNITIES_DIR", communities.path().to_str().unwrap()),
+            ("KILN_SESSION_MEMORY_LIMIT", "256m"),
+            ("KILN_SESSION_PIDS_LIMIT", "64"),
+        ],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(900);
+    let catalog = loop {
+        let (_, catalog) = service.json("GET", "/api/communities/lab/catalog", None);
+        let entries = catalog["entries"].as_array().cloned().unwrap_or_default();
+        if entries.len() == 2 && entries.iter().all(|e| !e["last_check"].is_null()) {
+            break catalog;
+        }
+        assert!(std::time::Instant::now() < deadline, "{catalog:#}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let version = |slug: &str| {
+        catalog["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["slug"] == slug)
+            .map(|e| e["versions"][0].clone())
+            .unwrap()
+    };
+    let (hog, forks) = (version("hog"), version("forks"));
+    assert_eq!(hog["state"], "broken", "{catalog:#}");
+    assert!(
+        hog["reason"].as_str().unwrap().contains("exited 137"),
+        "killed at its memory limit: {hog:#}"
+    );
+    assert_eq!(forks["state"], "broken", "{catalog:#}");
+    assert!(
+        forks["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Resource temporarily unavailable"),
+        "stopped at its process limit: {forks:#}"
+    );
+    let (_, profiles) = service.json("GET", "/communities/lab/profiles", None);
+    assert_eq!(profiles, serde_json::json!([]), "nothing offered");
+    for v in [hog, forks] {
+        crate::support::remove_image(v["image"].as_str().unwrap());
+    }
+}

@@ -164,6 +164,7 @@ impl ContainerEngine for ScriptedEngine {
         image: &str,
         argv: &[String],
         _timeout: Duration,
+        _resources: &kiln_builder::engine::Resources,
         _credentials: Option<kiln_builder::engine::DockerCredentials>,
     ) -> Result<kiln_builder::engine::CommandOutput, BuildError> {
         Ok(kiln_builder::engine::CommandOutput {
