@@ -39,6 +39,8 @@ pub struct Community {
     pub quotas: Quotas,
     #[serde(default)]
     pub build_your_own: BuildPolicy,
+    #[serde(default)]
+    pub retention: Retention,
     /// The catalogue, `[[entry]]` tables.
     #[serde(default, rename = "entry")]
     pub entries: Vec<Entry>,
@@ -111,6 +113,20 @@ pub struct Quotas {
     #[serde(default)]
     pub sessions: Option<usize>,
 }
+
+/// When the service deletes, on its own, the images no version keeps (as `POST
+/// .../retention?apply=true` does when an admin asks).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Five-field cron, UTC (`"0 4 * * 0"`: Sundays at 04:00). None: only when asked.
+    #[serde(default)]
+    pub schedule: Option<String>,
+}
+
+/// The key under which retention's runs are recorded and held beside the entries' checks (not a
+/// valid entry slug, so it names no entry).
+pub const RETENTION_KEY: &str = "@retention";
 
 /// What "build your own" admits for the community's users.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

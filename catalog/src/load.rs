@@ -186,6 +186,11 @@ pub fn parse(text: &str, default_id: &str) -> Result<Community, (Option<usize>, 
             ),
         ));
     }
+    if let Some(schedule) = &community.retention.schedule
+        && let Err(e) = crate::schedule::Schedule::parse(schedule)
+    {
+        return Err((text.find(schedule.as_str()), format!("[retention] {e}")));
+    }
     if let Some(hub) = &community.hub {
         for (field, address) in [("url", Some(&hub.url)), ("api_url", hub.api_url.as_ref())] {
             let Some(address) = address else { continue };
@@ -374,5 +379,15 @@ label = "Fall 2026 course"
         }
         assert!(loaded.by_host("127.0.0.1:9101").is_none());
         assert!(loaded.by_host("kiln.example").is_none());
+    }
+
+    #[test]
+    fn a_retention_schedule_must_be_cron() {
+        let c = parse("name = \"L\"\n[retention]\nschedule = \"0 4 * * 0\"\n", "l").unwrap();
+        assert_eq!(c.retention.schedule.as_deref(), Some("0 4 * * 0"));
+        let (offset, message) =
+            parse("name = \"L\"\n[retention]\nschedule = \"weekly\"\n", "l").unwrap_err();
+        assert!(message.starts_with("[retention]"), "{message}");
+        assert!(offset.is_some());
     }
 }

@@ -1406,3 +1406,70 @@ fn a_conda_entry_is_rebuilt_when_re_solving_gives_another_lock() {
         crate::conda_build::remove_with_conda(version["image"].as_str().unwrap());
     }
 }
+
+/// `[retention] schedule`: the service deletes on its own, when the schedule is due (every
+/// minute here, on the real clock), the images no version keeps: a broken version's image goes
+/// from the registry, the offered one stays, and the run is shown in the catalogue.
+#[test]
+fn a_communitys_retention_runs_on_its_schedule_and_deletes_only_what_nobody_keeps() {
+    require_engine();
+    let registry = Registry::start(None);
+    let server = GitServer::start();
+    server.example("python-default", "retained");
+    let communities = tempfile::tempdir().unwrap();
+    std::fs::write(
+        communities.path().join("tidy.toml"),
+        format!(
+            "name = \"Tidy\"\nregistry_prefix = \"{}/tidy-\"\n\n[retention]\nschedule = \"* * * * *\"\n\n[[entry]]\nslug = \"python\"\nname = \"Py\"\nsource = \"{repo}\"\nref = \"main\"\n\n[[entry]]\nslug = \"broken\"\nname = \"Broken\"\nsource = \"{repo}\"\nref = \"main\"\nsmoke = [\"false\"]\n",
+            registry.host(),
+            repo = server.url("retained")
+        ),
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let service = Service::start_with(
+        &state.path().join("state.db"),
+        &[
+            ("KILN_COMMUNITIES_DIR", communities.path().to_str().unwrap()),
+            ("KILN_CATALOG_TICK_SECONDS", "1"),
+        ],
+    );
+    let catalog = wait_for_checks(&service, "tidy", 2);
+    assert_eq!(catalog["retention"]["schedule"], "* * * * *");
+    let tag = |slug: &str| {
+        entry(&catalog, slug)["versions"][0]["tag"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (broken, offered) = (tag("broken"), tag("python"));
+    assert!(registry.digest(&broken, None).is_some());
+    // A run that came before the broken version existed deleted nothing; the next one deletes it.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let run = loop {
+        let (_, catalog) = service.json("GET", "/api/communities/tidy/catalog", None);
+        let run = catalog["retention"]["last_run"].clone();
+        if run["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("deleted 1 image nobody keeps"))
+        {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "no scheduled retention: {catalog:#}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert!(run["error"].is_null(), "{run}");
+    assert!(
+        registry.digest(&broken, None).is_none(),
+        "the broken version's image is gone"
+    );
+    assert!(
+        registry.digest(&offered, None).is_some(),
+        "the offered version stays"
+    );
+    let (_, catalog) = service.json("GET", "/api/communities/tidy/catalog", None);
+    assert!(
+        !entry(&catalog, "broken")["versions"][0]["deleted"].is_null(),
+        "{catalog:#}"
+    );
+}

@@ -209,23 +209,29 @@ impl Catalogs {
 }
 
 /// Check, every `tick`, each entry that was never checked or whose schedule is due, one at a time
-/// (a check holds the entry's lease, so another replica does not check it too).
+/// (a check holds the entry's lease, so another replica does not check it too); run a
+/// community's retention when its `[retention]` schedule is due.
 pub async fn schedule(state: Arc<AppState>, tick: Duration, shutdown: impl std::future::Future) {
     tokio::pin!(shutdown);
     loop {
-        for (community, entry) in due(&state).await {
-            match runner::check(&state, &community, &entry, false).await {
-                Ok(report) => tracing::info!(
-                    community = %community.id,
-                    entry = %entry.slug,
-                    "scheduled check: {}",
-                    report.message
-                ),
-                Err(e) => tracing::warn!(
-                    community = %community.id,
-                    entry = %entry.slug,
-                    "scheduled check failed: {e}"
-                ),
+        for task in due(&state).await {
+            match task {
+                Task::Check(community, entry) => {
+                    match runner::check(&state, &community, &entry, false).await {
+                        Ok(report) => tracing::info!(
+                            community = %community.id,
+                            entry = %entry.slug,
+                            "scheduled check: {}",
+                            report.message
+                        ),
+                        Err(e) => tracing::warn!(
+                            community = %community.id,
+                            entry = %entry.slug,
+                            "scheduled check failed: {e}"
+                        ),
+                    }
+                }
+                Task::Retention(community) => runner::scheduled_retention(&state, &community).await,
             }
         }
         tokio::select! {
@@ -235,29 +241,50 @@ pub async fn schedule(state: Arc<AppState>, tick: Duration, shutdown: impl std::
     }
 }
 
-/// The entries a tick checks.
-async fn due(state: &AppState) -> Vec<(Community, kiln_catalog::Entry)> {
+/// What a tick does.
+enum Task {
+    Check(Community, kiln_catalog::Entry),
+    Retention(Community),
+}
+
+/// The entries a tick checks (those never checked, or due by their schedule), and the
+/// communities whose retention is due (by its schedule only: never at start-up).
+async fn due(state: &AppState) -> Vec<Task> {
     let catalogs = &state.catalogs;
     let now = catalogs.now();
     let mut due = Vec::new();
     for community in catalogs.current().communities.values() {
-        for entry in &community.entries {
-            let (c, e) = (community.id.clone(), entry.slug.clone());
-            let last = match catalogs.with_store(move |s| s.last_check(&c, &e)).await {
+        let slugs = community
+            .entries
+            .iter()
+            .map(|e| (Some(e), e.slug.as_str(), e.rebuild.schedule.as_ref()))
+            .chain(community.retention.schedule.as_ref().map(|schedule| {
+                (None, kiln_catalog::community::RETENTION_KEY, Some(schedule))
+            }));
+        for (entry, key, schedule) in slugs {
+            let (c, k) = (community.id.clone(), key.to_string());
+            let last = match catalogs.with_store(move |s| s.last_check(&c, &k)).await {
                 Ok(last) => last,
                 Err(e) => {
                     tracing::warn!("catalogue state: {e}");
                     continue;
                 }
             };
-            let is_due = match (&last, &entry.rebuild.schedule) {
-                (None, _) => true,
-                (Some(last), Some(schedule)) => kiln_catalog::Schedule::parse(schedule)
-                    .is_ok_and(|s| s.due(Some(last.checked), catalogs.started, now)),
-                (Some(_), None) => false,
+            let on_schedule = |last: Option<i64>| {
+                schedule.is_some_and(|schedule| {
+                    kiln_catalog::Schedule::parse(schedule)
+                        .is_ok_and(|s| s.due(last, catalogs.started, now))
+                })
+            };
+            let is_due = match (&last, entry) {
+                (None, Some(_)) => true,
+                (last, _) => on_schedule(last.as_ref().map(|l| l.checked)),
             };
             if is_due {
-                due.push((community.clone(), entry.clone()));
+                due.push(match entry {
+                    Some(entry) => Task::Check(community.clone(), entry.clone()),
+                    None => Task::Retention(community.clone()),
+                });
             }
         }
     }

@@ -870,3 +870,66 @@ pub async fn retention(
     }
     Ok(report)
 }
+
+/// A community's retention on its schedule: deleted for real (an admin sees what would go with a
+/// dry run at any time), one replica at a time (it holds the community's retention lease), the
+/// run recorded like an entry's check (the catalogue shows it as `retention.last_run`).
+pub async fn scheduled_retention(state: &AppState, community: &Community) {
+    let catalogs = &state.catalogs;
+    let key = kiln_catalog::community::RETENTION_KEY;
+    let (c, holder, now) = (community.id.clone(), catalogs.holder.clone(), catalogs.now());
+    match catalogs
+        .with_store(move |s| s.claim(&c, key, &holder, now, LEASE_SECONDS))
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(community = %community.id, "cannot hold the retention lease: {e}");
+            return;
+        }
+    }
+    let (result, error) = match retention(state, community, true).await {
+        Ok(report) => {
+            let deleted = match report.images.len() {
+                1 => "1 image".to_string(),
+                n => format!("{n} images"),
+            };
+            match report.refused {
+                Some(refused) => {
+                    let message = format!(
+                        "scheduled retention deleted {deleted}, then the registry refused: {refused}"
+                    );
+                    (message.clone(), Some(message))
+                }
+                None => (
+                    format!("scheduled retention deleted {deleted} nobody keeps"),
+                    None,
+                ),
+            }
+        }
+        Err(e) => {
+            let message = format!("scheduled retention could not run: {e}");
+            (message.clone(), Some(message))
+        }
+    };
+    match &error {
+        Some(error) => tracing::warn!(community = %community.id, "{error}"),
+        None => tracing::info!(community = %community.id, "{result}"),
+    }
+    let check = Check {
+        checked: catalogs.now(),
+        result,
+        error,
+    };
+    let (c, holder) = (community.id.clone(), catalogs.holder.clone());
+    if let Err(e) = catalogs
+        .with_store(move |s| {
+            s.record_check(&c, key, &check)?;
+            s.release(&c, key, &holder)
+        })
+        .await
+    {
+        tracing::warn!(community = %community.id, "cannot record the retention run: {e}");
+    }
+}

@@ -267,7 +267,20 @@ async fn catalog(
             "versions": shown,
         }));
     }
-    Json(json!({"community": summary(&community), "entries": entries})).into_response()
+    let (c, key) = (
+        community.id.clone(),
+        kiln_catalog::community::RETENTION_KEY,
+    );
+    let retention_run = match state.catalogs.with_store(move |s| s.last_check(&c, key)).await {
+        Ok(run) => run,
+        Err(e) => return catalog_error(e),
+    };
+    Json(json!({
+        "community": summary(&community),
+        "entries": entries,
+        "retention": {"schedule": community.retention.schedule, "last_run": retention_run},
+    }))
+    .into_response()
 }
 
 #[derive(serde::Deserialize, Default)]
