@@ -143,6 +143,25 @@ pub struct Environment {
     pub conda: Option<CondaEnvironment>,
     /// The steps that install the language environment from the environment files.
     pub steps: Vec<Step>,
+    /// Programs only building needs (uv), installed after kiln's first two base steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool>,
+}
+
+/// A program that only building needs. With BuildKit it is installed in a stage of its own and
+/// its file is mounted (read-only) into each step that lists the tool's cache, so it never
+/// reaches a layer of the image; the classic builder installs it into the image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tool {
+    /// Names its stage (`kiln-tool-<name>`).
+    pub name: String,
+    /// Installs it, as root, on top of kiln's base packages.
+    pub step: Step,
+    /// The program's file where the step puts it, and where the steps that use it find it.
+    pub file: String,
+    pub target: String,
+    /// The steps that list this cache use the tool.
+    pub used_with: Cache,
 }
 
 /// A conda environment built natively: solved on the host with rattler (or taken from a lock),

@@ -59,6 +59,15 @@ pub const ENVIRONMENT_STAGE: &str = "kiln-environment";
 /// kiln builds it alone, then adds the conda layers to it natively.
 pub const SYSTEM_STAGE: &str = "kiln-system";
 
+/// With BuildKit and build tools: the stage of kiln's base packages and user, which the tools'
+/// stages and the environment start from.
+pub const BASE_STAGE: &str = "kiln-base";
+
+/// The stage a tool is installed in.
+fn tool_stage(name: &str) -> String {
+    format!("kiln-tool-{name}")
+}
+
 /// The Dockerfile for a plan.
 pub fn dockerfile(plan: &BuildPlan, options: &RenderOptions) -> Result<String, PlanError> {
     match &plan.build {
@@ -110,6 +119,10 @@ impl<'a> Renderer<'a> {
         }
         match &self.options.environment_image {
             Some(image) => {
+                // The environment image has kiln's base packages: the tools' stages start there.
+                if self.tools_apart() {
+                    self.tool_stages(image, uid)?;
+                }
                 self.line(&format!("FROM {image}"));
                 // The image's last user is not known here: every step names its own.
                 self.user = None;
@@ -166,7 +179,14 @@ impl<'a> Renderer<'a> {
         } else {
             ENVIRONMENT_STAGE
         };
-        self.line(&format!("FROM {} AS {first_stage}", env.base_image));
+        // With tools kept apart, the base packages and the user are a stage of their own, which
+        // the tools' stages and the environment both start from.
+        let opening = if self.tools_apart() {
+            BASE_STAGE
+        } else {
+            first_stage
+        };
+        self.line(&format!("FROM {} AS {opening}", env.base_image));
         self.env(&env.env);
         self.switch(RunAs::Root);
         for file in &env.files {
@@ -179,14 +199,16 @@ impl<'a> Renderer<'a> {
         let mut workdir_set = false;
         for (i, step) in env.base_steps.iter().enumerate() {
             self.step(step, uid, true)?;
-            // The user and its home exist after kiln's second step.
+            // The user and its home exist after kiln's second step; the tools come then.
             if i == 1 {
                 self.line(&format!("WORKDIR {}", env.user.home));
                 workdir_set = true;
+                self.tools(first_stage, uid)?;
             }
         }
         if !workdir_set {
             self.line(&format!("WORKDIR {}", env.user.home));
+            self.tools(first_stage, uid)?;
         }
         if !env.system_packages.is_empty() {
             let step = apt_step("apt.txt", &env.system_packages);
@@ -217,6 +239,44 @@ impl<'a> Renderer<'a> {
         for step in &env.steps {
             self.step(step, uid, true)?;
         }
+        Ok(())
+    }
+
+    /// Whether the plan's tools are installed in stages of their own and mounted (BuildKit),
+    /// rather than into the image.
+    fn tools_apart(&self) -> bool {
+        self.options.buildkit && !self.layers.environment.tools.is_empty()
+    }
+
+    /// The tools, after kiln's base packages and user: into the image (classic builder), or a
+    /// stage each on top of [`BASE_STAGE`], the environment going on as `first_stage`.
+    fn tools(&mut self, first_stage: &str, uid: u32) -> Result<(), PlanError> {
+        if !self.tools_apart() {
+            for tool in &self.layers.environment.tools {
+                self.step(&tool.step, uid, true)?;
+            }
+            return Ok(());
+        }
+        self.tool_stages(BASE_STAGE, uid)?;
+        let user = self.user;
+        self.line(&format!("FROM {BASE_STAGE} AS {first_stage}"));
+        self.user = user;
+        Ok(())
+    }
+
+    /// A stage per tool, on top of `from` (which has kiln's base packages).
+    fn tool_stages(&mut self, from: &str, uid: u32) -> Result<(), PlanError> {
+        let user = self.user;
+        for tool in &self.layers.environment.tools {
+            self.line(&format!(
+                "# {}: only building needs it; steps mount it from its stage.",
+                tool.name
+            ));
+            self.line(&format!("FROM {from} AS {}", tool_stage(&tool.name)));
+            self.user = user;
+            self.step(&tool.step, uid, true)?;
+        }
+        self.user = user;
         Ok(())
     }
 
@@ -275,6 +335,18 @@ impl<'a> Renderer<'a> {
                 &mut exports,
                 &mut cleanup,
             );
+        }
+        if self.tools_apart() {
+            for tool in &self.layers.environment.tools {
+                if step.caches.contains(&tool.used_with) {
+                    mounts.push(format!(
+                        "--mount=type=bind,from={},source={},target={}",
+                        tool_stage(&tool.name),
+                        tool.file,
+                        tool.target
+                    ));
+                }
+            }
         }
         if self.options.build_trust && step.network {
             mounts.push(format!(

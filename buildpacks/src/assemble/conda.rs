@@ -191,7 +191,7 @@ pub fn plan(p: &mut Planner, selection: &Selection) -> Result<bool, PlanError> {
             name: format!("Jupyter for the conda environment: {}", missing.join(" ")),
             run_as: RunAs::User,
             inputs: vec![],
-            commands: vec![pip(&args)],
+            commands: vec![pip(&args), super::python::without_hub_assets(ENV_PREFIX)],
             env: BTreeMap::new(),
             caches: vec![Cache::Pip],
             network: true,

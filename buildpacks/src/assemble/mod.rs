@@ -38,6 +38,8 @@ pub(crate) struct Planner<'a> {
     pub generated: Vec<GeneratedFile>,
     /// Steps after the base packages and the user, before `apt.txt`.
     pub runtime_steps: Vec<Step>,
+    /// Programs only building needs (see [`crate::plan::Tool`]).
+    pub tools: Vec<crate::plan::Tool>,
     pub steps: Vec<Step>,
     /// The conda environment kiln installs natively, if any.
     pub conda: Option<crate::plan::CondaEnvironment>,
@@ -195,6 +197,7 @@ impl<'a> Planner<'a> {
             env,
             generated: vec![script(ENTRYPOINT, include_str!("../scripts/entrypoint"))],
             runtime_steps: Vec::new(),
+            tools: Vec::new(),
             steps: Vec::new(),
             conda: None,
             after_copy: Vec::new(),
@@ -421,6 +424,7 @@ impl<'a> Planner<'a> {
                 system_packages,
                 conda: self.conda,
                 steps: self.steps,
+                tools: self.tools,
             },
             repository: RepositoryCopy {
                 dest: repo_dir.clone(),

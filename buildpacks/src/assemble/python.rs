@@ -232,30 +232,39 @@ pub fn runtime_and_jupyter(p: &mut Planner, version: &str) {
         p.env.insert(k.into(), v.into());
     }
     p.path.insert(0, format!("{VENV}/bin"));
-    p.runtime_steps.push(Step {
-        name: format!("uv {UV_VERSION}"),
-        run_as: RunAs::Root,
-        inputs: vec![],
-        commands: vec![
-            argv(&["python3", "-m", "venv", UV_TOOL]),
-            argv(&[
-                &format!("{UV_TOOL}/bin/pip"),
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                &format!("uv=={UV_VERSION}"),
-            ]),
-            argv(&[
-                "ln",
-                "-sf",
-                &format!("{UV_TOOL}/bin/uv"),
-                "/usr/local/bin/uv",
-            ]),
-        ],
-        env: BTreeMap::new(),
-        caches: vec![Cache::Pip],
-        network: true,
-    });
+    // uv only builds: with BuildKit it stays out of the image (about 60 MB).
+    if !p.tools.iter().any(|t| t.name == "uv") {
+        p.tools.push(crate::plan::Tool {
+            name: "uv".into(),
+            step: Step {
+                name: format!("uv {UV_VERSION}"),
+                run_as: RunAs::Root,
+                inputs: vec![],
+                commands: vec![
+                    argv(&["python3", "-m", "venv", UV_TOOL]),
+                    argv(&[
+                        &format!("{UV_TOOL}/bin/pip"),
+                        "install",
+                        "--quiet",
+                        "--disable-pip-version-check",
+                        &format!("uv=={UV_VERSION}"),
+                    ]),
+                    argv(&[
+                        "ln",
+                        "-sf",
+                        &format!("{UV_TOOL}/bin/uv"),
+                        "/usr/local/bin/uv",
+                    ]),
+                ],
+                env: BTreeMap::new(),
+                caches: vec![Cache::Pip],
+                network: true,
+            },
+            file: format!("{UV_TOOL}/bin/uv"),
+            target: "/usr/local/bin/uv".into(),
+            used_with: Cache::Uv,
+        });
+    }
     let mut jupyter: Vec<&str> = p.opts.jupyter_packages.iter().map(String::as_str).collect();
     jupyter.extend(DEFAULT_ENVIRONMENT_EXTRAS);
     p.decide("jupyter", &jupyter.join(" "), "kiln's pinned Jupyter (JupyterLab, notebook, jupyterhub-singleuser) with what notebooks on mybinder.org rely on (ipywidgets, jupyter-resource-usage), installed before the repository's own packages");
@@ -266,6 +275,7 @@ pub fn runtime_and_jupyter(p: &mut Planner, version: &str) {
         commands: vec![
             argv(&["uv", "venv", "--seed", "--python", version, VENV]),
             uv_pip_install(&jupyter),
+            without_hub_assets(VENV),
             // uv compiles what it installs, not what `--seed` put there (pip, setuptools,
             // packaging, which Jupyter imports at start): compile the rest (compileall skips
             // what is compiled already).
@@ -283,6 +293,19 @@ pub fn runtime_and_jupyter(p: &mut Planner, version: &str) {
         caches: vec![Cache::Uv],
         network: true,
     });
+}
+
+/// Removes the hub's own web assets that the `jupyterhub` package installs into `prefix`
+/// (`share/jupyterhub/static/components`: Bootstrap, Font Awesome, jQuery, about 60 MB). A
+/// session runs only `jupyterhub-singleuser`, whose pages take their logo from the hub and their
+/// templates from the package, so no session ever serves them. Run in the step that installs
+/// Jupyter, so they never reach a layer.
+pub fn without_hub_assets(prefix: &str) -> Vec<String> {
+    argv(&[
+        "rm",
+        "-rf",
+        &format!("{prefix}/share/jupyterhub/static/components"),
+    ])
 }
 
 /// `uv pip install` into the environment.
