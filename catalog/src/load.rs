@@ -24,7 +24,9 @@ impl Loaded {
     /// with or without the port.
     pub fn by_host(&self, host: &str) -> Option<&Community> {
         let host = host.to_ascii_lowercase();
-        let bare = host.rsplit_once(':').map_or(host.as_str(), |(name, _)| name);
+        let bare = host
+            .rsplit_once(':')
+            .map_or(host.as_str(), |(name, _)| name);
         self.communities
             .values()
             .find(|c| c.hosts.iter().any(|h| *h == host || *h == bare))
@@ -344,9 +346,12 @@ label = "Fall 2026 course"
             "physics-101",
         )
         .unwrap();
-        assert_eq!(c.hub_token_variable(), "KILN_COMMUNITY_PHYSICS_101_HUB_TOKEN");
-        let (_, message) = parse("name = \"Lab\"\n[hub]\nurl = \"hub.example.org\"\n", "lab")
-            .unwrap_err();
+        assert_eq!(
+            c.hub_token_variable(),
+            "KILN_COMMUNITY_PHYSICS_101_HUB_TOKEN"
+        );
+        let (_, message) =
+            parse("name = \"Lab\"\n[hub]\nurl = \"hub.example.org\"\n", "lab").unwrap_err();
         assert!(message.contains("must be an http(s) address"), "{message}");
         // The token is never in the file, and a file cannot name another variable for it.
         let (_, message) = parse(
@@ -372,10 +377,22 @@ label = "Fall 2026 course"
         file("c.toml", "\"Physics Example\"");
         let loaded = load_dir(dir.path()).unwrap();
         assert_eq!(loaded.communities.keys().collect::<Vec<_>>(), ["a"]);
-        assert!(loaded.errors[0].message.contains("host \"physics.kiln.example\" is taken"));
+        assert!(
+            loaded.errors[0]
+                .message
+                .contains("host \"physics.kiln.example\" is taken")
+        );
         assert!(loaded.errors[1].message.contains("lower-case host name"));
-        for host in ["physics.kiln.example", "PHYSICS.kiln.example:443", "127.0.0.1:9100"] {
-            assert_eq!(loaded.by_host(host).map(|c| c.id.as_str()), Some("a"), "{host}");
+        for host in [
+            "physics.kiln.example",
+            "PHYSICS.kiln.example:443",
+            "127.0.0.1:9100",
+        ] {
+            assert_eq!(
+                loaded.by_host(host).map(|c| c.id.as_str()),
+                Some("a"),
+                "{host}"
+            );
         }
         assert!(loaded.by_host("127.0.0.1:9101").is_none());
         assert!(loaded.by_host("kiln.example").is_none());

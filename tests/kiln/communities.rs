@@ -1315,7 +1315,9 @@ fn channel_copy(dir: &std::path::Path, keep: impl Fn(&str) -> bool) {
 fn a_conda_entry_is_rebuilt_when_re_solving_gives_another_lock() {
     require_engine();
     let channel_dir = tempfile::tempdir().unwrap();
-    channel_copy(channel_dir.path(), |file| !file.starts_with("kiln-greet-0.2.0"));
+    channel_copy(channel_dir.path(), |file| {
+        !file.starts_with("kiln-greet-0.2.0")
+    });
     let channel = crate::support::conda::ChannelServer::serve_uncached(channel_dir.path());
     let git = GitServer::start();
     git.commit(
@@ -1400,7 +1402,10 @@ fn a_conda_entry_is_rebuilt_when_re_solving_gives_another_lock() {
     let second = &report["version"];
     assert_eq!(second["number"], 2, "{report}");
     assert_eq!(second["state"], "promoted", "{report}");
-    assert_eq!(second["commit"], first["commit"], "the repository did not change");
+    assert_eq!(
+        second["commit"], first["commit"],
+        "the repository did not change"
+    );
     assert_eq!(greet(second["image"].as_str().unwrap()), "0.2.0");
     for version in [first, second] {
         crate::conda_build::remove_with_conda(version["image"].as_str().unwrap());
@@ -1455,7 +1460,10 @@ fn a_communitys_retention_runs_on_its_schedule_and_deletes_only_what_nobody_keep
         {
             break run;
         }
-        assert!(Instant::now() < deadline, "no scheduled retention: {catalog:#}");
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled retention: {catalog:#}"
+        );
         std::thread::sleep(Duration::from_secs(1));
     };
     assert!(run["error"].is_null(), "{run}");

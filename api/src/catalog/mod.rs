@@ -243,7 +243,7 @@ pub async fn schedule(state: Arc<AppState>, tick: Duration, shutdown: impl std::
 
 /// What a tick does.
 enum Task {
-    Check(Community, kiln_catalog::Entry),
+    Check(Community, Box<kiln_catalog::Entry>),
     Retention(Community),
 }
 
@@ -254,13 +254,14 @@ async fn due(state: &AppState) -> Vec<Task> {
     let now = catalogs.now();
     let mut due = Vec::new();
     for community in catalogs.current().communities.values() {
-        let slugs = community
-            .entries
-            .iter()
-            .map(|e| (Some(e), e.slug.as_str(), e.rebuild.schedule.as_ref()))
-            .chain(community.retention.schedule.as_ref().map(|schedule| {
-                (None, kiln_catalog::community::RETENTION_KEY, Some(schedule))
-            }));
+        let slugs =
+            community
+                .entries
+                .iter()
+                .map(|e| (Some(e), e.slug.as_str(), e.rebuild.schedule.as_ref()))
+                .chain(community.retention.schedule.as_ref().map(|schedule| {
+                    (None, kiln_catalog::community::RETENTION_KEY, Some(schedule))
+                }));
         for (entry, key, schedule) in slugs {
             let (c, k) = (community.id.clone(), key.to_string());
             let last = match catalogs.with_store(move |s| s.last_check(&c, &k)).await {
@@ -282,7 +283,7 @@ async fn due(state: &AppState) -> Vec<Task> {
             };
             if is_due {
                 due.push(match entry {
-                    Some(entry) => Task::Check(community.clone(), entry.clone()),
+                    Some(entry) => Task::Check(community.clone(), Box::new(entry.clone())),
                     None => Task::Retention(community.clone()),
                 });
             }

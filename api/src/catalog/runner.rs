@@ -877,7 +877,11 @@ pub async fn retention(
 pub async fn scheduled_retention(state: &AppState, community: &Community) {
     let catalogs = &state.catalogs;
     let key = kiln_catalog::community::RETENTION_KEY;
-    let (c, holder, now) = (community.id.clone(), catalogs.holder.clone(), catalogs.now());
+    let (c, holder, now) = (
+        community.id.clone(),
+        catalogs.holder.clone(),
+        catalogs.now(),
+    );
     match catalogs
         .with_store(move |s| s.claim(&c, key, &holder, now, LEASE_SECONDS))
         .await

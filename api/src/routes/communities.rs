@@ -267,11 +267,12 @@ async fn catalog(
             "versions": shown,
         }));
     }
-    let (c, key) = (
-        community.id.clone(),
-        kiln_catalog::community::RETENTION_KEY,
-    );
-    let retention_run = match state.catalogs.with_store(move |s| s.last_check(&c, key)).await {
+    let (c, key) = (community.id.clone(), kiln_catalog::community::RETENTION_KEY);
+    let retention_run = match state
+        .catalogs
+        .with_store(move |s| s.last_check(&c, key))
+        .await
+    {
         Ok(run) => run,
         Err(e) => return catalog_error(e),
     };

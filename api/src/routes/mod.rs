@@ -42,9 +42,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     // A host a community claims names it: rewritten before the routes match.
     let routes = match state.config.communities_dir {
         None => routes,
-        Some(_) => Router::new().fallback_service(routes).layer(
-            middleware::from_fn_with_state(state.clone(), community_by_host),
-        ),
+        Some(_) => Router::new()
+            .fallback_service(routes)
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                community_by_host,
+            )),
     };
     let base = state.config.base_url.clone();
     if base == "/" {

@@ -86,7 +86,11 @@ impl JupyterHub {
     }
 
     /// A launcher for one hub: the service's, or a community's (its servers recorded apart).
-    pub fn connect(hub: Hub<'_>, config: &Config, store: Arc<Store>) -> Result<JupyterHub, ConfigError> {
+    pub fn connect(
+        hub: Hub<'_>,
+        config: &Config,
+        store: Arc<Store>,
+    ) -> Result<JupyterHub, ConfigError> {
         let (public, api) = hub.names;
         let public_url = url::Url::parse(hub.public).map_err(|e| {
             ConfigError::Invalid(format!("{public}={:?} is not a URL: {e}", hub.public))
@@ -95,9 +99,8 @@ impl JupyterHub {
             .api
             .map(str::to_string)
             .unwrap_or_else(|| format!("{}hub/api/", hub.public));
-        url::Url::parse(&api_url).map_err(|e| {
-            ConfigError::Invalid(format!("{api}={api_url:?} is not a URL: {e}"))
-        })?;
+        url::Url::parse(&api_url)
+            .map_err(|e| ConfigError::Invalid(format!("{api}={api_url:?} is not a URL: {e}")))?;
         let store_key = match hub.store_key {
             Some(_) => api_url.clone(),
             None => String::new(),
