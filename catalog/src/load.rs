@@ -197,11 +197,24 @@ pub fn parse(text: &str, default_id: &str) -> Result<Community, (Option<usize>, 
         for (field, address) in [("url", Some(&hub.url)), ("api_url", hub.api_url.as_ref())] {
             let Some(address) = address else { continue };
             let scheme = address.starts_with("http://") || address.starts_with("https://");
-            if !scheme || !address.ends_with('/') || address.contains(char::is_whitespace) {
+            // No user or password in it: the address is shown and recorded.
+            let authority = address
+                .split_once("://")
+                .map_or("", |(_, rest)| rest.split('/').next().unwrap_or_default());
+            if !scheme
+                || !address.ends_with('/')
+                || address.contains(char::is_whitespace)
+                || authority.contains('@')
+            {
+                // A user or password is not repeated in the message (it reaches the log).
+                let shown = match authority.rsplit_once('@') {
+                    Some((_, host)) => format!("(a user or password)@{host}"),
+                    None => format!("{address:?}"),
+                };
                 return Err((
                     text.find(address.as_str()),
                     format!(
-                        "[hub] {field} {address:?} must be an http(s) address ending in '/', such as \"https://hub.example.org/\""
+                        "[hub] {field} {shown} must be an http(s) address ending in '/', without a user or password, such as \"https://hub.example.org/\""
                     ),
                 ));
             }

@@ -70,10 +70,26 @@ fn dockerfile_renders_buildkit_and_classic() {
     assert!(out.status.success());
     let buildkit = String::from_utf8(out.stdout).unwrap();
     assert!(buildkit.contains("--mount=type=cache"), "{buildkit}");
+    // uv only builds: with BuildKit it has a stage of its own and is mounted where it is used.
+    assert!(
+        buildkit.contains("FROM kiln-base AS kiln-tool-uv\n"),
+        "{buildkit}"
+    );
+    assert!(
+        buildkit.contains(
+            "--mount=type=bind,from=kiln-tool-uv,source=/opt/kiln/uv/bin/uv,target=/usr/local/bin/uv"
+        ),
+        "{buildkit}"
+    );
     let out = kiln(&["dockerfile", "--classic", &example("python-requirements")]);
     let classic = String::from_utf8(out.stdout).unwrap();
     assert!(!classic.contains("--mount"), "{classic}");
     assert!(classic.contains("UV_NO_CACHE=1"), "{classic}");
+    assert!(!classic.contains("kiln-tool-uv"), "{classic}");
+    assert!(
+        classic.contains("/opt/kiln/uv/bin/pip install"),
+        "the classic builder installs uv into the image: {classic}"
+    );
     let out = kiln(&[
         "dockerfile",
         "--base-image",
@@ -84,7 +100,7 @@ fn dockerfile_renders_buildkit_and_classic() {
     ]);
     let custom = String::from_utf8(out.stdout).unwrap();
     assert!(
-        custom.contains("FROM example.org/base:1 AS kiln-environment\n"),
+        custom.contains("FROM example.org/base:1 AS kiln-base\n"),
         "{custom}"
     );
     assert!(custom.contains("create-user jovyan 1234"), "{custom}");

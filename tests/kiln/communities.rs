@@ -20,6 +20,21 @@ fn admin_token_sha256(token: &str) -> String {
 const OPERATOR: &str = "operator-token-for-communities";
 const BIOLOGY_ADMIN: &str = "biology-admin-s3cret";
 
+/// `kiln serve` of the communities in `dir` (looked at every second; `OPERATOR` is the operator's
+/// token), with extra settings; its state in a folder of its own.
+fn serve_communities(dir: &std::path::Path, extra: &[(&str, &str)]) -> Service {
+    let state = tempfile::tempdir().unwrap();
+    let mut env = vec![
+        ("KILN_COMMUNITIES_DIR", dir.to_str().unwrap()),
+        ("KILN_CATALOG_TICK_SECONDS", "1"),
+        ("KILN_BUILD_TOKEN", OPERATOR),
+    ];
+    env.extend_from_slice(extra);
+    let mut service = Service::start_with(&state.path().join("state.db"), &env);
+    service._dir = Some(state);
+    service
+}
+
 /// The catalogue once every entry has been checked at least once (the first load's checks).
 fn wait_for_checks(service: &Service, community: &str, entries: usize) -> Value {
     let deadline = Instant::now() + Duration::from_secs(900);
@@ -660,15 +675,7 @@ fn a_registry_that_refuses_delete_is_reported_and_nothing_else_is_deleted() {
         ),
     )
     .unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let service = Service::start_with(
-        &state.path().join("state.db"),
-        &[
-            ("KILN_COMMUNITIES_DIR", communities.path().to_str().unwrap()),
-            ("KILN_CATALOG_TICK_SECONDS", "1"),
-            ("KILN_BUILD_TOKEN", OPERATOR),
-        ],
-    );
+    let service = serve_communities(communities.path(), &[]);
     let catalog = wait_for_checks(&service, "keep", 2);
     assert_eq!(
         entry(&catalog, "broken")["versions"][0]["state"],
@@ -1150,11 +1157,9 @@ fn a_community_with_its_own_hub_launches_its_sessions_there() {
         )
         .unwrap();
     }
-    let state = tempfile::tempdir().unwrap();
-    let service = Service::start_with(
-        &state.path().join("state.db"),
+    let service = serve_communities(
+        communities.path(),
         &[
-            ("KILN_COMMUNITIES_DIR", communities.path().to_str().unwrap()),
             ("KILN_COMMUNITY_LAB_HUB_TOKEN", &hub.token),
             ("KILN_HUB_REAP_SECONDS", "1"),
         ],
@@ -1337,12 +1342,9 @@ fn a_conda_entry_is_rebuilt_when_re_solving_gives_another_lock() {
         ),
     )
     .unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let service = Service::start_with(
-        &state.path().join("state.db"),
+    let service = serve_communities(
+        communities.path(),
         &[
-            ("KILN_COMMUNITIES_DIR", communities.path().to_str().unwrap()),
-            ("KILN_BUILD_TOKEN", OPERATOR),
             (
                 "KILN_CONDA_MIRRORS",
                 &format!("conda-forge={}", channel.url()),
@@ -1431,14 +1433,7 @@ fn a_communitys_retention_runs_on_its_schedule_and_deletes_only_what_nobody_keep
         ),
     )
     .unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let service = Service::start_with(
-        &state.path().join("state.db"),
-        &[
-            ("KILN_COMMUNITIES_DIR", communities.path().to_str().unwrap()),
-            ("KILN_CATALOG_TICK_SECONDS", "1"),
-        ],
-    );
+    let service = serve_communities(communities.path(), &[]);
     let catalog = wait_for_checks(&service, "tidy", 2);
     assert_eq!(catalog["retention"]["schedule"], "* * * * *");
     let tag = |slug: &str| {

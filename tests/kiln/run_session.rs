@@ -94,7 +94,29 @@ fn a_started_session_writes_nothing_into_its_environment() {
     let server = GitServer::start();
     let name = unique("bytecode");
     server.example("python-requirements", &name);
-    let (child, _, port, token) = start_kiln_run(kiln().args(["run", &server.url(&name)]));
+    session_writes_nothing(kiln().args(["run", &server.url(&name)]), &name, "/srv/venv");
+}
+
+/// The same for a conda environment (its packages installed natively by kiln, then compiled in a
+/// step of their own), from the fixture channel standing in for conda-forge on loopback.
+#[test]
+fn a_started_conda_session_writes_nothing_into_its_environment() {
+    require_engine();
+    let channel = crate::support::conda::ChannelServer::start();
+    let server = GitServer::start();
+    let name = unique("conda-bytecode");
+    server.example("conda-fixture", &name);
+    session_writes_nothing(
+        channel.kiln().args(["run", &server.url(&name)]),
+        &name,
+        "/srv/conda/envs/notebook",
+    );
+}
+
+/// Start `kiln run` (its image named after `name`), import what a kernel imports, and check that
+/// nothing was written under the environment prefixes and that `bytecode_in` holds bytecode.
+fn session_writes_nothing(command: &mut Command, name: &str, bytecode_in: &str) {
+    let (child, _, port, token) = start_kiln_run(command);
     let session = StopOnDrop(child);
     let deadline = Instant::now() + Duration::from_secs(90);
     while session_status(port, Some(&token)) != 200 {
@@ -114,7 +136,7 @@ fn a_started_session_writes_nothing_into_its_environment() {
     let ps = String::from_utf8_lossy(&ps.stdout);
     let id = ps
         .lines()
-        .find(|l| l.contains(&name))
+        .find(|l| l.contains(name))
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or_else(|| panic!("no container of {name} in {ps}"))
         .to_string();
@@ -147,7 +169,7 @@ fn a_started_session_writes_nothing_into_its_environment() {
         &id,
         "sh",
         "-c",
-        "find /srv/venv -name '*.pyc' | wc -l",
+        &format!("find {bytecode_in} -name '*.pyc' | wc -l"),
     ]);
     let pyc: usize = String::from_utf8_lossy(&pyc.stdout)
         .trim()
@@ -158,7 +180,7 @@ fn a_started_session_writes_nothing_into_its_environment() {
         written.is_empty(),
         "the session wrote into its environment: {written:?}"
     );
-    assert!(pyc > 1000, "only {pyc} bytecode files in /srv/venv");
+    assert!(pyc > 1000, "only {pyc} bytecode files in {bytecode_in}");
 }
 
 /// repo2docker's options for a session: `--env`, `--volume` (a relative container path is under

@@ -37,10 +37,12 @@ pub struct Launchers {
     community_hubs: Mutex<std::collections::HashMap<String, CommunityHub>>,
 }
 
-/// A community's hub as made, with what it was made from (a changed file makes it again).
+/// A community's hub as made, with what it was made from (a changed file or token makes it
+/// again) and its reaper.
 struct CommunityHub {
-    made_from: (String, String),
+    made_from: (String, Option<String>, String),
     hub: Arc<JupyterHub>,
+    reaper: tokio::task::JoinHandle<()>,
 }
 
 /// Removes an image from the starting list when its launch ends, however it ends.
@@ -250,7 +252,7 @@ impl Launchers {
                 community.id, hub.url
             ))
         })?;
-        let made_from = (hub.url.clone(), token);
+        let made_from = (hub.url.clone(), hub.api_url.clone(), token);
         let mut hubs = self
             .community_hubs
             .lock()
@@ -263,28 +265,36 @@ impl Launchers {
         let connected = JupyterHub::connect(
             jupyterhub::Hub {
                 public: &made_from.0,
-                api: hub.api_url.as_deref(),
-                token: &made_from.1,
+                api: made_from.1.as_deref(),
+                token: &made_from.2,
                 names: ("[hub] url", "[hub] api_url"),
-                store_key: Some(&community.id),
+                apart: true,
             },
             &self.config,
             self.store.clone(),
         )
         .map_err(|e| LaunchError::Hub(format!("community {}: {e}", community.id)))?;
         let connected = Arc::new(connected);
-        tokio::spawn(
+        let reaper = tokio::spawn(
             connected
                 .clone()
                 .reap_forever(Duration::from_secs(self.config.hub_reap_seconds)),
         );
-        hubs.insert(
+        let replaced = hubs.insert(
             community.id.clone(),
             CommunityHub {
                 made_from,
                 hub: connected.clone(),
+                reaper,
             },
         );
+        // A new token for the same hub: the new reaper looks after the same servers. (A hub
+        // that moved keeps its old reaper, for the servers kiln started there.)
+        if let Some(old) = replaced
+            && old.hub.api_url() == connected.api_url()
+        {
+            old.reaper.abort();
+        }
         Ok(Some(connected))
     }
 

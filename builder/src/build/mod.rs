@@ -196,18 +196,7 @@ async fn run(
     }
 
     // 2. Fetch exactly that commit, or take the folder as it is.
-    let mut checkout = checkout::fetch(
-        &git,
-        &source,
-        resolved,
-        record.as_ref(),
-        &request.fetch,
-        sink,
-    )
-    .await?;
-    if let Some(subdir) = &request.subdir {
-        checkout.dir = checkout::subdir(&checkout.dir, subdir)?;
-    }
+    let checkout = fetch(&git, request, &source, resolved, record.as_ref(), sink).await?;
 
     // 3. Plan (with an earlier image's packages for `--locked`); a conda environment's lock
     //    completes the plan and its environment key.
@@ -301,6 +290,23 @@ async fn resolve(
         }
     };
     Ok((source, resolved, record))
+}
+
+/// Fetch exactly what [`resolve`] found (or take the folder as it is), narrowed to the request's
+/// `subdir`.
+async fn fetch(
+    git: &Arc<dyn GitBackend>,
+    request: &BuildRequest,
+    source: &Source,
+    resolved: Option<crate::git::Resolved>,
+    record: Option<&crate::records::Record>,
+    sink: &mut dyn EventSink,
+) -> Result<checkout::Checkout, BuildError> {
+    let mut checkout = checkout::fetch(git, source, resolved, record, &request.fetch, sink).await?;
+    if let Some(subdir) = &request.subdir {
+        checkout.dir = checkout::subdir(&checkout.dir, subdir)?;
+    }
+    Ok(checkout)
 }
 
 /// Whether the image of a commit exists: in the registry when pushing, else in the engine with

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::{BuildRequest, checkout, conda_stage, labels::LABEL_CONDA_LOCK_DIGEST};
+use super::{BuildRequest, conda_stage, labels::LABEL_CONDA_LOCK_DIGEST};
 use crate::engine::Engine;
 use crate::error::BuildError;
 use crate::events::EventSink;
@@ -53,18 +53,7 @@ pub async fn relock(
         .clone()
         .ok_or_else(|| BuildError::Invalid("no source given".into()))?;
     let (source, resolved, record) = super::resolve(&git, request, source, sink).await?;
-    let mut checkout = checkout::fetch(
-        &git,
-        &source,
-        resolved,
-        record.as_ref(),
-        &request.fetch,
-        sink,
-    )
-    .await?;
-    if let Some(subdir) = &request.subdir {
-        checkout.dir = checkout::subdir(&checkout.dir, subdir)?;
-    }
+    let checkout = super::fetch(&git, request, &source, resolved, record.as_ref(), sink).await?;
     let mut plan = kiln_buildpacks::plan(&checkout.dir, &request.plan_options)?;
     let shipped = plan
         .layers()

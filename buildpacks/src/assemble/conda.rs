@@ -230,7 +230,29 @@ pub fn plan(p: &mut Planner, selection: &Selection) -> Result<bool, PlanError> {
             None => p.steps.push(step),
         }
     }
+    p.steps.push(bytecode_step(ENV_PREFIX));
     Ok(has_r)
+}
+
+/// Bytecode for everything the conda environment holds (kiln installs its packages natively,
+/// without compiling them; pip compiles what it installs), so that a session compiles nothing
+/// at start and writes nothing into the environment. A file that does not compile (a package's
+/// Python 2 test data) is left as it is.
+fn bytecode_step(prefix: &str) -> Step {
+    Step {
+        name: "bytecode for the conda environment".into(),
+        run_as: RunAs::User,
+        inputs: vec![],
+        commands: vec![argv(&[
+            &format!("{prefix}/bin/python"),
+            "-c",
+            "import compileall, sys; compileall.compile_dir(sys.argv[1], quiet=2, workers=0)",
+            &format!("{prefix}/lib"),
+        ])],
+        env: BTreeMap::new(),
+        caches: vec![],
+        network: false,
+    }
 }
 
 /// The channels an environment is solved from: its own, else kiln's default.

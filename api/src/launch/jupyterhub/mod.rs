@@ -55,8 +55,8 @@ pub struct Hub<'a> {
     pub token: &'a str,
     /// The settings these came from, for error messages.
     pub names: (&'a str, &'a str),
-    /// A community's hub (`Some(id)`): its servers are recorded apart from the service's.
-    pub store_key: Option<&'a str>,
+    /// A community's hub: its servers are recorded under its API URL, apart from the service's.
+    pub apart: bool,
 }
 
 /// A JSON list of names, when it is one.
@@ -80,7 +80,7 @@ impl JupyterHub {
             api: config.hub_api_url.as_deref(),
             token: token.expose(),
             names: ("KILN_HUB_URL", "KILN_HUB_API_URL"),
-            store_key: None,
+            apart: false,
         };
         JupyterHub::connect(hub, config, store).map(Some)
     }
@@ -101,9 +101,9 @@ impl JupyterHub {
             .unwrap_or_else(|| format!("{}hub/api/", hub.public));
         url::Url::parse(&api_url)
             .map_err(|e| ConfigError::Invalid(format!("{api}={api_url:?} is not a URL: {e}")))?;
-        let store_key = match hub.store_key {
-            Some(_) => api_url.clone(),
-            None => String::new(),
+        let store_key = match hub.apart {
+            true => api_url.clone(),
+            false => String::new(),
         };
         let client = HubClient::new(api_url, crate::config::Secret::new(hub.token))
             .map_err(|e| ConfigError::Invalid(format!("cannot make an HTTP client: {e}")))?;
