@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use kiln_registry::{CYCLONEDX_JSON, Layer, Registry};
+use kiln_registry::{CYCLONEDX_JSON, Registry};
 use kiln_sbom::{Contents, ImageMeta};
 
 use crate::engine::{Engine, EngineBuild};
@@ -86,7 +86,7 @@ impl Recorded {
     }
 
     /// The files in the image: (absolute path, bytes).
-    fn files(&self) -> [(&'static str, &[u8]); 2] {
+    pub fn files(&self) -> [(&'static str, &[u8]); 2] {
         [(IMAGE_PATH, &self.json), (SBOM_PATH, &self.sbom)]
     }
 }
@@ -250,17 +250,6 @@ pub async fn stamp(engine: &Engine, image: &str, recorded: &Recorded) -> Result<
         )
         .await?;
     Ok(())
-}
-
-/// The layer that holds `recorded`'s files, for a natively assembled image.
-pub fn layer(recorded: &Recorded, mtime: u64) -> Result<Layer, BuildError> {
-    let mut entries: Vec<(String, &[u8])> = vec![("opt/".into(), &[]), ("opt/kiln/".into(), &[])];
-    for (path, data) in recorded.files() {
-        entries.push((path.trim_start_matches('/').to_string(), data));
-    }
-    let tar =
-        tar_of(&entries, mtime).map_err(|e| BuildError::io("writing the contents layer", e))?;
-    Layer::from_tar(&tar).map_err(|e| BuildError::io("compressing the contents layer", e))
 }
 
 /// One line saying what the record holds and how long recording it took.

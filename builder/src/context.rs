@@ -109,6 +109,7 @@ pub fn repository_layer(
     repo: &Path,
     plan: &BuildPlan,
     mtime: u64,
+    extra: &[(&str, &[u8])],
 ) -> Result<tempfile::NamedTempFile, BuildError> {
     let layers = plan.layers().ok_or_else(|| {
         BuildError::Invalid("a repository Dockerfile has no separate repository layer".into())
@@ -126,6 +127,12 @@ pub fn repository_layer(
         &layers.repository.executables,
         None,
     )?;
+    // kiln's own files (the record of what the image holds), root-owned as in the image's other
+    // layers, so that a code-only commit changes this one layer.
+    writer.owner = 0;
+    for (path, bytes) in extra {
+        writer.file(path.trim_start_matches('/'), bytes, 0o644)?;
+    }
     Ok(writer.finish()?.0)
 }
 
@@ -173,6 +180,8 @@ struct Writer {
     builder: tar::Builder<std::io::BufWriter<fs::File>>,
     file: tempfile::NamedTempFile,
     mtime: u64,
+    /// The uid and gid of the entries written from now on.
+    owner: u64,
     files: u64,
     dirs_written: std::collections::BTreeSet<String>,
 }
@@ -192,6 +201,7 @@ impl Writer {
             builder,
             file,
             mtime,
+            owner: OWNER,
             files: 0,
             dirs_written: Default::default(),
         })
@@ -201,8 +211,8 @@ impl Writer {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(kind);
         header.set_mode(mode);
-        header.set_uid(OWNER);
-        header.set_gid(OWNER);
+        header.set_uid(self.owner);
+        header.set_gid(self.owner);
         header.set_mtime(self.mtime);
         header.set_size(size);
         header
@@ -428,5 +438,25 @@ mod tests {
             link.link_name().unwrap().unwrap().to_string_lossy(),
             "/etc/passwd"
         );
+    }
+
+    #[test]
+    fn the_repository_layer_holds_kilns_record_root_owned_after_the_users_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("notebook.py"), "x").unwrap();
+        let plan = kiln_buildpacks::plan(dir.path(), &PlanOptions::default()).unwrap();
+        let extra: [(&str, &[u8]); 1] = [("/opt/kiln/contents.json", b"{}")];
+        let tar = repository_layer(dir.path(), &plan, 1_700_000_000, &extra).unwrap();
+        let list = entries(&std::fs::read(tar.path()).unwrap());
+        let owner = |name: &str| {
+            list.iter()
+                .find(|e| e.0.trim_end_matches('/') == name)
+                .map(|e| e.1)
+                .unwrap_or_else(|| panic!("no {name} in {list:?}"))
+        };
+        assert_eq!(owner("home/jovyan/notebook.py"), 1000);
+        for root_owned in ["opt", "opt/kiln", "opt/kiln/contents.json"] {
+            assert_eq!(owner(root_owned), 0, "{root_owned}");
+        }
     }
 }

@@ -511,24 +511,6 @@ impl<'a> Job<'a> {
             Phase::Building,
             format!("The environment {environment} is in the registry: assembling the image without a container"),
         ));
-        let (dir, plan, mtime) = (
-            self.checkout.dir.clone(),
-            self.plan.clone(),
-            self.checkout.time.max(0) as u64,
-        );
-        // The layer is compressed into a file in `scratch`, kept until it is pushed.
-        let scratch = tempfile::Builder::new()
-            .prefix("kiln-layer-")
-            .tempdir()
-            .map_err(|e| BuildError::io("creating a folder for the repository layer", e))?;
-        let blob = scratch.path().join("repository.tar.gz");
-        let layer = tokio::task::spawn_blocking(move || {
-            let tar = repository_layer(&dir, &plan, mtime)?;
-            kiln_registry::Layer::from_tar_file(tar.path(), &blob, 6)
-                .map_err(|e| BuildError::io("compressing the repository layer", e))
-        })
-        .await
-        .map_err(|e| BuildError::Invalid(format!("layer stopped: {e}")))??;
         let started = std::time::Instant::now();
         let recorded = match contents::from_registry(&push.registry, environment).await {
             Ok(Some(held)) => {
@@ -550,11 +532,35 @@ impl<'a> Job<'a> {
                 None
             }
         };
-        let contents_layer = match &recorded {
-            Some(r) => Some(contents::layer(r, self.checkout.time.max(0) as u64)?),
-            None => None,
-        };
         let recording = started.elapsed();
+        // The record goes into the repository's layer: a code-only commit changes one layer.
+        let extra: Vec<(&'static str, Vec<u8>)> = recorded
+            .as_ref()
+            .map(|r| {
+                r.files()
+                    .map(|(path, bytes)| (path, bytes.to_vec()))
+                    .to_vec()
+            })
+            .unwrap_or_default();
+        let (dir, plan, mtime) = (
+            self.checkout.dir.clone(),
+            self.plan.clone(),
+            self.checkout.time.max(0) as u64,
+        );
+        // The layer is compressed into a file in `scratch`, kept until it is pushed.
+        let scratch = tempfile::Builder::new()
+            .prefix("kiln-layer-")
+            .tempdir()
+            .map_err(|e| BuildError::io("creating a folder for the repository layer", e))?;
+        let blob = scratch.path().join("repository.tar.gz");
+        let layer = tokio::task::spawn_blocking(move || {
+            let extra: Vec<(&str, &[u8])> = extra.iter().map(|(p, b)| (*p, b.as_slice())).collect();
+            let tar = repository_layer(&dir, &plan, mtime, &extra)?;
+            kiln_registry::Layer::from_tar_file(tar.path(), &blob, 6)
+                .map_err(|e| BuildError::io("compressing the repository layer", e))
+        })
+        .await
+        .map_err(|e| BuildError::Invalid(format!("layer stopped: {e}")))??;
         let mut labels = self.labels.clone();
         if let Some(r) = &recorded {
             labels.extend(r.labels());
@@ -570,19 +576,18 @@ impl<'a> Job<'a> {
             labels,
             created: rfc3339(self.checkout.time),
         };
-        let mut new_layers = vec![kiln_registry::NewLayer {
+        let created_by = match &recorded {
+            Some(_) => format!(
+                "COPY the repository to {} and what the image holds to {} (kiln)",
+                layers.repository.dest,
+                contents::IMAGE_PATH
+            ),
+            None => format!("COPY the repository to {} (kiln)", layers.repository.dest),
+        };
+        let new_layers = vec![kiln_registry::NewLayer {
             layer: &layer,
-            created_by: format!("COPY the repository to {} (kiln)", layers.repository.dest),
+            created_by,
         }];
-        if let Some(layer) = &contents_layer {
-            new_layers.push(kiln_registry::NewLayer {
-                layer,
-                created_by: format!(
-                    "COPY what the image holds to {} (kiln)",
-                    contents::IMAGE_PATH
-                ),
-            });
-        }
         let mut progress = |message: String| sink.emit(Event::new(Phase::Pushing, message));
         kiln_registry::assemble(
             &push.registry,
