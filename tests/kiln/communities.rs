@@ -716,6 +716,19 @@ fn a_registry_that_refuses_delete_is_reported_and_nothing_else_is_deleted() {
     );
 }
 
+/// The service in-process for the communities in `dir`, on a scripted engine whose builds give
+/// `image`.
+fn in_process_communities(
+    dir: &std::path::Path,
+    image: &str,
+) -> crate::support::in_process::InProcess {
+    let engine = crate::support::in_process::ScriptedEngine::building(image, 1, Duration::ZERO);
+    let dir = dir.to_path_buf();
+    crate::support::in_process::InProcess::start(engine, move |config| {
+        config.communities_dir = Some(dir);
+    })
+}
+
 /// A clock the test moves: the service's schedule and leases read it.
 fn test_clock(
     start: i64,
@@ -1005,15 +1018,7 @@ fn a_communitys_build_your_own_follows_its_policy_and_prefix() {
         "name = \"Closed\"\n[build_your_own]\nenabled = false\n",
     )
     .unwrap();
-    let engine = crate::support::in_process::ScriptedEngine::building(
-        "kiln/scripted:built",
-        1,
-        Duration::ZERO,
-    );
-    let dir = communities.path().to_path_buf();
-    let service = crate::support::in_process::InProcess::start(engine, move |config| {
-        config.communities_dir = Some(dir);
-    });
+    let service = in_process_communities(communities.path(), "kiln/scripted:built");
     let escaped = |name: &str| crate::support::service::escaped(&server.url(name));
     let status = |path: &str| {
         let (status, body) = service.request("GET", path, "Accept: text/event-stream\r\n", "");
@@ -1068,15 +1073,7 @@ fn a_communitys_sessions_quota_refuses_the_launch_beyond_it() {
         "name = \"Lab\"\nregistry_prefix = \"127.0.0.1:5999/lab-\"\n[quotas]\nsessions = 1\n",
     )
     .unwrap();
-    let engine = crate::support::in_process::ScriptedEngine::building(
-        "127.0.0.1:5999/lab-scripted:built",
-        1,
-        Duration::ZERO,
-    );
-    let dir = communities.path().to_path_buf();
-    let service = crate::support::in_process::InProcess::start(engine, move |config| {
-        config.communities_dir = Some(dir);
-    });
+    let service = in_process_communities(communities.path(), "127.0.0.1:5999/lab-scripted:built");
     let launch = |name: &str| {
         service.events(&format!(
             "/communities/lab/build/git/{}/HEAD",
@@ -1238,15 +1235,7 @@ fn a_community_named_by_its_host_gets_its_own_build_route_and_profiles() {
         "name = \"Physics\"\nhosts = [\"physics.kiln.test\"]\nregistry_prefix = \"127.0.0.1:5999/physics-\"\n[build_your_own]\nproviders = [\"git\"]\n",
     )
     .unwrap();
-    let engine = crate::support::in_process::ScriptedEngine::building(
-        "kiln/scripted:built",
-        1,
-        Duration::ZERO,
-    );
-    let dir = communities.path().to_path_buf();
-    let service = crate::support::in_process::InProcess::start(engine, move |config| {
-        config.communities_dir = Some(dir);
-    });
+    let service = in_process_communities(communities.path(), "kiln/scripted:built");
     let port = service.http.port;
     let sse = "Accept: text/event-stream\r\n";
     // The community's policy holds on its host: it builds from git only.

@@ -82,21 +82,30 @@ async fn community_by_host(
             Some(rest) => Some(format!("/communities/{id}/build/{rest}")),
             None => (path == "/profiles").then(|| format!("/communities/{id}/profiles")),
         };
-        if let Some(path) = rewritten {
-            let query = request
-                .uri()
-                .query()
-                .map(|q| format!("?{q}"))
-                .unwrap_or_default();
-            match format!("{path}{query}").parse::<Uri>() {
-                Ok(uri) => *request.uri_mut() = uri,
-                Err(_) => {
-                    return api_error(StatusCode::BAD_REQUEST, "the request's path is not valid");
-                }
-            }
+        if let Some(path) = rewritten
+            && let Err(response) = set_path(&mut request, &path)
+        {
+            return *response;
         }
     }
     next.run(request).await
+}
+
+/// Give the request another path, keeping its query.
+fn set_path(request: &mut Request, path: &str) -> Result<(), Box<Response>> {
+    let query = request
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let uri = format!("{path}{query}").parse::<Uri>().map_err(|_| {
+        Box::new(api_error(
+            StatusCode::BAD_REQUEST,
+            "the request's path is not valid",
+        ))
+    })?;
+    *request.uri_mut() = uri;
+    Ok(())
 }
 
 /// Serve a request whose path starts with `base` as if it started at `/`; the base without its
@@ -112,17 +121,10 @@ async fn under_base(base: &str, mut request: Request, next: Next) -> Response {
             format!("kiln serves under {base}; {path} is outside it"),
         );
     };
-    let query = request
-        .uri()
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    match format!("{rest}{query}").parse::<Uri>() {
-        Ok(uri) => {
-            *request.uri_mut() = uri;
-            next.run(request).await
-        }
-        Err(_) => api_error(StatusCode::BAD_REQUEST, "the request's path is not valid"),
+    let rest = rest.to_string();
+    match set_path(&mut request, &rest) {
+        Ok(()) => next.run(request).await,
+        Err(response) => *response,
     }
 }
 
