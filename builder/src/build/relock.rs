@@ -31,13 +31,6 @@ pub enum Relocked {
     },
 }
 
-impl Relocked {
-    /// Whether the solve gives another lock than the image's.
-    pub fn differs(&self) -> bool {
-        matches!(self, Relocked::Solved { digest, image_digest, .. } if image_digest.as_ref() != Some(digest))
-    }
-}
-
 /// Fetch the request's source at its reference, plan it, and solve its conda environment again;
 /// the result is compared with the lock digest of `image` (read from the registry when the
 /// request pushes, else from the engine).
