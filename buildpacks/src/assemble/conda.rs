@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::assemble::{Planner, argv};
 use crate::error::PlanError;
-use crate::options::{KERNEL_ENV_PYTHONS, SUPPORTED_PYTHONS};
+use crate::options::{DEFAULT_ENVIRONMENT_EXTRAS, KERNEL_ENV_PYTHONS, SUPPORTED_PYTHONS};
 use crate::parse::requirements;
 use crate::plan::{Cache, CondaEnvironment, RunAs, Step};
 use crate::select::Selection;
@@ -156,18 +156,25 @@ pub fn plan(p: &mut Planner, selection: &Selection) -> Result<bool, PlanError> {
         command
     };
 
-    // Jupyter, when the environment lacks it: kiln's pinned versions from PyPI.
-    let missing: Vec<String> = p
-        .opts
-        .jupyter_packages
+    // Jupyter, when the environment lacks it: kiln's pinned versions from PyPI; and what notebooks
+    // on mybinder.org import without asking (repo2docker updates its default environment, which
+    // has them, with the repository's environment.yml).
+    let lacks = |reqs: &[String]| -> Vec<String> {
+        reqs.iter()
+            .filter(|req| {
+                let name = requirement_name(req);
+                !(env.lists(&name) || (name == "jupyterhub" && env.lists("jupyterhub-singleuser")))
+            })
+            .cloned()
+            .collect()
+    };
+    let missing_jupyter = lacks(&p.opts.jupyter_packages);
+    let extras: Vec<String> = DEFAULT_ENVIRONMENT_EXTRAS
         .iter()
-        .filter(|req| {
-            let name = requirement_name(req);
-            !(env.lists(&name) || (name == "jupyterhub" && env.lists("jupyterhub-singleuser")))
-        })
-        .cloned()
+        .map(|s| s.to_string())
         .collect();
-    if missing.is_empty() {
+    let missing_extras = lacks(&extras);
+    if missing_jupyter.is_empty() {
         p.decide(
             "jupyter",
             "from the environment",
@@ -179,12 +186,31 @@ pub fn plan(p: &mut Planner, selection: &Selection) -> Result<bool, PlanError> {
     } else {
         p.decide(
             "jupyter",
-            &missing.join(" "),
+            &missing_jupyter.join(" "),
             &format!(
                 "{} lacks them: kiln's pinned versions from PyPI, installed with the environment's pip after its layers",
                 file.path
             ),
         );
+    }
+    if missing_extras.is_empty() {
+        p.decide(
+            "binder extras",
+            "from the environment",
+            &format!("{} lists ipywidgets and jupyter-resource-usage", file.path),
+        );
+    } else {
+        p.decide(
+            "binder extras",
+            &missing_extras.join(" "),
+            &format!(
+                "{} lacks them and notebooks on mybinder.org import them without asking (repo2docker's default environment has them): from PyPI, with Jupyter",
+                file.path
+            ),
+        );
+    }
+    let missing: Vec<String> = missing_jupyter.into_iter().chain(missing_extras).collect();
+    if !missing.is_empty() {
         let mut args = vec!["--disable-pip-version-check"];
         args.extend(missing.iter().map(String::as_str));
         p.steps.push(Step {
