@@ -174,6 +174,7 @@ fn main() {
                 build_id: None,
                 deleted: None,
                 built: None,
+                refresh: None,
             })
             .unwrap();
         // Checked once already: the scheduler leaves them alone.

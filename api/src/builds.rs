@@ -55,15 +55,18 @@ pub struct Target {
     pub image_name: Option<String>,
     /// `None`: the image stays in the engine.
     pub push: Option<PushSettings>,
+    /// Resolve the repository's dependencies again ([`kiln_buildpacks::PlanOptions::refresh`]).
+    pub refresh: Option<String>,
 }
 
 impl Target {
     /// What tells builds to different targets apart.
     fn key(&self) -> String {
         format!(
-            "{}|{}",
+            "{}|{}|{}",
             self.image_name.as_deref().unwrap_or_default(),
-            self.push.as_ref().map_or("", |p| p.prefix.as_str())
+            self.push.as_ref().map_or("", |p| p.prefix.as_str()),
+            self.refresh.as_deref().unwrap_or_default()
         )
     }
 }
@@ -455,10 +458,12 @@ impl Builds {
     /// The builder's request for a spec, with the service's settings; pushed where `target`
     /// says (else where the service pushes).
     pub fn request_for(&self, spec: &Spec, target: Option<Target>) -> BuildRequest {
-        let (image_name, push) = match target {
-            Some(target) => (target.image_name, target.push),
-            None => (None, self.settings.push.clone()),
+        let (image_name, push, refresh) = match target {
+            Some(target) => (target.image_name, target.push, target.refresh),
+            None => (None, self.settings.push.clone(), None),
         };
+        let mut plan_options = self.settings.plan_options.clone();
+        plan_options.refresh = refresh;
         BuildRequest {
             source: Some(spec.source.clone()),
             reference: Some(spec.reference.clone()),
@@ -466,7 +471,7 @@ impl Builds {
             image_name,
             push,
             ca_bundle: self.settings.ca_bundle.clone(),
-            plan_options: self.settings.plan_options.clone(),
+            plan_options,
             mirrors: self.settings.mirrors.clone(),
             image_slug: spec.image_slug.clone(),
             fetch: self.settings.fetch.clone(),

@@ -49,6 +49,9 @@ pub trait ContainerEngine: Send + Sync {
     /// The engine's id of an image (the digest of its configuration), `None` when it has none.
     async fn image_id(&self, image: &str) -> Result<Option<String>, BuildError>;
 
+    /// Remove an image from the engine (a check's build, once compared); a failure is only logged.
+    async fn remove_image(&self, image: &str);
+
     /// Solve the request's conda environment again (fetching its source, building nothing) and
     /// compare with the lock `image` holds (a catalogue entry's `rebuild.lock_change`).
     async fn relock(
@@ -132,6 +135,12 @@ impl ContainerEngine for Engine {
 
     async fn image_id(&self, image: &str) -> Result<Option<String>, BuildError> {
         Ok(self.inspect_image(image).await?.map(|i| i.id))
+    }
+
+    async fn remove_image(&self, image: &str) {
+        if let Err(e) = Engine::remove_image(self, image).await {
+            tracing::warn!("cannot remove {image}: {e}");
+        }
     }
 
     async fn run_command(

@@ -100,6 +100,12 @@ pub struct PlanOptions {
     /// (`kiln build --locked IMAGE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locked: Option<Locked>,
+    /// Resolve the repository's own dependencies again: a value the steps that download them get
+    /// as `KILN_REFRESH`, so they run again instead of coming from a cache, and the environment key
+    /// moves with it (the runtime and Jupyter layers stay shared). A catalogue entry's
+    /// `rebuild.lock_change` sets it for environments that resolve in their steps (pip, R, Julia).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<String>,
 }
 
 fn default_julia_versions_url() -> String {
@@ -179,6 +185,7 @@ impl Default for PlanOptions {
             julia_versions_url: default_julia_versions_url(),
             julia_releases: None,
             locked: None,
+            refresh: None,
         }
     }
 }

@@ -67,6 +67,50 @@ fn precedence_follows_repo2docker() {
     );
 }
 
+/// `PlanOptions::refresh` (a catalogue entry's `rebuild.lock_change` for pip): the steps that
+/// download the repository's dependencies get it, so they run again and the key moves; the runtime
+/// and Jupyter steps, shared by every repository on that Python, do not.
+#[test]
+fn refresh_reruns_the_repositorys_download_steps_and_moves_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &[("requirements.txt", "six\n")]);
+    let plan = |refresh: Option<&str>| {
+        kiln_buildpacks::plan(
+            dir.path(),
+            &PlanOptions {
+                refresh: refresh.map(str::to_string),
+                ..PlanOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let (plain, refreshed, again) = (plan(None), plan(Some("1")), plan(Some("2")));
+    assert_ne!(plain.environment_key, refreshed.environment_key);
+    assert_ne!(refreshed.environment_key, again.environment_key);
+    let env = &refreshed.layers().unwrap().environment;
+    let with = |steps: &[kiln_buildpacks::plan::Step]| {
+        steps
+            .iter()
+            .filter(|s| s.env.get("KILN_REFRESH").map(String::as_str) == Some("1"))
+            .count()
+    };
+    assert!(
+        env.steps
+            .iter()
+            .any(|s| s.name.contains("requirements.txt") && s.env.contains_key("KILN_REFRESH")),
+        "{:#?}",
+        env.steps
+    );
+    assert_eq!(
+        with(&env.base_steps),
+        0,
+        "the shared Jupyter layers stay shared"
+    );
+    let plain_env = &plain.layers().unwrap().environment;
+    assert_eq!(plain_env.base_steps, env.base_steps);
+    assert_eq!(with(&plain_env.steps), 0);
+}
+
 #[test]
 fn environment_key_ignores_code_and_follows_environment_files() {
     let base = [

@@ -64,9 +64,10 @@ pub struct Rebuild {
     /// The base image is not the one the last version was built on.
     #[serde(default = "yes")]
     pub base_change: bool,
-    /// Re-solving the environment's unpinned conda dependencies (environment.yml without a
-    /// lock) gives another lock than the newest version holds. Each check then fetches the
-    /// repository and solves (no build), so it is off unless asked for.
+    /// Re-solving the environment's unpinned dependencies gives other packages than the newest
+    /// version holds: a conda environment is solved again (no build); requirements that the
+    /// build's steps resolve (pip, R, Julia) are built again with a new refresh and compared. Each
+    /// check then does that work, so it is off unless asked for.
     #[serde(default)]
     pub lock_change: bool,
 }

@@ -420,6 +420,7 @@ mod tests {
             build_id: None,
             deleted: None,
             built: None,
+            refresh: None,
         }
     }
 

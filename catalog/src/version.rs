@@ -46,6 +46,11 @@ pub struct Version {
     /// How its image came to be, as the build said (built, assembled on an environment, reused).
     #[serde(default)]
     pub built: Option<String>,
+    /// The value its build resolved the repository's dependencies again with
+    /// (`rebuild.lock_change` for environments that resolve in their steps); the entry's later
+    /// builds keep it, so that they keep those packages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<String>,
 }
 
 /// Where a version is in its life.
@@ -214,6 +219,7 @@ mod tests {
             build_id: None,
             deleted: None,
             built: None,
+            refresh: None,
         }
     }
 

@@ -1403,6 +1403,120 @@ fn a_conda_entry_is_rebuilt_when_re_solving_gives_another_lock() {
     }
 }
 
+/// `rebuild.lock_change` for pip: the entry's requirements.txt names `kiln-test-relock` without
+/// a version, from a package index on loopback (standing in for PyPI; Jupyter's projects pass
+/// through to PyPI). A check builds the commit again with a new refresh and compares the packages
+/// it installs: the same ones build nothing; once the index offers 0.2.0, the check builds version
+/// 2 with it, though the repository did not change; and the next commit keeps 0.2.0 (its build
+/// keeps the refresh instead of reusing version 1's environment). The checks' own images go.
+#[test]
+fn a_pip_entry_is_rebuilt_when_its_requirements_resolve_to_other_packages() {
+    require_engine();
+    let index = crate::support::package_index::PackageIndex::mirror_of_pypi();
+    index.publish("kiln-test-relock", "0.1.0");
+    let git = GitServer::start();
+    git.commit(
+        "pip-relock",
+        &[("requirements.txt", "kiln-test-relock\n")],
+        "a requirement without a version",
+    );
+    let communities = tempfile::tempdir().unwrap();
+    std::fs::write(
+        communities.path().join("lab.toml"),
+        format!(
+            "name = \"Lab\"\n\n[[entry]]\nslug = \"pip\"\nname = \"Pip\"\nsource = \"{}\"\nref = \"main\"\nsmoke = [\"python\", \"-c\", \"import kiln_test_relock\"]\nrebuild = {{ lock_change = true }}\n",
+            git.url("pip-relock")
+        ),
+    )
+    .unwrap();
+    let index_url = index.url();
+    let service = serve_communities(
+        communities.path(),
+        &[("KILN_PYPI_MIRROR", index_url.as_str())],
+    );
+    let catalog = wait_for_checks(&service, "lab", 1);
+    let first = &entry(&catalog, "pip")["versions"][0];
+    assert_eq!(first["state"], "promoted", "{catalog:#}");
+    let installed = |image: &str| {
+        crate::support::in_image(
+            image,
+            &[
+                "python",
+                "-c",
+                "import kiln_test_relock as m; print(m.__version__)",
+            ],
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(installed(first["image"].as_str().unwrap()), "0.1.0");
+    let check = || {
+        let (status, report) = request_as(
+            &service.http,
+            "POST",
+            "/api/communities/lab/entries/pip/check?wait=true",
+            Some(OPERATOR),
+            None,
+        );
+        assert_eq!(status, 200, "{report}");
+        report
+    };
+    let message = |report: &Value| report["message"].as_str().unwrap().to_string();
+    let relock_images = || {
+        let out = crate::support::docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|i| i.starts_with("kiln/relock-lab-pip:"))
+            .count()
+    };
+
+    let report = check();
+    assert_eq!(report["outcome"], "nothing", "{report}");
+    assert!(
+        message(&report).contains("installs version 1's packages again"),
+        "{report}"
+    );
+    assert_eq!(relock_images(), 0, "the check's image is removed");
+
+    // The index now offers 0.2.0: the same commit installs another version.
+    index.publish("kiln-test-relock", "0.2.0");
+    let report = check();
+    assert_eq!(report["outcome"], "built", "{report}");
+    assert!(
+        message(&report).contains(
+            "installs other packages than version 1's: python kiln-test-relock 0.1.0 -> 0.2.0"
+        ),
+        "{report}"
+    );
+    let second = &report["version"];
+    assert_eq!(second["number"], 2, "{report}");
+    assert_eq!(second["state"], "promoted", "{report}");
+    assert_eq!(
+        second["commit"], first["commit"],
+        "the repository did not change"
+    );
+    assert!(second["refresh"].is_string(), "{report}");
+    assert_eq!(installed(second["image"].as_str().unwrap()), "0.2.0");
+    assert_eq!(relock_images(), 0, "the check's image is removed");
+
+    // A code-only commit: built on version 2's packages, not on version 1's environment.
+    git.commit(
+        "pip-relock",
+        &[("README.md", "now with a README\n")],
+        "a code-only change",
+    );
+    let report = check();
+    assert_eq!(report["outcome"], "built", "{report}");
+    let third = &report["version"];
+    assert_eq!(third["number"], 3, "{report}");
+    assert_ne!(third["commit"], second["commit"]);
+    assert_eq!(third["refresh"], second["refresh"], "{report}");
+    assert_eq!(installed(third["image"].as_str().unwrap()), "0.2.0");
+    for version in [first, second, third] {
+        crate::support::remove_image(version["image"].as_str().unwrap());
+    }
+}
+
 /// `[retention] schedule`: the service deletes on its own, when the schedule is due (every
 /// minute here, on the real clock), the images no version keeps: a broken version's image goes
 /// from the registry, the offered one stays, and the run is shown in the catalogue.

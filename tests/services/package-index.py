@@ -69,6 +69,11 @@ class Mirror(http.server.SimpleHTTPRequestHandler):
 
     upstream = None
 
+    def end_headers(self):
+        # Pages change when a test publishes: installers must ask again, not keep a copy.
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
     def do_GET(self):
         parts = [p for p in self.path.split("?")[0].split("/") if p]
         if len(parts) == 2 and parts[0] == "simple":

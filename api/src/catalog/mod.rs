@@ -4,6 +4,7 @@
 //! checks entries that were never checked or whose schedule is due. [`runner`] carries out a
 //! check and an admin's operations.
 
+pub mod relock;
 pub mod runner;
 
 use std::path::{Path, PathBuf};

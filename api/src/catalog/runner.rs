@@ -10,11 +10,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_builder::build::Relocked;
 use kiln_builder::{Phase, PushSettings, Source};
 use kiln_catalog::{Check, Community, Decision, Entry, Observed, Promotion, State, Version};
 use serde::Serialize;
 
+use super::relock::LockCheck;
 use crate::admission::ClientKey;
 use crate::builds::Target;
 use crate::state::AppState;
@@ -222,13 +222,18 @@ async fn check_holding(
             ));
         }
     }
+    // A version built with a refresh keeps it in later builds, and so its packages.
+    let mut refresh = newest.and_then(|v| v.refresh.clone());
     let reason = match (rebuild, kiln_catalog::decide(entry, newest, &observed)) {
         (true, _) => "an admin asked for a rebuild".to_string(),
         (false, Decision::Build { reason }) => reason,
         (false, Decision::Nothing { reason }) => match newest {
             Some(newest) if entry.rebuild.lock_change => {
-                match lock_check(state, community, &spec, newest).await {
-                    Ok(LockCheck::Moved(moved)) => moved,
+                match super::relock::lock_check(state, community, entry, &spec, newest).await {
+                    Ok(LockCheck::Moved { reason, refresh: r }) => {
+                        refresh = r;
+                        reason
+                    }
                     Ok(LockCheck::Same(note)) => {
                         return Ok(("nothing", format!("{reason}; {note}"), None));
                     }
@@ -247,7 +252,8 @@ async fn check_holding(
         },
     };
     within_quota(state, community).await?;
-    let version = build_version(state, community, entry, &spec, &observed, &reason).await?;
+    let version =
+        build_version(state, community, entry, &spec, &observed, &reason, refresh).await?;
     let message = match version.state {
         State::Promoted => format!("built and promoted version {} ({reason})", version.number),
         State::Candidate => format!(
@@ -270,68 +276,6 @@ async fn check_holding(
         "built"
     };
     Ok((outcome, message, Some(version)))
-}
-
-/// What re-solving an entry's environment found.
-enum LockCheck {
-    /// Another lock: the reason to build.
-    Moved(String),
-    /// Nothing to build: why.
-    Same(String),
-}
-
-/// `rebuild.lock_change`: solve the newest version's commit again (fetching it, building
-/// nothing) and compare with the conda lock its image holds.
-async fn lock_check(
-    state: &AppState,
-    community: &Community,
-    spec: &crate::spec::Spec,
-    newest: &Version,
-) -> Result<LockCheck, String> {
-    let mut spec = spec.clone();
-    if matches!(spec.source, Source::Git(_)) {
-        spec.reference = newest.commit.clone();
-    }
-    let push = community_push(state, community).map_err(|e| e.to_string())?;
-    let target = Target {
-        image_name: None,
-        push,
-    };
-    let request = state.builds.request_for(&spec, Some(target));
-    let relocked = state
-        .engine
-        .relock(request, &newest.image)
-        .await
-        .map_err(|e| e.to_string())?;
-    let n = newest.number;
-    Ok(match relocked {
-        Relocked::NoConda => LockCheck::Same(
-            "the environment has no conda part to re-solve (rebuild.lock_change re-solves environment.yml; pip's requirements are resolved when an image is built)".into(),
-        ),
-        Relocked::Shipped(path) => LockCheck::Same(format!(
-            "its lock {path} pins every package, so re-solving cannot change it"
-        )),
-        Relocked::Solved {
-            digest,
-            packages,
-            image_digest,
-        } if image_digest.as_ref() == Some(&digest) => LockCheck::Same(format!(
-            "re-solving the environment gives version {n}'s lock again ({packages} packages)"
-        )),
-        Relocked::Solved {
-            digest,
-            packages,
-            image_digest,
-        } => LockCheck::Moved(format!(
-            "re-solving the environment gives another lock than version {n}'s ({packages} packages, {} instead of {})",
-            short_digest(&digest),
-            image_digest.as_deref().map_or("none recorded", short_digest)
-        )),
-    })
-}
-
-fn short_digest(digest: &str) -> &str {
-    digest.get(..19).unwrap_or(digest)
 }
 
 /// What the entry's ref names now, and the base image's id.
@@ -494,6 +438,7 @@ async fn build_version(
     spec: &crate::spec::Spec,
     observed: &Observed,
     reason: &str,
+    refresh: Option<String>,
 ) -> Result<Version, CatalogError> {
     let catalogs = &state.catalogs;
     let push = community_push(state, community)?;
@@ -524,6 +469,7 @@ async fn build_version(
                     build_id: None,
                     deleted: None,
                     built: None,
+                    refresh,
                 }
             })
         })
@@ -562,6 +508,7 @@ async fn run_build(
     let target = Target {
         image_name: Some(version.image.clone()),
         push: push.cloned(),
+        refresh: version.refresh.clone(),
     };
     let shared = state
         .builds
@@ -575,18 +522,7 @@ async fn run_build(
         .map_err(|e| e.to_string())?;
     version.build_id = Some(shared.id.clone());
     save_quietly(state, community, entry, version).await;
-    let mut from = 0;
-    let mut last = None;
-    while let Some(events) = shared.next(from).await {
-        from += events.len();
-        last = events.into_iter().last().or(last);
-    }
-    let Some(last) = last else {
-        return Err("the build ended without a word".into());
-    };
-    if last.phase != Phase::Built {
-        return Err(last.message.trim_end().to_string());
-    }
+    let last = finished(&shared).await?;
     version.built = Some(last.message.trim_end().to_string());
     version.contents_digest = last.contents_digest.clone();
     version.sbom_digest = last.sbom_digest.clone();
@@ -604,6 +540,25 @@ async fn run_build(
         }
     }
     Ok(())
+}
+
+/// Wait for a build to end: its `built` event, or what it failed with.
+pub(super) async fn finished(
+    shared: &crate::builds::SharedBuild,
+) -> Result<kiln_builder::Event, String> {
+    let mut from = 0;
+    let mut last = None;
+    while let Some(events) = shared.next(from).await {
+        from += events.len();
+        last = events.into_iter().last().or(last);
+    }
+    let Some(last) = last else {
+        return Err("the build ended without a word".into());
+    };
+    if last.phase != Phase::Built {
+        return Err(last.message.trim_end().to_string());
+    }
+    Ok(last)
 }
 
 /// Run the entry's smoke test in the version's image; the version becomes promoted (auto),

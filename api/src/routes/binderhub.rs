@@ -377,6 +377,7 @@ async fn stream_build(
                     Some(crate::builds::Target {
                         image_name: None,
                         push,
+                        refresh: None,
                     }),
                 )
                 .await

@@ -4,7 +4,9 @@
 //!
 //! The solve is the build's own (the same channels, mirrors and virtual packages of the base
 //! image), on the host; only the repository is fetched, and nothing runs in a container. pip's
-//! requirements are resolved inside the image, so they are not re-solved here.
+//! requirements (and R's, Julia's) are resolved by the build's own steps, inside the image: for
+//! them this says so ([`Relocked::InSteps`]), and the caller builds them again with
+//! [`kiln_buildpacks::PlanOptions::refresh`] to compare what they install.
 
 use std::sync::Arc;
 
@@ -17,8 +19,11 @@ use crate::git::GitBackend;
 /// What re-solving found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Relocked {
-    /// The plan has no conda environment (pip, R or a Dockerfile: nothing re-solved here).
-    NoConda,
+    /// Nothing resolves the repository's dependencies (a Dockerfile, or only kiln's own Jupyter).
+    Nothing,
+    /// The plan's own steps resolve them (pip, R, Julia, postBuild): these steps download, and
+    /// only running them again tells what they install now.
+    InSteps(usize),
     /// The repository ships its lock (this path): the lock cannot move.
     Shipped(String),
     /// Solved again.
@@ -53,7 +58,7 @@ pub async fn relock(
         .and_then(|l| l.environment.conda.as_ref())
         .map(|c| c.lock_file.clone());
     match shipped {
-        None => return Ok(Relocked::NoConda),
+        None => return Ok(in_steps(&plan)),
         Some(Some(path)) => return Ok(Relocked::Shipped(path)),
         Some(None) => {}
     }
@@ -62,7 +67,7 @@ pub async fn relock(
         ..request.clone()
     };
     let Some((lock, _)) = conda_stage::lock(engine, &unlocked, &mut plan, sink).await? else {
-        return Ok(Relocked::NoConda);
+        return Ok(in_steps(&plan));
     };
     let labels = match &request.push {
         Some(push) => crate::contents::registry_labels(&push.registry, image).await?,
@@ -73,4 +78,23 @@ pub async fn relock(
         packages: lock.packages.len(),
         image_digest: labels.and_then(|mut l| l.remove(LABEL_CONDA_LOCK_DIGEST)),
     })
+}
+
+/// A plan without a conda environment: how many of its steps download what the repository asks
+/// for (the steps [`kiln_buildpacks::PlanOptions::refresh`] runs again).
+fn in_steps(plan: &kiln_buildpacks::BuildPlan) -> Relocked {
+    let steps = plan.layers().map_or(0, |layers| {
+        layers
+            .environment
+            .steps
+            .iter()
+            .chain(&layers.after_copy)
+            .filter(|step| step.network)
+            .count()
+    });
+    if steps == 0 {
+        Relocked::Nothing
+    } else {
+        Relocked::InSteps(steps)
+    }
 }

@@ -348,6 +348,27 @@ impl<'a> Planner<'a> {
         Ok((system_packages, start, executables))
     }
 
+    /// [`PlanOptions::refresh`]: the steps that download what the repository asks for (after the
+    /// shared runtime and Jupyter steps) get it as `KILN_REFRESH`, so they run again and the
+    /// environment key moves; the conda environment's packages come from its lock instead.
+    fn refresh(&mut self) {
+        let Some(refresh) = self.opts.refresh.clone() else {
+            return;
+        };
+        let mut refreshed = 0;
+        for step in self.steps.iter_mut().chain(self.after_copy.iter_mut()) {
+            if step.network {
+                step.env.insert("KILN_REFRESH".into(), refresh.clone());
+                refreshed += 1;
+            }
+        }
+        self.decide(
+            "refresh",
+            &refresh,
+            &format!("the repository's dependencies are resolved again (a catalogue entry's rebuild.lock_change): {refreshed} steps that download run again"),
+        );
+    }
+
     fn finish(mut self, uses: &[BuildpackUse], common: CommonFiles) -> Result<Layers, PlanError> {
         let (system_packages, start, executables) = common;
         // The Python lock is made once every environment step has run.
@@ -355,6 +376,7 @@ impl<'a> Planner<'a> {
             let step = python::lock_step(&mut self, &reads);
             self.steps.push(step);
         }
+        self.refresh();
         let home = self.home();
         let repo_dir = self.repo_dir();
         let mut path = std::mem::take(&mut self.path);

@@ -158,6 +158,8 @@ impl ContainerEngine for ScriptedEngine {
         Ok(Some(format!("sha256:scripted-{}", image.len())))
     }
 
+    async fn remove_image(&self, _image: &str) {}
+
     /// Commands run in images whose name holds `broken` exit 1; the others print their argv.
     async fn run_command(
         &self,
