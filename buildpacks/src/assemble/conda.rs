@@ -209,15 +209,34 @@ pub fn plan(p: &mut Planner, selection: &Selection) -> Result<bool, PlanError> {
             ),
         );
     }
+    // kiln's Jupyter from PyPI brings rfc3987-syntax, which costs every server start about 650 ms
+    // (see the Python buildpack's overrides); pip cannot leave it out, so it goes after, unless
+    // the environment asks for it.
+    let slow_import = (!missing_jupyter.is_empty()
+        && !env.lists("rfc3987-syntax")
+        && !env.pip.iter().any(|r| requirement_name(r) == "rfc3987-syntax"))
+    .then(|| {
+        argv(&[
+            &format!("{ENV_PREFIX}/bin/python"),
+            "-m",
+            "pip",
+            "uninstall",
+            "--yes",
+            "--quiet",
+            "rfc3987-syntax",
+        ])
+    });
     let missing: Vec<String> = missing_jupyter.into_iter().chain(missing_extras).collect();
     if !missing.is_empty() {
         let mut args = vec!["--disable-pip-version-check"];
         args.extend(missing.iter().map(String::as_str));
+        let mut commands = vec![pip(&args), super::python::without_hub_assets(ENV_PREFIX)];
+        commands.extend(slow_import);
         p.steps.push(Step {
             name: format!("Jupyter for the conda environment: {}", missing.join(" ")),
             run_as: RunAs::User,
             inputs: vec![],
-            commands: vec![pip(&args), super::python::without_hub_assets(ENV_PREFIX)],
+            commands,
             env: BTreeMap::new(),
             caches: vec![Cache::Pip],
             network: true,

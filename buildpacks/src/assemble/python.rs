@@ -13,6 +13,12 @@ use crate::plan::{Cache, RunAs, Step};
 use crate::select::Selection;
 
 pub const VENV: &str = "/srv/venv";
+/// uv's overrides for Jupyter's install: `rfc3987-syntax` (jsonschema's optional IRI checker,
+/// asked for by jupyter-events through `jsonschema[format-nongpl]`) builds an Earley parser from
+/// its grammar when it is imported, which is about 650 ms of the 1.1 s that a Jupyter server's
+/// imports take; a marker that is never true leaves it out. jsonschema skips the formats it checks
+/// when it is missing.
+const JUPYTER_OVERRIDES: &str = "rfc3987-syntax ; python_version < \"0\"\n";
 const UV_TOOL: &str = "/opt/kiln/uv";
 
 /// The Python buildpack: `requirements.txt`, `pyproject.toml`, `uv.lock`, `setup.py`.
@@ -265,9 +271,12 @@ pub fn runtime_and_jupyter(p: &mut Planner, version: &str) {
             used_with: Cache::Uv,
         });
     }
-    let mut jupyter: Vec<&str> = p.opts.jupyter_packages.iter().map(String::as_str).collect();
+    let overrides = p.helper_file("jupyter-overrides.txt", JUPYTER_OVERRIDES, 0o644);
+    let mut jupyter: Vec<&str> = vec!["--overrides", &overrides];
+    jupyter.extend(p.opts.jupyter_packages.iter().map(String::as_str));
     jupyter.extend(DEFAULT_ENVIRONMENT_EXTRAS);
-    p.decide("jupyter", &jupyter.join(" "), "kiln's pinned Jupyter (JupyterLab, notebook, jupyterhub-singleuser) with what notebooks on mybinder.org rely on (ipywidgets, jupyter-resource-usage), installed before the repository's own packages");
+    p.decide("jupyter", &jupyter[2..].join(" "), "kiln's pinned Jupyter (JupyterLab, notebook, jupyterhub-singleuser) with what notebooks on mybinder.org rely on (ipywidgets, jupyter-resource-usage), installed before the repository's own packages");
+    p.decide("rfc3987-syntax", "left out of Jupyter's environment", "an optional checker of jsonschema (through jupyter-events) that builds a parser when it is imported: about 650 ms of every server start; jsonschema checks without it (the repository's own packages may still bring it)");
     p.runtime_steps.push(Step {
         name: format!("Python {version} and Jupyter"),
         run_as: RunAs::User,
