@@ -4,6 +4,8 @@
 #   port                prints a free loopback port
 #   start_registry      starts a registry in $work, sets $reg_port
 #   pids+=($!)          stops a process started by the script on exit
+#   fresh_engine        starts a second dockerd with its own data root (trusting $reg over plain
+#                       HTTP), sets $dh (its DOCKER_HOST), $droot and $dpid; stop_engine removes it
 #   jupyter_start_ms IMAGE [DOCKER_HOST]
 #                       milliseconds from `docker run` of IMAGE to JupyterLab answering /api/status
 #                       with its token (the container is removed after)
@@ -33,4 +35,21 @@ jupyter_start_ms() {
     t1=$(date +%s%N)
     "${docker[@]}" rm -f "$id" >/dev/null
     echo $(((t1 - t0) / 1000000))
+}
+fresh_engine() { # -> sets $dh (DOCKER_HOST) and $droot
+    droot="$work/engine-$RANDOM$RANDOM"
+    mkdir -p "$droot"
+    dh="unix://$droot/docker.sock"
+    dockerd --host "$dh" --data-root "$droot/data" --exec-root "$droot/exec" --pidfile "$droot/pid" \
+        --bridge=none --iptables=false --ip-forward=false --ip-masq=false --insecure-registry "$reg" \
+        >"$droot/log" 2>&1 &
+    dpid=$!
+    pids+=($dpid)
+    for _ in $(seq 100); do docker -H "$dh" version >/dev/null 2>&1 && return; sleep 0.2; done
+    echo "the fresh engine did not start"; exit 1
+}
+stop_engine() {
+    kill "$dpid"; wait "$dpid" 2>/dev/null || true
+    umount "$droot/exec/netns/default" 2>/dev/null || true # the engine leaves its netns mounted
+    rm -rf "$droot"
 }

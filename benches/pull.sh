@@ -43,24 +43,6 @@ if [ -n "$before" ]; then
     docker rmi "$before_image" >/dev/null
 fi
 
-# A fresh engine per measurement.
-fresh_engine() { # -> sets $dh (DOCKER_HOST) and $droot
-    droot="$work/engine-$RANDOM$RANDOM"
-    mkdir -p "$droot"
-    dh="unix://$droot/docker.sock"
-    dockerd --host "$dh" --data-root "$droot/data" --exec-root "$droot/exec" --pidfile "$droot/pid" \
-        --bridge=none --iptables=false --ip-forward=false --ip-masq=false --insecure-registry "$reg" \
-        >"$droot/log" 2>&1 &
-    dpid=$!
-    pids+=($dpid)
-    for _ in $(seq 100); do docker -H "$dh" version >/dev/null 2>&1 && return; sleep 0.2; done
-    echo "the fresh engine did not start"; exit 1
-}
-stop_engine() {
-    kill "$dpid"; wait "$dpid" 2>/dev/null || true
-    umount "$droot/exec/netns/default" 2>/dev/null || true # the engine leaves its netns mounted
-    rm -rf "$droot"
-}
 ms() { echo $(( ($2 - $1) / 1000000 )); }
 pull_start() { # image -> "pull_ms start_ms" on a fresh engine
     fresh_engine
