@@ -184,3 +184,80 @@ fn a_pypi_mirror_url_with_credentials_is_refused_before_any_work() {
         "{text}"
     );
 }
+
+/// `KILN_NPM_REGISTRY`: a postBuild's `npm install` goes to the registry kiln is given (one on
+/// loopback that holds a package the public registry lacks), for the package document and the
+/// tarball alike; the session's image keeps the public registry; without the setting the same
+/// repository does not build.
+#[test]
+fn an_npm_registry_mirror_serves_a_postbuilds_npm_install() {
+    require_engine();
+    let registry = crate::support::npm_registry::NpmRegistry::start();
+    let package = "kiln-test-npm-only";
+    registry.publish(package, "1.0.0");
+    let server = GitServer::start();
+    let post_build = format!(
+        "#!/bin/bash\nset -euo pipefail\nnpm install --no-audit --no-fund --prefix \"$HOME/npm-test\" {package}\nnode -e 'console.log(require(process.env.HOME + \"/npm-test/node_modules/{package}\"))' > \"$HOME/npm-test.txt\"\n"
+    );
+    server.commit(
+        "npm-mirrored",
+        &[("postBuild", &post_build), ("requirements.txt", "")],
+        "a postBuild that installs a package only the mirror has",
+    );
+    let image = format!("kiln-test/{}:1", unique("npm-mirror"));
+    let out = kiln()
+        .args([
+            "build",
+            "--json-logs",
+            "--image-name",
+            &image,
+            &server.url("npm-mirrored"),
+        ])
+        .env("KILN_NPM_REGISTRY", registry.url())
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        messages(&events(&out.stdout)),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{log}");
+    let asked = registry.requested();
+    assert!(
+        asked.iter().any(|p| p == &format!("/{package}")),
+        "the package document was not asked of the mirror: {asked:?}"
+    );
+    assert!(
+        asked
+            .iter()
+            .any(|p| p == &format!("/-/tarballs/{package}-1.0.0.tgz")),
+        "the tarball was not fetched from the mirror: {asked:?}"
+    );
+    assert_eq!(
+        in_image(&image, &["cat", "/home/jovyan/npm-test.txt"]).trim(),
+        "1.0.0"
+    );
+    assert_eq!(
+        in_image(&image, &["sh", "-c", "echo \"[${NPM_CONFIG_REGISTRY:-}]\""]).trim(),
+        "[]",
+        "the mirror is the build's, not the session's"
+    );
+    remove_image(&image);
+
+    // The control: without the mirror, npm asks the public registry, which has no such package.
+    let out = kiln()
+        .args([
+            "build",
+            "--image-name",
+            &format!("kiln-test/{}:1", unique("npm-none")),
+            &server.url("npm-mirrored"),
+        ])
+        .env_remove("KILN_NPM_REGISTRY")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "built without the mirror: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -214,7 +214,10 @@ pub fn plan(p: &mut Planner, selection: &Selection) -> Result<bool, PlanError> {
     // the environment asks for it.
     let slow_import = (!missing_jupyter.is_empty()
         && !env.lists("rfc3987-syntax")
-        && !env.pip.iter().any(|r| requirement_name(r) == "rfc3987-syntax"))
+        && !env
+            .pip
+            .iter()
+            .any(|r| requirement_name(r) == "rfc3987-syntax"))
     .then(|| {
         argv(&[
             &format!("{ENV_PREFIX}/bin/python"),

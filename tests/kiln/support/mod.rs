@@ -8,6 +8,7 @@ pub mod git_http;
 pub mod hub_login;
 pub mod in_process;
 pub mod jupyterhub;
+pub mod npm_registry;
 pub mod package_index;
 pub mod records;
 pub mod redirector;
