@@ -50,6 +50,22 @@ pub struct RenderOptions {
     pub mirrors: crate::options::PackageMirrors,
 }
 
+/// Which package caches a step may use.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CacheUse {
+    /// kiln's own steps (the base packages, Python and Jupyter at kiln's pins, the tools): the
+    /// caches every build shares.
+    Shared,
+    /// The environment's steps, which install what the repository's files name (and so may run
+    /// code it chose: a package's build, a conda package's scripts): caches of the repository's
+    /// own scope ([`RenderOptions::cache_scope`]), so that nothing they leave reaches another
+    /// repository's or ref's build; none without a scope.
+    Repository,
+    /// Steps after the repository copy (setup.py, postBuild): no cache but [`Cache::R`]'s scoped
+    /// one.
+    None,
+}
+
 /// Where kiln's R steps find and keep installed R packages ([`Cache::R`]).
 const R_CACHE: &str = "/var/cache/kiln/r";
 
@@ -142,7 +158,7 @@ impl<'a> Renderer<'a> {
         // mounted into them, so nothing they do can reach another repository's build (only the
         // repository's own scoped cache, `Cache::R`).
         for step in &self.layers.after_copy {
-            self.step(step, uid, false)?;
+            self.step(step, uid, CacheUse::None)?;
         }
         let runtime = &self.layers.runtime;
         self.env(&runtime.env);
@@ -198,7 +214,7 @@ impl<'a> Renderer<'a> {
         }
         let mut workdir_set = false;
         for (i, step) in env.base_steps.iter().enumerate() {
-            self.step(step, uid, true)?;
+            self.step(step, uid, CacheUse::Shared)?;
             // The user and its home exist after kiln's second step; the tools come then.
             if i == 1 {
                 self.line(&format!("WORKDIR {}", env.user.home));
@@ -212,7 +228,7 @@ impl<'a> Renderer<'a> {
         }
         if !env.system_packages.is_empty() {
             let step = apt_step("apt.txt", &env.system_packages);
-            self.step(&step, uid, true)?;
+            self.step(&step, uid, CacheUse::Shared)?;
         }
         if let Some(conda) = &env.conda {
             self.line(&format!(
@@ -237,7 +253,7 @@ impl<'a> Renderer<'a> {
             self.user = None;
         }
         for step in &env.steps {
-            self.step(step, uid, true)?;
+            self.step(step, uid, CacheUse::Repository)?;
         }
         Ok(())
     }
@@ -253,7 +269,7 @@ impl<'a> Renderer<'a> {
     fn tools(&mut self, first_stage: &str, uid: u32) -> Result<(), PlanError> {
         if !self.tools_apart() {
             for tool in &self.layers.environment.tools {
-                self.step(&tool.step, uid, true)?;
+                self.step(&tool.step, uid, CacheUse::Shared)?;
             }
             return Ok(());
         }
@@ -274,7 +290,7 @@ impl<'a> Renderer<'a> {
             ));
             self.line(&format!("FROM {from} AS {}", tool_stage(&tool.name)));
             self.user = user;
-            self.step(&tool.step, uid, true)?;
+            self.step(&tool.step, uid, CacheUse::Shared)?;
         }
         self.user = user;
         Ok(())
@@ -307,7 +323,7 @@ impl<'a> Renderer<'a> {
         }
     }
 
-    fn step(&mut self, step: &Step, uid: u32, shared_caches: bool) -> Result<(), PlanError> {
+    fn step(&mut self, step: &Step, uid: u32, caches: CacheUse) -> Result<(), PlanError> {
         self.switch(step.run_as);
         self.line(&format!("# {}", step.name.replace('\n', " ")));
         let home = &self.layers.environment.user.home;
@@ -330,7 +346,7 @@ impl<'a> Renderer<'a> {
             self.cache(
                 *cache,
                 step_uid,
-                shared_caches,
+                caches,
                 &mut mounts,
                 &mut exports,
                 &mut cleanup,
@@ -399,12 +415,21 @@ impl<'a> Renderer<'a> {
         &self,
         cache: Cache,
         uid: u32,
-        shared: bool,
+        caches: CacheUse,
         mounts: &mut Vec<String>,
         exports: &mut BTreeMap<String, String>,
         cleanup: &mut Vec<Vec<String>>,
     ) {
-        let buildkit = self.options.buildkit && shared;
+        // A repository's packages are kept in caches of its own scope (Debian's, which apt.txt
+        // cannot add sources to, stay shared).
+        let scope = match caches {
+            CacheUse::Shared => Some(String::new()),
+            CacheUse::Repository if cache == Cache::Apt => Some(String::new()),
+            CacheUse::Repository => self.options.cache_scope.as_ref().map(|s| format!("-{s}")),
+            CacheUse::None => None,
+        };
+        let buildkit = self.options.buildkit && scope.is_some();
+        let scope = scope.unwrap_or_default();
         let salt = self
             .options
             .cache_salt
@@ -431,21 +456,24 @@ impl<'a> Renderer<'a> {
                 );
             }
             Cache::Pip if buildkit => {
-                mounts.push(mount("kiln-pip", "/var/cache/kiln/pip"));
+                mounts.push(mount(&format!("kiln-pip{scope}"), "/var/cache/kiln/pip"));
                 exports.insert("PIP_CACHE_DIR".into(), "/var/cache/kiln/pip".into());
             }
             Cache::Pip => {
                 exports.insert("PIP_NO_CACHE_DIR".into(), "1".into());
             }
             Cache::Uv if buildkit => {
-                mounts.push(mount("kiln-uv", "/var/cache/kiln/uv"));
+                mounts.push(mount(&format!("kiln-uv{scope}"), "/var/cache/kiln/uv"));
                 exports.insert("UV_CACHE_DIR".into(), "/var/cache/kiln/uv".into());
             }
             Cache::Uv => {
                 exports.insert("UV_NO_CACHE".into(), "1".into());
             }
             Cache::Conda if buildkit => {
-                mounts.push(mount("kiln-conda", "/var/cache/kiln/conda-pkgs"));
+                mounts.push(mount(
+                    &format!("kiln-conda{scope}"),
+                    "/var/cache/kiln/conda-pkgs",
+                ));
                 exports.insert(
                     "CONDA_PKGS_DIRS".into(),
                     "/var/cache/kiln/conda-pkgs".into(),

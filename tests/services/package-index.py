@@ -2,6 +2,11 @@
 """A PEP 503 package index on loopback, for tests: wheels made here, served over HTTP.
 
     package-index.py publish DIR NAME VERSION   make NAME-VERSION's wheel in DIR and relist
+    package-index.py probe DIR NAME VERSION GLOB
+                                                make NAME-VERSION's source archive, whose build
+                                                fails when a path matching GLOB is under kiln's uv
+                                                cache (/var/cache/kiln/uv): what a package chosen
+                                                by a hostile repository could see there
     package-index.py serve DIR PORT [UPSTREAM]  serve DIR on 127.0.0.1:PORT; with UPSTREAM (such as
                                                 https://pypi.org/simple/), a project DIR does not
                                                 hold is answered with UPSTREAM's page (a mirror that
@@ -47,6 +52,37 @@ def wheel(name, version):
             entry = zipfile.ZipInfo(path, date_time=(2026, 1, 1, 0, 0, 0))
             z.writestr(entry, text)
     return f"{module}-{version}-py3-none-any.whl", out.getvalue()
+
+
+PROBE = """import glob, sys
+found = sorted(glob.glob("/var/cache/kiln/uv/**/{glob}", recursive=True))
+if found:
+    sys.exit("the cache holds " + " ".join(found[:3]))
+from setuptools import setup
+setup(name="{name}", version="{version}", packages=["{module}"])
+"""
+
+
+def sdist(name, version, pattern):
+    """A source archive whose setup.py runs when it is built (as any sdist's does)."""
+    import tarfile
+
+    module = name.replace("-", "_")
+    top = f"{module}-{version}"
+    files = {
+        f"{top}/setup.py": PROBE.format(glob=pattern, name=name, version=version, module=module),
+        f"{top}/pyproject.toml": '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n',
+        f"{top}/PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{top}/{module}/__init__.py": f'__version__ = "{version}"\n',
+    }
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for path, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(path)
+            info.size, info.mode, info.mtime = len(data), 0o644, 1767225600
+            tar.addfile(info, io.BytesIO(data))
+    return f"{top}.tar.gz", out.getvalue()
 
 
 def relist(root, name):
@@ -113,11 +149,15 @@ def main():
         handler = functools.partial(Mirror if upstream else http.server.SimpleHTTPRequestHandler, directory=root)
         Mirror.upstream = upstream
         http.server.ThreadingHTTPServer(("127.0.0.1", int(rest[0])), handler).serve_forever()
-    name, version = rest
-    filename, data = wheel(name, version)
+    if command == "probe":
+        name, version, pattern = rest
+        filename, data = sdist(name, version, pattern)
+    elif command == "publish":
+        name, version = rest
+        filename, data = wheel(name, version)
+    else:
+        sys.exit(f"unknown command {command}: publish, probe or serve")
     path = os.path.join(root, "files", filename)
-    if command != "publish":
-        sys.exit(f"unknown command {command}: publish or serve")
     with open(path, "wb") as fh:
         fh.write(data)
     print(hashlib.sha256(data).hexdigest())

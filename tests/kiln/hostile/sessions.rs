@@ -195,6 +195,69 @@ fn a_repository_dockerfile_cannot_write_into_the_caches_kilns_builds_share() {
     remove_image(&image);
 }
 
+/// The environment's steps install what a repository's files name, and so run code it chose (a
+/// package's build): the uv cache they use is the repository's and ref's own. A package built for
+/// another repository, or for a pull request's ref of the same one, finds nothing of the victim's
+/// there (it would fail its build if it did), so it can neither read nor replace it; on the
+/// victim's own ref the same probe does find the victim's package, so the probe is not blind.
+/// The index is on loopback (standing in for PyPI, passing Jupyter's projects through to it).
+#[test]
+fn a_package_a_repository_names_cannot_read_or_poison_another_repositorys_uv_cache() {
+    require_engine();
+    let index = crate::support::package_index::PackageIndex::mirror_of_pypi();
+    index.publish("kiln-test-victim", "1.0");
+    index.publish_probe("kiln-test-probe", "1.0", "*kiln?test?victim*");
+    let server = GitServer::start();
+    server.commit(
+        "victim",
+        &[("requirements.txt", "kiln-test-victim==1.0\n")],
+        "fills its cache",
+    );
+    let build = |name: &str, reference: Option<&str>| {
+        let image = format!("kiln-test/{}:1", unique(name));
+        let out = kiln()
+            .env("KILN_PYPI_MIRROR", index.url())
+            .args(["build", &server.url(name), "--json-logs"])
+            .args(["--image-name", &image])
+            .args(reference.map(|r| ["--ref", r]).into_iter().flatten())
+            .output()
+            .unwrap();
+        remove_image(&image);
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, text) = build("victim", None);
+    assert!(ok, "{text}");
+    let probe = "kiln-test-probe==1.0\n";
+    server.commit(
+        "attacker",
+        &[("requirements.txt", probe)],
+        "a package that probes the cache",
+    );
+    let (ok, text) = build("attacker", None);
+    assert!(ok, "another repository's package saw the cache: {text}");
+    let dir = server.repo_dir("victim");
+    git(&dir, &["checkout", "--quiet", "-b", "pull-1"]);
+    server.commit("victim", &[("requirements.txt", probe)], "a pull request");
+    git(&dir, &["checkout", "--quiet", "-"]);
+    let (ok, text) = build("victim", Some("pull-1"));
+    assert!(ok, "another ref's package saw the cache: {text}");
+    server.commit(
+        "victim",
+        &[("requirements.txt", probe)],
+        "the same probe on the default branch",
+    );
+    let (ok, text) = build("victim", None);
+    assert!(!ok, "{text}");
+    assert!(text.contains("the cache holds"), "{text}");
+}
+
 #[test]
 fn a_launch_link_cannot_open_javascript_or_another_site() {
     let service = InProcess::start(

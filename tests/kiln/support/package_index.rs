@@ -49,9 +49,14 @@ impl PackageIndex {
     }
 
     fn run(&self, command: &str, name: &str, version: &str) -> String {
+        self.run_with(command, &[name, version])
+    }
+
+    fn run_with(&self, command: &str, args: &[&str]) -> String {
         let out = Command::new("python3")
             .arg(script())
-            .args([command, self.dir.path().to_str().unwrap(), name, version])
+            .args([command, self.dir.path().to_str().unwrap()])
+            .args(args)
             .output()
             .unwrap();
         assert!(
@@ -75,6 +80,13 @@ impl PackageIndex {
     /// is `version`); returns the wheel's sha256.
     pub fn publish(&self, name: &str, version: &str) -> String {
         self.run("publish", name, version)
+    }
+
+    /// Publish only a source archive of `name` `version`, whose build (its setup.py) fails when a
+    /// path matching `glob` is under kiln's uv cache: a probe of what a package that a repository
+    /// names can see there.
+    pub fn publish_probe(&self, name: &str, version: &str, glob: &str) {
+        self.run_with("probe", &[name, version, glob]);
     }
 }
 
