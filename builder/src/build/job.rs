@@ -177,9 +177,14 @@ impl<'a> Job<'a> {
     }
 
     fn environment_image(&self) -> Result<Option<String>, BuildError> {
+        let tools = self
+            .plan
+            .layers()
+            .is_some_and(|l| !l.environment.tools.is_empty());
         environment_image_name(
             self.request.push.as_ref(),
             self.plan.environment_key.as_deref(),
+            tools && !self.engine.buildkit,
         )
     }
 

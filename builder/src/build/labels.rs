@@ -101,15 +101,28 @@ pub fn image_name(
 }
 
 /// The environment image of a key under the prefix, when pushing.
+///
+/// `tools_in_image`: the plan's build tools (uv) are installed into the image, as the classic
+/// builder does, rather than mounted from a stage of their own (BuildKit). Such an environment
+/// image is named apart: the steps after it expect the tools where their builder puts them, so an
+/// engine of the other kind must not build on it.
 pub fn environment_image_name(
     push: Option<&PushSettings>,
     key: Option<&str>,
+    tools_in_image: bool,
 ) -> Result<Option<String>, BuildError> {
     match (push, key) {
-        (Some(push), Some(key)) => Ok(Some(kiln_registry::environment_image_name(
-            push.environment_prefix(),
-            key,
-        )?)),
+        (Some(push), Some(key)) => {
+            let key = if tools_in_image {
+                format!("{}-tools", key.strip_prefix("sha256:").unwrap_or(key))
+            } else {
+                key.to_string()
+            };
+            Ok(Some(kiln_registry::environment_image_name(
+                push.environment_prefix(),
+                &key,
+            )?))
+        }
         _ => Ok(None),
     }
 }
@@ -152,6 +165,27 @@ pub fn rfc3339(seconds: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// An environment image made with uv inside it (the classic builder) is not the one a BuildKit
+    /// engine makes with uv mounted: each kind of engine builds on its own kind only.
+    #[test]
+    fn an_environment_with_its_tools_inside_is_named_apart() {
+        let push = super::PushSettings::new("127.0.0.1:5000/kiln-", None, true).unwrap();
+        let name = |inside| {
+            super::environment_image_name(Some(&push), Some("sha256:abcd"), inside)
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(name(false), "127.0.0.1:5000/kiln-kiln-environment:abcd");
+        assert_eq!(
+            name(true),
+            "127.0.0.1:5000/kiln-kiln-environment:abcd-tools"
+        );
+        assert_eq!(
+            super::environment_image_name(None, Some("sha256:abcd"), true).unwrap(),
+            None
+        );
+    }
+
     #[test]
     fn timestamps() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
