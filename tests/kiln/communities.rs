@@ -1278,6 +1278,27 @@ fn a_community_named_by_its_host_gets_its_own_build_route_and_profiles() {
 /// A copy of the fixture channel whose `noarch` repodata lists only the packages `keep` admits
 /// (the package files are links to the fixture's; no sharded or compressed repodata, so a client
 /// reads the JSON the test writes).
+/// An operator's check of `entry` in the community `lab`, waited for: its report.
+fn check_lab_entry(service: &Service, entry: &str) -> Value {
+    let (status, report) = request_as(
+        &service.http,
+        "POST",
+        &format!("/api/communities/lab/entries/{entry}/check?wait=true"),
+        Some(OPERATOR),
+        None,
+    );
+    assert_eq!(status, 200, "{report}");
+    report
+}
+
+/// The `__version__` of `module` in `image`.
+fn module_version(image: &str, module: &str) -> String {
+    let code = format!("import {module}; print({module}.__version__)");
+    crate::support::in_image(image, &["python", "-c", &code])
+        .trim()
+        .to_string()
+}
+
 fn channel_copy(dir: &std::path::Path, keep: impl Fn(&str) -> bool) {
     let fixture = crate::support::conda::channel_dir();
     let noarch = dir.join("noarch");
@@ -1344,31 +1365,10 @@ fn a_conda_entry_is_rebuilt_when_re_solving_gives_another_lock() {
     let catalog = wait_for_checks(&service, "lab", 1);
     let first = &entry(&catalog, "conda")["versions"][0];
     assert_eq!(first["state"], "promoted", "{catalog:#}");
-    let greet = |image: &str| {
-        crate::support::in_image(
-            image,
-            &[
-                "python",
-                "-c",
-                "import kiln_greet; print(kiln_greet.__version__)",
-            ],
-        )
-        .trim()
-        .to_string()
-    };
+    let greet = |image: &str| module_version(image, "kiln_greet");
     assert_eq!(greet(first["image"].as_str().unwrap()), "0.1.0");
 
-    let check = || {
-        let (status, report) = request_as(
-            &service.http,
-            "POST",
-            "/api/communities/lab/entries/conda/check?wait=true",
-            Some(OPERATOR),
-            None,
-        );
-        assert_eq!(status, 200, "{report}");
-        report
-    };
+    let check = || check_lab_entry(&service, "conda");
     let report = check();
     assert_eq!(report["outcome"], "nothing", "{report}");
     assert!(
@@ -1437,30 +1437,9 @@ fn a_pip_entry_is_rebuilt_when_its_requirements_resolve_to_other_packages() {
     let catalog = wait_for_checks(&service, "lab", 1);
     let first = &entry(&catalog, "pip")["versions"][0];
     assert_eq!(first["state"], "promoted", "{catalog:#}");
-    let installed = |image: &str| {
-        crate::support::in_image(
-            image,
-            &[
-                "python",
-                "-c",
-                "import kiln_test_relock as m; print(m.__version__)",
-            ],
-        )
-        .trim()
-        .to_string()
-    };
+    let installed = |image: &str| module_version(image, "kiln_test_relock");
     assert_eq!(installed(first["image"].as_str().unwrap()), "0.1.0");
-    let check = || {
-        let (status, report) = request_as(
-            &service.http,
-            "POST",
-            "/api/communities/lab/entries/pip/check?wait=true",
-            Some(OPERATOR),
-            None,
-        );
-        assert_eq!(status, 200, "{report}");
-        report
-    };
+    let check = || check_lab_entry(&service, "pip");
     let message = |report: &Value| report["message"].as_str().unwrap().to_string();
     let relock_images = || {
         let out = crate::support::docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);

@@ -268,6 +268,34 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Start one of the Python servers of `tests/services/` (`python3 SCRIPT serve DIR PORT ARGS...`)
+/// on a free loopback port, once it answers; the caller stops it by its PID.
+pub fn serve_python(script: &str, dir: &Path, args: &[&str]) -> (Child, u16) {
+    let port = free_port();
+    let child = Command::new("python3")
+        .arg(format!(
+            "{}/tests/services/{script}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args(["serve", dir.to_str().unwrap(), &port.to_string()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("python3 runs tests/services/{script}: {e}"));
+    wait_for_port(port);
+    (child, port)
+}
+
+/// The lines of `requests.log` in a test server's folder: what it was asked for, in order.
+pub fn requests_log(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("requests.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {

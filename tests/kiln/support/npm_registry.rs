@@ -2,7 +2,7 @@
 //! institution's npm mirror where a test needs packages of its own: package documents and
 //! tarballs as registry.npmjs.org serves them, and a log of what was asked for.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 const SCRIPT: &str = "/tests/services/npm-registry.py";
 
@@ -20,15 +20,7 @@ fn script() -> String {
 impl NpmRegistry {
     pub fn start() -> NpmRegistry {
         let dir = tempfile::tempdir().unwrap();
-        let port = super::free_port();
-        let child = Command::new("python3")
-            .arg(script())
-            .args(["serve", dir.path().to_str().unwrap(), &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs (it serves the npm registry)");
-        super::wait_for_port(port);
+        let (child, port) = super::serve_python("npm-registry.py", dir.path(), &[]);
         NpmRegistry { child, port, dir }
     }
 
@@ -53,11 +45,7 @@ impl NpmRegistry {
 
     /// The paths asked for, in order.
     pub fn requested(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("requests.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        super::requests_log(self.dir.path())
     }
 }
 

@@ -2,7 +2,7 @@
 //! PyPI where a test needs an index it can change: wheels published by the test,
 //! listed with their sha256 as PyPI lists them.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 const SCRIPT: &str = "/tests/services/package-index.py";
 
@@ -30,16 +30,8 @@ impl PackageIndex {
 
     fn serve(upstream: Option<&str>) -> PackageIndex {
         let dir = tempfile::tempdir().unwrap();
-        let port = super::free_port();
-        let child = Command::new("python3")
-            .arg(script())
-            .args(["serve", dir.path().to_str().unwrap(), &port.to_string()])
-            .args(upstream)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs (it serves the package index)");
-        super::wait_for_port(port);
+        let upstream: Vec<&str> = upstream.into_iter().collect();
+        let (child, port) = super::serve_python("package-index.py", dir.path(), &upstream);
         PackageIndex { child, port, dir }
     }
 
@@ -69,11 +61,7 @@ impl PackageIndex {
 
     /// The projects a mirror was asked for, in order (normalised names).
     pub fn requested(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("requests.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        super::requests_log(self.dir.path())
     }
 
     /// Publish a pure-Python wheel `name` `version` (module `name` with `_`, whose `__version__`
