@@ -31,7 +31,8 @@ pub const LABEL_CONTENTS: &str = "io.kiln.contents.digest";
 pub const LABEL_SBOM: &str = "io.kiln.sbom.digest";
 
 /// The longest the collection may run, and the most it may print (a repository can fill an
-/// environment with packages, but not without limit).
+/// environment with packages, but not without limit); its memory, CPU and processes are held by
+/// [`collect_limits`].
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(120);
 const COLLECT_MAX_OUTPUT: usize = 64 << 20;
 
@@ -175,6 +176,17 @@ fn sbom_error(e: kiln_sbom::SbomError) -> BuildError {
     BuildError::Invalid(format!("recording what the image holds: {e}"))
 }
 
+/// What the collection may use: it runs the image's own interpreters, which a repository's
+/// `postBuild` can change (a `.pth` file runs at every start), so it is held like a session.
+fn collect_limits() -> crate::engine::Resources {
+    crate::engine::Resources {
+        memory: Some(1 << 30),
+        nano_cpus: Some(1_000_000_000),
+        pids: Some(128),
+        locked_down: true,
+    }
+}
+
 /// Run the collection in `image` and make its record.
 pub async fn collect(
     engine: &Engine,
@@ -192,7 +204,7 @@ pub async fn collect(
             &argv,
             COLLECT_TIMEOUT,
             COLLECT_MAX_OUTPUT,
-            &crate::engine::Resources::default(),
+            &collect_limits(),
         )
         .await?;
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -246,3 +246,51 @@ fn a_build_step_that_eats_memory_is_stopped_at_the_build_memory_limit() {
     // Killed by the kernel's OOM killer: exit code 137.
     assert!(message.contains("137"), "{message}");
 }
+
+/// kiln records what an image holds by running the image's own interpreters, which the
+/// repository's `postBuild` can change: here a `.pth` file, run at every start of Python, forks
+/// 300 processes. The collection is held like a session (processes, memory, CPU, no
+/// capabilities): the forks stop at the limit, and the build says that the image has no record
+/// and why.
+#[test]
+fn a_post_build_that_makes_python_fork_is_held_when_kiln_records_the_image() {
+    require_engine();
+    let server = GitServer::start();
+    let bomb = "import os, sys, time\n\
+                n = 0\n\
+                try:\n    \
+                    for n in range(300):\n        \
+                        if os.fork() == 0:\n            \
+                            time.sleep(20)\n            \
+                            os._exit(0)\n\
+                except OSError as e:\n    \
+                    print('not a record')\n    \
+                    sys.exit('kiln-test: forks stopped after %d: %s' % (n, e))\n\
+                print('not a record')\n\
+                sys.exit('kiln-test: forked all 300')\n";
+    let post_build = "#!/bin/bash\nset -euo pipefail\n\
+                      site=$(python -c 'import site; print(site.getsitepackages()[0])')\n\
+                      cp bomb.py \"$site/kiln_test_bomb.py\"\n\
+                      echo 'import kiln_test_bomb' > \"$site/kiln-test-bomb.pth\"\n";
+    server.commit(
+        "forker",
+        &[
+            ("postBuild", post_build),
+            ("bomb.py", bomb),
+            ("requirements.txt", ""),
+        ],
+        "python forks whenever it starts",
+    );
+    let image = format!("kiln-test/{}:1", unique("forker"));
+    let out = kiln()
+        .args(["build", "--json-logs", "--image-name", &image])
+        .arg(server.url("forker"))
+        .output()
+        .unwrap();
+    remove_image(&image);
+    let log = messages(&events(&out.stdout));
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("kiln-test: forks stopped after"), "{log}");
+    assert!(log.contains("has no record of what it holds"), "{log}");
+    assert!(!log.contains("forked all 300"), "{log}");
+}
