@@ -54,12 +54,37 @@ impl std::fmt::Debug for EngineBuild {
 impl Engine {
     /// Build `context` (a tar file, streamed to the engine) and tag the result; events carry the
     /// engine's log lines.
+    ///
+    /// A build whose stream breaks off (the connection to the engine, not a step, failed) and
+    /// that left no image is run once more: its finished steps come from the engine's cache.
     pub async fn build(
         &self,
         context: &std::path::Path,
         build: &EngineBuild,
         sink: &mut dyn EventSink,
     ) -> Result<(), BuildError> {
+        match self.build_once(context, build, sink).await {
+            Err(Attempt::BrokenStream(error)) => {
+                sink.emit(Event::new(
+                    Phase::Building,
+                    format!(
+                        "Warning: the engine's build stream broke off ({error}); building once more"
+                    ),
+                ));
+                self.build_once(context, build, sink)
+                    .await
+                    .map_err(Attempt::into_error)
+            }
+            other => other.map_err(Attempt::into_error),
+        }
+    }
+
+    async fn build_once(
+        &self,
+        context: &std::path::Path,
+        build: &EngineBuild,
+        sink: &mut dyn EventSink,
+    ) -> Result<(), Attempt> {
         let file = tokio::fs::File::open(context).await.map_err(|e| {
             BuildError::io(
                 format!("reading the build context {}", context.display()),
@@ -106,18 +131,26 @@ impl Engine {
             Some(bollard::body_try_stream(body)),
         );
         let mut log = BuildLog::default();
+        let mut broken = None;
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => log.take(info, sink),
+                // The stream itself broke off (its last line cut short, the connection lost):
+                // whether the build ended is told by its image, below.
+                Err(e @ bollard::errors::Error::IOError { .. }) => {
+                    broken = Some(short(&e.to_string()));
+                    break;
+                }
                 Err(e) => {
                     let message = e.to_string();
                     if self.settings.network.is_none() && names_missing_network(&message) {
-                        return Err(BuildError::NoDefaultNetwork);
+                        return Err(BuildError::NoDefaultNetwork.into());
                     }
                     return Err(BuildError::BuildFailed {
                         message: short(&message),
                         tail: log.tail(),
-                    });
+                    }
+                    .into());
                 }
             }
         }
@@ -125,16 +158,44 @@ impl Engine {
             return Err(BuildError::BuildFailed {
                 message: error,
                 tail: log.tail(),
-            });
+            }
+            .into());
         }
         // The engine tags only a finished image; check that it is there.
-        match self.image_labels(&build.tag).await? {
-            Some(_) => Ok(()),
-            None => Err(BuildError::BuildFailed {
+        match (self.image_labels(&build.tag).await?, broken) {
+            (Some(_), _) => Ok(()),
+            (None, Some(message)) => Err(Attempt::BrokenStream(BuildError::BuildFailed {
+                message,
+                tail: log.tail(),
+            })),
+            (None, None) => Err(BuildError::BuildFailed {
                 message: "the engine ended the build without an image (was it stopped?)".into(),
                 tail: log.tail(),
-            }),
+            }
+            .into()),
         }
+    }
+}
+
+/// How one build attempt failed.
+enum Attempt {
+    /// The build failed (a step, the engine's answer).
+    Failed(BuildError),
+    /// The stream broke off and no image was made: worth one more try.
+    BrokenStream(BuildError),
+}
+
+impl Attempt {
+    fn into_error(self) -> BuildError {
+        match self {
+            Attempt::Failed(e) | Attempt::BrokenStream(e) => e,
+        }
+    }
+}
+
+impl From<BuildError> for Attempt {
+    fn from(e: BuildError) -> Attempt {
+        Attempt::Failed(e)
     }
 }
 
