@@ -268,15 +268,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+fn services_script(script: &str) -> String {
+    format!("{}/tests/services/{script}", env!("CARGO_MANIFEST_DIR"))
+}
+
 /// Start one of the Python servers of `tests/services/` (`python3 SCRIPT serve DIR PORT ARGS...`)
 /// on a free loopback port, once it answers; the caller stops it by its PID.
 pub fn serve_python(script: &str, dir: &Path, args: &[&str]) -> (Child, u16) {
     let port = free_port();
     let child = Command::new("python3")
-        .arg(format!(
-            "{}/tests/services/{script}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
+        .arg(services_script(script))
         .args(["serve", dir.to_str().unwrap(), &port.to_string()])
         .args(args)
         .stdout(Stdio::null())
@@ -285,6 +286,23 @@ pub fn serve_python(script: &str, dir: &Path, args: &[&str]) -> (Child, u16) {
         .unwrap_or_else(|e| panic!("python3 runs tests/services/{script}: {e}"));
     wait_for_port(port);
     (child, port)
+}
+
+/// Run one of those scripts' other commands (`python3 SCRIPT COMMAND DIR ARGS...`), which must
+/// succeed; what it prints, trimmed.
+pub fn run_python(script: &str, command: &str, dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg(services_script(script))
+        .args([command, dir.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// The lines of `requests.log` in a test server's folder: what it was asked for, in order.

@@ -2,9 +2,9 @@
 //! institution's npm mirror where a test needs packages of its own: package documents and
 //! tarballs as registry.npmjs.org serves them, and a log of what was asked for.
 
-use std::process::{Child, Command};
+use std::process::Child;
 
-const SCRIPT: &str = "/tests/services/npm-registry.py";
+const SCRIPT: &str = "npm-registry.py";
 
 /// The registry, served on a free loopback port; stopped by its PID on drop.
 pub struct NpmRegistry {
@@ -13,14 +13,10 @@ pub struct NpmRegistry {
     dir: tempfile::TempDir,
 }
 
-fn script() -> String {
-    format!("{}{SCRIPT}", env!("CARGO_MANIFEST_DIR"))
-}
-
 impl NpmRegistry {
     pub fn start() -> NpmRegistry {
         let dir = tempfile::tempdir().unwrap();
-        let (child, port) = super::serve_python("npm-registry.py", dir.path(), &[]);
+        let (child, port) = super::serve_python(SCRIPT, dir.path(), &[]);
         NpmRegistry { child, port, dir }
     }
 
@@ -31,16 +27,7 @@ impl NpmRegistry {
 
     /// Publish `name` `version`: a package whose main module exports `version`.
     pub fn publish(&self, name: &str, version: &str) {
-        let out = Command::new("python3")
-            .arg(script())
-            .args(["publish", self.dir.path().to_str().unwrap(), name, version])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        super::run_python(SCRIPT, "publish", self.dir.path(), &[name, version]);
     }
 
     /// The paths asked for, in order.

@@ -2,19 +2,15 @@
 //! PyPI where a test needs an index it can change: wheels published by the test,
 //! listed with their sha256 as PyPI lists them.
 
-use std::process::{Child, Command};
+use std::process::Child;
 
-const SCRIPT: &str = "/tests/services/package-index.py";
+const SCRIPT: &str = "package-index.py";
 
 /// The index, served on a free loopback port; stopped by its PID on drop.
 pub struct PackageIndex {
     child: Child,
     pub port: u16,
     dir: tempfile::TempDir,
-}
-
-fn script() -> String {
-    format!("{}{SCRIPT}", env!("CARGO_MANIFEST_DIR"))
 }
 
 impl PackageIndex {
@@ -31,32 +27,13 @@ impl PackageIndex {
     fn serve(upstream: Option<&str>) -> PackageIndex {
         let dir = tempfile::tempdir().unwrap();
         let upstream: Vec<&str> = upstream.into_iter().collect();
-        let (child, port) = super::serve_python("package-index.py", dir.path(), &upstream);
+        let (child, port) = super::serve_python(SCRIPT, dir.path(), &upstream);
         PackageIndex { child, port, dir }
     }
 
     /// The index URL for `--index-url` / `--extra-index-url`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/simple/", self.port)
-    }
-
-    fn run(&self, command: &str, name: &str, version: &str) -> String {
-        self.run_with(command, &[name, version])
-    }
-
-    fn run_with(&self, command: &str, args: &[&str]) -> String {
-        let out = Command::new("python3")
-            .arg(script())
-            .args([command, self.dir.path().to_str().unwrap()])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
     /// The projects a mirror was asked for, in order (normalised names).
@@ -67,14 +44,14 @@ impl PackageIndex {
     /// Publish a pure-Python wheel `name` `version` (module `name` with `_`, whose `__version__`
     /// is `version`); returns the wheel's sha256.
     pub fn publish(&self, name: &str, version: &str) -> String {
-        self.run("publish", name, version)
+        super::run_python(SCRIPT, "publish", self.dir.path(), &[name, version])
     }
 
     /// Publish only a source archive of `name` `version`, whose build (its setup.py) fails when a
     /// path matching `glob` is under kiln's uv cache: a probe of what a package that a repository
     /// names can see there.
     pub fn publish_probe(&self, name: &str, version: &str, glob: &str) {
-        self.run_with("probe", &[name, version, glob]);
+        super::run_python(SCRIPT, "probe", self.dir.path(), &[name, version, glob]);
     }
 }
 
