@@ -473,9 +473,11 @@ pub fn remove_images(matches: impl Fn(&str) -> bool) {
 /// the child, the URL, the session's port and its token.
 pub fn start_kiln_run(command: &mut Command) -> (Child, String, u16, String) {
     use std::io::BufRead;
+    // Its standard error goes to a file, read when it prints no URL (a failed build says why).
+    let stderr = tempfile::NamedTempFile::new().unwrap();
     let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr.reopen().unwrap())
         .spawn()
         .unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -484,7 +486,8 @@ pub fn start_kiln_run(command: &mut Command) -> (Child, String, u16, String) {
     let url = url.trim().to_string();
     assert!(
         url.starts_with("http://127.0.0.1:") && url.contains("token="),
-        "kiln run printed {url:?}"
+        "kiln run printed {url:?}; its standard error:\n{}",
+        std::fs::read_to_string(stderr.path()).unwrap_or_default()
     );
     let port: u16 = url["http://127.0.0.1:".len()..]
         .split('/')
